@@ -1,0 +1,106 @@
+//! Error types, one per port.
+//!
+//! [`StoreError`] is what a driven adapter (a store) may report; [`KvError`] is what the driving port
+//! reports to transports. Adapters translate their driver errors (an `io::Error`, a database code)
+//! into these variants, so the domain never sees a driver type; transports map `KvError` to the wire
+//! in exactly one place each.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::domain::{KeyError, ListQueryError, ValueError, Version};
+
+/// An opaque error with its cause chain, for failures nobody can act on but an operator.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a [`crate::KvStore`] may report.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The write's [`crate::Precondition`] does not hold; `current` is the key's version now
+    /// (`None`: the key is absent).
+    #[error("precondition failed (current version: {current:?})")]
+    PreconditionFailed {
+        /// The key's current version, if it exists.
+        current: Option<Version>,
+    },
+    /// A transient failure: the operation did not take effect and may succeed if retried.
+    #[error("store unavailable: {reason}")]
+    Unavailable {
+        /// What went wrong, for logs and for the client.
+        reason: String,
+        /// When a retry may succeed, if the store knows.
+        retry_after: Option<Duration>,
+    },
+    /// Anything else: a bug or an unexpected state. Logged, never shown to clients.
+    #[error("internal store error")]
+    Internal(#[source] BoxError),
+}
+
+impl StoreError {
+    /// A transient failure without a retry hint.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Self::Unavailable {
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+
+    /// An internal failure wrapping its cause.
+    pub fn internal(cause: impl Into<BoxError>) -> Self {
+        Self::Internal(cause.into())
+    }
+}
+
+/// What the driving port ([`crate::KeyValueApi`]) may report.
+///
+/// Transports map each variant to one status: see `hexkv-http`'s `ApiError` and the gRPC
+/// adapter's `Status` conversion.
+#[derive(Debug, Error)]
+pub enum KvError {
+    /// The key does not exist.
+    #[error("key not found")]
+    NotFound,
+    /// The write's precondition does not hold; `current` is the key's version now.
+    #[error("precondition failed (current version: {current:?})")]
+    PreconditionFailed {
+        /// The key's current version, if it exists.
+        current: Option<Version>,
+    },
+    /// The key breaks the key rules.
+    #[error("invalid key: {0}")]
+    InvalidKey(#[from] KeyError),
+    /// The value breaks the value rules (its size).
+    #[error("invalid value: {0}")]
+    InvalidValue(#[from] ValueError),
+    /// The listing request is malformed.
+    #[error("invalid list request: {0}")]
+    InvalidQuery(#[from] ListQueryError),
+    /// A transient failure: nothing took effect; a retry may succeed.
+    #[error("service unavailable: {reason}")]
+    Unavailable {
+        /// What went wrong.
+        reason: String,
+        /// When a retry may succeed, if known.
+        retry_after: Option<Duration>,
+    },
+    /// An unexpected failure. Its cause is logged; clients see only that it happened.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+}
+
+impl From<StoreError> for KvError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::PreconditionFailed { current } => KvError::PreconditionFailed { current },
+            StoreError::Unavailable {
+                reason,
+                retry_after,
+            } => KvError::Unavailable {
+                reason,
+                retry_after,
+            },
+            StoreError::Internal(cause) => KvError::Internal(cause),
+        }
+    }
+}

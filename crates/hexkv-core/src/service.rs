@@ -1,0 +1,250 @@
+//! [`KeyValueService`]: the application core behind the driving port.
+//!
+//! It owns the rules that are configuration rather than type invariants (the value size limit) and
+//! the service's lifecycle (draining at shutdown), and delegates storage to whichever [`KvStore`]
+//! the composition root gave it. It knows no transport and no database.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    DeleteOutcome, Entry, Key, ListQuery, Page, Precondition, PutOutcome, Value, ValueError,
+};
+use crate::error::KvError;
+use crate::ports::{Check, KeyValueApi, KvStore, Readiness};
+
+/// Limits the service enforces on every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest value accepted, in bytes.
+    pub max_value_bytes: usize,
+}
+
+impl Limits {
+    /// The default value size limit: 1 MiB.
+    pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_value_bytes: Self::DEFAULT_MAX_VALUE_BYTES,
+        }
+    }
+}
+
+/// The key-value service: implements [`KeyValueApi`] over any [`KvStore`].
+pub struct KeyValueService {
+    store: Arc<dyn KvStore>,
+    limits: Limits,
+    draining: AtomicBool,
+}
+
+impl KeyValueService {
+    /// A service over `store`, enforcing `limits`.
+    pub fn new(store: Arc<dyn KvStore>, limits: Limits) -> Self {
+        Self {
+            store,
+            limits,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Marks the service as shutting down: readiness fails from now on, so load balancers stop
+    /// sending traffic while in-flight requests finish. Requests are still served.
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`KeyValueService::begin_draining`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl KeyValueApi for KeyValueService {
+    async fn get(&self, key: &Key) -> Result<Entry, KvError> {
+        self.store.get(key).await?.ok_or(KvError::NotFound)
+    }
+
+    async fn put(
+        &self,
+        key: Key,
+        value: Value,
+        precondition: Precondition,
+    ) -> Result<PutOutcome, KvError> {
+        let max = self.limits.max_value_bytes;
+        if value.len() > max {
+            return Err(ValueError::TooLarge {
+                len: value.len(),
+                max,
+            }
+            .into());
+        }
+        Ok(self.store.put(key, value, precondition).await?)
+    }
+
+    async fn delete(
+        &self,
+        key: &Key,
+        precondition: Precondition,
+    ) -> Result<DeleteOutcome, KvError> {
+        Ok(self.store.delete(key, precondition).await?)
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page, KvError> {
+        Ok(self.store.list(query).await?)
+    }
+
+    async fn readiness(&self) -> Readiness {
+        let draining = self.is_draining();
+        let store = self.store.check().await;
+        Readiness {
+            checks: vec![
+                Check {
+                    name: "store",
+                    ok: store.is_ok(),
+                    detail: store.err().map(|e| e.to_string()),
+                },
+                Check {
+                    name: "draining",
+                    ok: !draining,
+                    detail: draining.then(|| "shutting down".to_owned()),
+                },
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Version;
+    use crate::error::StoreError;
+    use crate::ports::MockKvStore;
+    use mockall::predicate::eq;
+
+    fn key(k: &str) -> Key {
+        Key::new(k).unwrap()
+    }
+
+    fn service(store: MockKvStore, max_value_bytes: usize) -> KeyValueService {
+        KeyValueService::new(Arc::new(store), Limits { max_value_bytes })
+    }
+
+    #[tokio::test]
+    async fn get_of_absent_key_is_not_found() {
+        let mut store = MockKvStore::new();
+        store
+            .expect_get()
+            .with(eq(key("a")))
+            .returning(|_| Ok(None));
+        let err = service(store, 10).get(&key("a")).await.unwrap_err();
+        assert!(matches!(err, KvError::NotFound), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn oversized_value_is_rejected_before_the_store() {
+        let mut store = MockKvStore::new();
+        store.expect_put().never();
+        let err = service(store, 4)
+            .put(key("a"), Value::from("12345"), Precondition::None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KvError::InvalidValue(ValueError::TooLarge { len: 5, max: 4 })
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn value_at_the_limit_reaches_the_store_with_its_precondition() {
+        let mut store = MockKvStore::new();
+        store
+            .expect_put()
+            .withf(|k, v, p| {
+                k.as_str() == "a" && v.as_bytes() == b"1234" && *p == Precondition::Absent
+            })
+            .times(1)
+            .returning(|_, _, _| {
+                Ok(PutOutcome {
+                    version: Version::new(7),
+                    created: true,
+                })
+            });
+        let outcome = service(store, 4)
+            .put(key("a"), Value::from("1234"), Precondition::Absent)
+            .await
+            .unwrap();
+        assert_eq!(outcome.version, Version::new(7));
+    }
+
+    #[tokio::test]
+    async fn store_errors_keep_their_meaning() {
+        let mut store = MockKvStore::new();
+        store.expect_delete().returning(|_, _| {
+            Err(StoreError::PreconditionFailed {
+                current: Some(Version::new(3)),
+            })
+        });
+        store.expect_list().returning(|_| {
+            Err(StoreError::Unavailable {
+                reason: "disk full".into(),
+                retry_after: Some(std::time::Duration::from_secs(1)),
+            })
+        });
+        store
+            .expect_get()
+            .returning(|_| Err(StoreError::internal("boom")));
+        let svc = service(store, 4);
+        assert!(matches!(
+            svc.delete(&key("a"), Precondition::Version(Version::new(2))).await,
+            Err(KvError::PreconditionFailed { current: Some(v) }) if v == Version::new(3)
+        ));
+        assert!(matches!(
+            svc.list(&ListQuery::all()).await,
+            Err(KvError::Unavailable { retry_after: Some(d), .. }) if d.as_secs() == 1
+        ));
+        assert!(matches!(svc.get(&key("a")).await, Err(KvError::Internal(_))));
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_store_and_draining() {
+        let mut store = MockKvStore::new();
+        let mut calls = 0;
+        store.expect_check().returning(move || {
+            calls += 1;
+            if calls == 2 {
+                Err(StoreError::unavailable("log poisoned"))
+            } else {
+                Ok(())
+            }
+        });
+        let svc = service(store, 4);
+        assert!(svc.readiness().await.is_ready());
+
+        let r = svc.readiness().await;
+        assert!(!r.is_ready());
+        assert_eq!(
+            r.checks[0].detail.as_deref(),
+            Some("store unavailable: log poisoned")
+        );
+
+        svc.begin_draining();
+        let r = svc.readiness().await;
+        assert!(!r.is_ready());
+        assert!(r.checks[0].ok);
+        assert!(!r.checks[1].ok);
+    }
+}
