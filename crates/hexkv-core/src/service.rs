@@ -25,6 +25,9 @@ pub struct Limits {
 impl Limits {
     /// The default value size limit: 1 MiB.
     pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+    /// The largest value limit any configuration may set: 64 MiB. Stores may rely on it to bound
+    /// their records.
+    pub const HARD_MAX_VALUE_BYTES: usize = 64 * 1024 * 1024;
 }
 
 impl Default for Limits {

@@ -1,0 +1,440 @@
+//! The write-ahead log with group commit.
+//!
+//! # How a write travels
+//! 1. Under the log's sequencing lock (`State`), the writer checks its precondition against the
+//!    key's newest state: an in-flight write to the key if there is one (`State::pending`), else the
+//!    map. It takes the next version, encodes its record into the shared buffer, records the key in
+//!    `pending`, and gets a completion channel. Version order is therefore log order.
+//! 2. The flusher thread takes the whole buffer as one batch, writes it with one `write`, and under
+//!    `fsync = always` makes it durable with one `fdatasync`: every write that arrived while the
+//!    previous batch was syncing shares this one (group commit).
+//! 3. Only then does the flusher apply the batch to the map, in log order, drop it from `pending`,
+//!    and complete the writers' channels: a write is visible and acknowledged only once durable.
+//!
+//! The flusher, not the writer, applies the batch, so a writer whose request is cancelled (a client
+//! that hangs up) can never leave a logged write out of the map. A `std::thread` runs the flusher
+//! because its work is blocking file I/O.
+//!
+//! # Failures
+//! If a batch's write or sync fails, that batch and every write queued behind it (which may have
+//! been checked against the failed ones) fail with `Unavailable`, `pending` is cleared, and the file
+//! is truncated back to its last good length, so nothing unacknowledged can reappear at the next
+//! start. Writes then resume. If the truncation fails too, or a periodic sync under
+//! `fsync = interval` fails (acknowledged writes may then be lost), the log is poisoned: writes fail
+//! until a restart, and readiness reports it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hexkv_core::{Key, Precondition, StoreError, Value, Version};
+use tokio::sync::oneshot;
+
+use crate::map::ShardedMap;
+use crate::record::{Op, Record, encode};
+
+/// When the log is synced to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Acknowledge a write only after `fdatasync` covers it. One sync serves a whole batch of
+    /// concurrent writes (group commit). Nothing acknowledged is lost, even on power failure.
+    Always,
+    /// Acknowledge a write once written to the OS; sync every interval. A process crash loses
+    /// nothing; an OS crash or power failure may lose up to one interval of acknowledged writes.
+    Interval(Duration),
+    /// Acknowledge once written to the OS; never sync (the OS writes back in its own time). A
+    /// process crash loses nothing; an OS crash may lose any amount of recent writes.
+    Never,
+}
+
+/// The file operations the flusher needs; a trait so tests can inject failures.
+pub(crate) trait LogFile: Send + 'static {
+    /// Appends all of `bytes` at the end of the file.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Makes everything appended so far durable.
+    fn sync(&mut self) -> io::Result<()>;
+    /// Cuts the file to `len` bytes and makes that durable.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+}
+
+/// The real file, opened in append mode (so writes after a truncation land at the new end).
+impl LogFile for File {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.sync_data()
+    }
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.set_len(len)?;
+        self.sync_all()
+    }
+}
+
+type Done = oneshot::Sender<Result<(), String>>;
+
+/// A logged write waiting to be applied to the map.
+struct Applied {
+    key: Key,
+    value: Option<Value>,
+    version: Version,
+}
+
+struct State {
+    /// Encoded records not yet taken by the flusher.
+    buf: Vec<u8>,
+    /// The writes in `buf`, in order.
+    queued: Vec<Applied>,
+    /// The writers waiting for `queued`.
+    waiters: Vec<Done>,
+    /// Each key with a write not yet applied to the map, and its newest in-flight write.
+    pending: HashMap<Key, InFlight>,
+    /// The last version given.
+    last_version: u64,
+    /// Set once `close` was called; the sender completes when the flusher has finished.
+    close: Option<Option<Done>>,
+    /// Why writes are refused until a restart.
+    poisoned: Option<String>,
+}
+
+/// The newest in-flight write to a key.
+#[derive(Clone, Copy)]
+struct InFlight {
+    version: Version,
+    /// False for a delete.
+    exists: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The write-ahead log; see the module docs.
+pub(crate) struct Log {
+    shared: Arc<Shared>,
+    map: Arc<ShardedMap>,
+    flusher: Option<thread::JoinHandle<()>>,
+}
+
+/// A change the log was asked to make.
+pub(crate) enum Change<'a> {
+    Put(&'a Value),
+    Delete,
+}
+
+/// The result of a write that passed its precondition.
+pub(crate) enum Written {
+    /// The write is durable and applied; `previous` was the key's version before it.
+    Done {
+        version: Version,
+        previous: Option<Version>,
+    },
+    /// A delete of an absent key: nothing to write.
+    NothingToDelete,
+}
+
+impl Log {
+    /// Starts the flusher over `file`, whose first `len` bytes are the valid log; versions
+    /// continue after `last_version`.
+    pub(crate) fn start(
+        file: Box<dyn LogFile>,
+        len: u64,
+        last_version: u64,
+        policy: FsyncPolicy,
+        map: Arc<ShardedMap>,
+    ) -> io::Result<Self> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                buf: Vec::new(),
+                queued: Vec::new(),
+                waiters: Vec::new(),
+                pending: HashMap::new(),
+                last_version,
+                close: None,
+                poisoned: None,
+            }),
+            wake: Condvar::new(),
+        });
+        let flusher = Flusher {
+            shared: Arc::clone(&shared),
+            map: Arc::clone(&map),
+            file,
+            len,
+            policy,
+        };
+        let flusher = thread::Builder::new()
+            .name("hexkv-log".into())
+            .spawn(move || flusher.run())?;
+        Ok(Self {
+            shared,
+            map,
+            flusher: Some(flusher),
+        })
+    }
+
+    /// Logs a write if `precondition` holds, and waits until it is durable and applied.
+    pub(crate) async fn write(
+        &self,
+        key: &Key,
+        change: Change<'_>,
+        precondition: Precondition,
+    ) -> Result<Written, StoreError> {
+        let (written, done) = {
+            let mut st = self.shared.lock();
+            if let Some(why) = &st.poisoned {
+                return Err(StoreError::unavailable(why.clone()));
+            }
+            if st.close.is_some() {
+                return Err(StoreError::unavailable("the store is closed"));
+            }
+            let current = match st.pending.get(key) {
+                Some(in_flight) => in_flight.exists.then_some(in_flight.version),
+                None => self.map.version_of(key),
+            };
+            if !precondition.is_met_by(current) {
+                return Err(StoreError::PreconditionFailed { current });
+            }
+            if matches!(change, Change::Delete) && current.is_none() {
+                return Ok(Written::NothingToDelete);
+            }
+            st.last_version += 1;
+            let version = Version::new(st.last_version);
+            let (op, value) = match change {
+                Change::Put(value) => (Op::Put(value.as_bytes()), Some(value.clone())),
+                Change::Delete => (Op::Delete, None),
+            };
+            encode(
+                &Record {
+                    version: version.get(),
+                    key: key.as_bytes(),
+                    op,
+                },
+                &mut st.buf,
+            );
+            let exists = value.is_some();
+            st.pending.insert(key.clone(), InFlight { version, exists });
+            st.queued.push(Applied {
+                key: key.clone(),
+                value,
+                version,
+            });
+            let (tx, rx) = oneshot::channel();
+            st.waiters.push(tx);
+            (
+                Written::Done {
+                    version,
+                    previous: current,
+                },
+                rx,
+            )
+        };
+        self.shared.wake.notify_one();
+        match done.await {
+            Ok(Ok(())) => Ok(written),
+            Ok(Err(why)) => Err(StoreError::unavailable(why)),
+            Err(_) => Err(StoreError::unavailable("the log writer stopped")),
+        }
+    }
+
+    /// Why writes are refused, if they are.
+    pub(crate) fn health(&self) -> Result<(), StoreError> {
+        let st = self.shared.lock();
+        match (&st.poisoned, &st.close) {
+            (Some(why), _) => Err(StoreError::unavailable(why.clone())),
+            (None, Some(_)) => Err(StoreError::unavailable("the store is closed")),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// Writes and syncs everything queued, stops the flusher and closes the file.
+    pub(crate) async fn close(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = self.shared.lock();
+            if st.close.is_some() {
+                return Err(StoreError::unavailable("the store is already closed"));
+            }
+            st.close = Some(Some(tx));
+        }
+        self.shared.wake.notify_one();
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(StoreError::unavailable(why)),
+            Err(_) => Err(StoreError::unavailable("the log writer stopped")),
+        }
+    }
+}
+
+impl Drop for Log {
+    /// A store dropped without `close` still writes and syncs what is queued, and waits for the
+    /// flusher to release the file, so the data directory can be reopened at once.
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        if st.close.is_none() {
+            st.close = Some(None);
+        }
+        drop(st);
+        self.shared.wake.notify_one();
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
+    }
+}
+
+struct Flusher {
+    shared: Arc<Shared>,
+    map: Arc<ShardedMap>,
+    file: Box<dyn LogFile>,
+    /// Length of the file's valid, written content.
+    len: u64,
+    policy: FsyncPolicy,
+}
+
+/// What the flusher does next.
+enum Work {
+    Batch(Vec<u8>, Vec<Applied>, Vec<Done>),
+    PeriodicSync,
+    Close(Option<Done>),
+}
+
+impl Flusher {
+    fn run(mut self) {
+        let mut spare = Vec::new();
+        let mut unsynced = false;
+        let mut last_sync = Instant::now();
+        loop {
+            match self.next_work(&mut spare, unsynced, last_sync) {
+                Work::Batch(mut batch, applied, waiters) => {
+                    let result = self.write_batch(&batch);
+                    if result.is_ok() {
+                        self.len += batch.len() as u64;
+                        unsynced = self.policy != FsyncPolicy::Always;
+                    }
+                    self.finish_batch(result, applied, waiters);
+                    batch.clear();
+                    spare = batch;
+                }
+                Work::PeriodicSync => {
+                    if let Err(e) = self.file.sync() {
+                        self.poison(format!("periodic log sync failed: {e}"));
+                    }
+                    unsynced = false;
+                    last_sync = Instant::now();
+                }
+                Work::Close(done) => {
+                    let result = self.file.sync().map_err(|e| format!("final log sync failed: {e}"));
+                    if let Err(why) = &result {
+                        tracing::error!(error = %why, "closing the log");
+                    }
+                    // Close the file (and release its lock) before reporting the close as done,
+                    // so the data directory can be opened again at once.
+                    drop(self);
+                    if let Some(done) = done {
+                        let _ = done.send(result);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits for a batch, a due periodic sync, or the close request.
+    fn next_work(&self, spare: &mut Vec<u8>, unsynced: bool, last_sync: Instant) -> Work {
+        let mut st = self.shared.lock();
+        loop {
+            if !st.buf.is_empty() {
+                let batch = std::mem::replace(&mut st.buf, std::mem::take(spare));
+                let applied = std::mem::take(&mut st.queued);
+                let waiters = std::mem::take(&mut st.waiters);
+                return Work::Batch(batch, applied, waiters);
+            }
+            if let Some(done) = &mut st.close {
+                return Work::Close(done.take());
+            }
+            st = match self.policy {
+                FsyncPolicy::Interval(every) if unsynced => {
+                    let elapsed = last_sync.elapsed();
+                    if elapsed >= every {
+                        return Work::PeriodicSync;
+                    }
+                    self.shared
+                        .wake
+                        .wait_timeout(st, every - elapsed)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                _ => self
+                    .shared
+                    .wake
+                    .wait(st)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
+        }
+    }
+
+    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
+        self.file.append(batch)?;
+        if self.policy == FsyncPolicy::Always {
+            self.file.sync()?;
+        }
+        Ok(())
+    }
+
+    fn finish_batch(&mut self, result: io::Result<()>, applied: Vec<Applied>, waiters: Vec<Done>) {
+        match result {
+            Ok(()) => {
+                let mut done = Vec::with_capacity(applied.len());
+                for write in applied {
+                    done.push((write.key.clone(), write.version));
+                    self.map.apply(write.key, write.value, write.version);
+                }
+                {
+                    let mut st = self.shared.lock();
+                    for (key, version) in done {
+                        // Drop the key from `pending` unless a newer write to it is in flight.
+                        if st.pending.get(&key).is_some_and(|p| p.version == version) {
+                            st.pending.remove(&key);
+                        }
+                    }
+                }
+                for waiter in waiters {
+                    let _ = waiter.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                let why = format!("log write failed: {e}");
+                tracing::error!(error = %e, "log batch failed; failing it and every write queued behind it");
+                let queued_waiters = {
+                    let mut st = self.shared.lock();
+                    st.buf.clear();
+                    st.queued.clear();
+                    st.pending.clear();
+                    std::mem::take(&mut st.waiters)
+                };
+                for waiter in waiters.into_iter().chain(queued_waiters) {
+                    let _ = waiter.send(Err(why.clone()));
+                }
+                if let Err(e) = self.file.truncate(self.len) {
+                    self.poison(format!(
+                        "log write failed and the log could not be cut back to its last good length: {e}"
+                    ));
+                }
+            }
+        }
+    }
+
+    fn poison(&self, why: String) {
+        tracing::error!(reason = %why, "the log refuses writes until a restart");
+        self.shared.lock().poisoned = Some(why);
+    }
+}

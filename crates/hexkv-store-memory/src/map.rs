@@ -1,0 +1,209 @@
+//! The sharded map: the store's in-memory state.
+//!
+//! Keys are spread over a power-of-two number of shards by hash; each shard is an ordered
+//! `BTreeMap` behind a `std::sync::RwLock`. Point reads and writes touch one shard, so readers and
+//! writers of different keys rarely meet on a lock. A listing fans out to every shard (each returns
+//! its own sorted run of at most `limit + 1` keys from the cursor) and fans the runs back in with a
+//! k-way merge, so a page costs `O(shards × limit)` whatever the map's size.
+//!
+//! The locks are std's, not tokio's: they are held only for in-memory work, never across an
+//! `.await`, and a blocking lock is cheaper than an async one for such short sections.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::ops::Bound;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use hexkv_core::{Cursor, Entry, Key, ListItem, ListQuery, Page, Value, Version};
+
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    pub(crate) value: Value,
+    pub(crate) version: Version,
+}
+
+type Shard = BTreeMap<Key, Slot>;
+
+pub(crate) struct ShardedMap {
+    shards: Box<[RwLock<Shard>]>,
+    hasher: BuildHasherDefault<DefaultHasher>,
+}
+
+impl ShardedMap {
+    /// A map with `shards` shards, rounded up to a power of two (at least 1).
+    pub(crate) fn new(shards: usize) -> Self {
+        let n = shards.max(1).next_power_of_two();
+        Self {
+            shards: (0..n).map(|_| RwLock::new(BTreeMap::new())).collect(),
+            hasher: BuildHasherDefault::default(),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    fn shard_index(&self, key: &str) -> usize {
+        (self.hasher.hash_one(key) as usize) & (self.shards.len() - 1)
+    }
+
+    // A panic while holding a shard lock cannot leave a BTreeMap half-updated in a way that breaks
+    // its invariants for readers, so a poisoned lock is used as is.
+    fn read(&self, index: usize) -> RwLockReadGuard<'_, Shard> {
+        self.shards[index]
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn write_shard(&self, key: &Key) -> RwLockWriteGuard<'_, Shard> {
+        self.shards[self.shard_index(key.as_str())]
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn get(&self, key: &Key) -> Option<Entry> {
+        let shard = self.read(self.shard_index(key.as_str()));
+        shard.get(key).map(|slot| Entry {
+            key: key.clone(),
+            value: slot.value.clone(),
+            version: slot.version,
+        })
+    }
+
+    pub(crate) fn version_of(&self, key: &Key) -> Option<Version> {
+        let shard = self.read(self.shard_index(key.as_str()));
+        shard.get(key).map(|slot| slot.version)
+    }
+
+    /// Applies a write: `Some(value)` puts, `None` removes.
+    pub(crate) fn apply(&self, key: Key, value: Option<Value>, version: Version) {
+        let mut shard = self.write_shard(&key);
+        match value {
+            Some(value) => {
+                shard.insert(key, Slot { value, version });
+            }
+            None => {
+                shard.remove(&key);
+            }
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        (0..self.shards.len()).map(|i| self.read(i).len()).sum()
+    }
+
+    /// One page of the listing `query` asks for: fan out to the shards, fan in by key.
+    pub(crate) fn list(&self, query: &ListQuery) -> Page {
+        let limit = query.limit();
+        let runs: Vec<Vec<ListItem>> = (0..self.shards.len())
+            .map(|i| shard_run(&self.read(i), query, limit + 1))
+            .collect();
+        let mut items = merge_runs(runs, limit + 1);
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|last| Cursor::after(last.key.clone()))
+        } else {
+            None
+        };
+        Page { items, next_cursor }
+    }
+}
+
+/// The first `take` keys of one shard that belong to the listing, in order.
+fn shard_run(shard: &Shard, query: &ListQuery, take: usize) -> Vec<ListItem> {
+    let prefix = query.prefix();
+    let start: Bound<&str> = match query.cursor() {
+        Some(cursor) if cursor.after_key().as_str() >= prefix => {
+            Bound::Excluded(cursor.after_key().as_str())
+        }
+        _ => Bound::Included(prefix),
+    };
+    shard
+        .range::<str, _>((start, Bound::Unbounded))
+        .take_while(|(key, _)| key.as_str().starts_with(prefix))
+        .take(take)
+        .map(|(key, slot)| ListItem {
+            key: key.clone(),
+            version: slot.version,
+        })
+        .collect()
+}
+
+/// Merges sorted runs into one sorted list of at most `take` items.
+fn merge_runs(runs: Vec<Vec<ListItem>>, take: usize) -> Vec<ListItem> {
+    let mut iters: Vec<_> = runs.into_iter().map(Vec::into_iter).collect();
+    let mut heap = BinaryHeap::with_capacity(iters.len());
+    for (i, it) in iters.iter_mut().enumerate() {
+        if let Some(item) = it.next() {
+            heap.push(Reverse(HeapItem(item, i)));
+        }
+    }
+    let mut out = Vec::with_capacity(take.min(1024));
+    while out.len() < take {
+        let Some(Reverse(HeapItem(item, i))) = heap.pop() else {
+            break;
+        };
+        if let Some(next) = iters[i].next() {
+            heap.push(Reverse(HeapItem(next, i)));
+        }
+        out.push(item);
+    }
+    out
+}
+
+/// A run's head in the merge heap, ordered by key (keys are unique across shards).
+struct HeapItem(ListItem, usize);
+
+impl PartialEq for HeapItem {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key == other.0.key
+    }
+}
+impl Eq for HeapItem {}
+impl PartialOrd for HeapItem {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for HeapItem {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.key.cmp(&other.0.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str) -> Key {
+        Key::new(k).unwrap()
+    }
+
+    #[test]
+    fn shard_count_is_a_power_of_two() {
+        assert_eq!(ShardedMap::new(0).shard_count(), 1);
+        assert_eq!(ShardedMap::new(10).shard_count(), 16);
+        assert_eq!(ShardedMap::new(16).shard_count(), 16);
+    }
+
+    #[test]
+    fn list_merges_shards_in_key_order_with_prefix_and_cursor() {
+        let map = ShardedMap::new(8);
+        let keys = ["b/2", "a", "b/1", "b/10", "c", "b/", "b0", "b/3"];
+        for (i, k) in keys.iter().enumerate() {
+            map.apply(key(k), Some(Value::from("x")), Version::new(i as u64 + 1));
+        }
+        let q = ListQuery::new("b/", Some(2), None).unwrap();
+        let page = map.list(&q);
+        let names: Vec<_> = page.items.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(names, ["b/", "b/1"]);
+        let q = ListQuery::new("b/", Some(10), page.next_cursor).unwrap();
+        let page = map.list(&q);
+        let names: Vec<_> = page.items.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(names, ["b/10", "b/2", "b/3"]);
+        assert_eq!(page.next_cursor, None);
+        assert_eq!(map.len(), keys.len());
+    }
+}
