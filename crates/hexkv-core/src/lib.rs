@@ -20,7 +20,7 @@ pub use domain::{
     Precondition, PutOutcome, Value, ValueError, Version,
 };
 pub use error::{BoxError, KvError, StoreError};
+pub use ports::{Check, KeyValueApi, KvStore, Readiness};
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{MockKeyValueApi, MockKvStore};
-pub use ports::{Check, KeyValueApi, KvStore, Readiness};
 pub use service::{KeyValueService, Limits};

@@ -219,7 +219,10 @@ mod tests {
             svc.list(&ListQuery::all()).await,
             Err(KvError::Unavailable { retry_after: Some(d), .. }) if d.as_secs() == 1
         ));
-        assert!(matches!(svc.get(&key("a")).await, Err(KvError::Internal(_))));
+        assert!(matches!(
+            svc.get(&key("a")).await,
+            Err(KvError::Internal(_))
+        ));
     }
 
     #[tokio::test]

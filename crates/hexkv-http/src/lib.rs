@@ -1,1 +1,95 @@
-//! hexkv-http
+//! hexkv's REST adapter: an axum [`Router`] over the driving port [`KeyValueApi`].
+//!
+//! | route | does |
+//! |---|---|
+//! | `GET /v1/kv/{key}` | the raw value, `ETag: "<version>"`; `If-None-Match` → 304 |
+//! | `PUT /v1/kv/{key}` | writes the raw body; 201 created / 200 replaced; `If-Match`, `If-None-Match: *` |
+//! | `DELETE /v1/kv/{key}` | 204, also when absent; `If-Match` |
+//! | `GET /v1/kv?prefix=&limit=&cursor=` | `{items: [{key, version}], next_cursor}` |
+//! | `GET /healthz` | liveness: the process serves HTTP; touches nothing |
+//! | `GET /readyz` | readiness: the store answers and the service is not draining |
+//!
+//! Keys may contain `/` (`/v1/kv/users/42` names the key `users/42`) and are percent-decoded.
+//! Every error is `application/problem+json` with a stable `code` and the `request_id` (see
+//! [`error`]). The adapter knows nothing of stores: it holds an `Arc<dyn KeyValueApi>`.
+
+pub mod error;
+mod health;
+mod kv;
+pub mod request_id;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::routing::{any, get};
+use hexkv_core::KeyValueApi;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+pub use error::ApiError;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    api: Arc<dyn KeyValueApi>,
+}
+
+/// Settings of the HTTP adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// The largest request body accepted, in bytes (bodies are values, so this is the value
+    /// limit); larger bodies get 413 before they are read in full.
+    pub max_body_bytes: usize,
+}
+
+/// The application's router, with its middleware: request ids, a trace span per request, caught
+/// panics, and the body limit.
+pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> Router {
+    let state = AppState { api };
+    Router::new()
+        .route("/v1/kv", get(kv::list_keys))
+        .route("/v1/kv/", any(kv::empty_key))
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get_value)
+                .put(kv::put_value)
+                .delete(kv::delete_value),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::Panicked)
+        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let route = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("unmatched", MatchedPath::as_str);
+                    let request_id = request
+                        .headers()
+                        .get(&request_id::REQUEST_ID_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        route,
+                        request_id,
+                    )
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(axum::middleware::from_fn(request_id::middleware))
+}
+
+#[cfg(test)]
+mod tests;

@@ -332,7 +332,10 @@ impl Flusher {
                     last_sync = Instant::now();
                 }
                 Work::Close(done) => {
-                    let result = self.file.sync().map_err(|e| format!("final log sync failed: {e}"));
+                    let result = self
+                        .file
+                        .sync()
+                        .map_err(|e| format!("final log sync failed: {e}"));
                     if let Err(why) = &result {
                         tracing::error!(error = %why, "closing the log");
                     }

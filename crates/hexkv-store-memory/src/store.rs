@@ -57,7 +57,9 @@ pub enum OpenError {
         source: io::Error,
     },
     /// Another process has the log open.
-    #[error("{path} is in use by another process (is another hexkv running on this data directory?)")]
+    #[error(
+        "{path} is in use by another process (is another hexkv running on this data directory?)"
+    )]
     Locked {
         /// The log file.
         path: PathBuf,
@@ -159,7 +161,10 @@ impl MemoryStore {
             let Ok(key) = Key::try_from(rec.key) else {
                 // Keys are validated before they are logged; a key that fails now was written by
                 // a build with other rules. Keep the rest of the log usable.
-                tracing::warn!(version = rec.version, "skipping a log record with an invalid key");
+                tracing::warn!(
+                    version = rec.version,
+                    "skipping a log record with an invalid key"
+                );
                 return;
             };
             let value = match rec.op {
@@ -495,7 +500,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
-        let err = store.delete(&key("k"), Precondition::None).await.unwrap_err();
+        let err = store
+            .delete(&key("k"), Precondition::None)
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
         let entry = store.get(&key("k")).await.unwrap().unwrap();
         assert_eq!((entry.value, entry.version), (Value::from("one"), v1));

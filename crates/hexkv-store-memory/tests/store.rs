@@ -92,7 +92,11 @@ async fn reopen_keeps_data_and_versions() {
         let key = Key::new(format!("k{}", i % 10)).expect("key");
         last = Some(
             store
-                .put(key, Value::from(i.to_le_bytes().to_vec()), Precondition::None)
+                .put(
+                    key,
+                    Value::from(i.to_le_bytes().to_vec()),
+                    Precondition::None,
+                )
                 .await
                 .expect("put")
                 .version,
@@ -112,7 +116,11 @@ async fn reopen_keeps_data_and_versions() {
         .expect("present");
     assert_eq!(entry.value.as_bytes(), 99u32.to_le_bytes());
     let next = store
-        .put(Key::new("new").expect("key"), Value::from("x"), Precondition::None)
+        .put(
+            Key::new("new").expect("key"),
+            Value::from("x"),
+            Precondition::None,
+        )
         .await
         .expect("put")
         .version;

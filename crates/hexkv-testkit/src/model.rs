@@ -182,7 +182,12 @@ async fn apply(store: &dyn KvStore, model: &mut Model, op: &Op) -> Result<(), St
                 }
                 (false, Err(StoreError::PreconditionFailed { current: reported }))
                     if reported == current => {}
-                (_, other) => return Err(format!("expected met = {}, got {other:?}", precondition.is_met_by(current))),
+                (_, other) => {
+                    return Err(format!(
+                        "expected met = {}, got {other:?}",
+                        precondition.is_met_by(current)
+                    ));
+                }
             }
         }
         Op::Delete { key, pre } => {
@@ -221,7 +226,11 @@ async fn apply(store: &dyn KvStore, model: &mut Model, op: &Op) -> Result<(), St
                 let query = ListQuery::new(prefix, Some(*limit), cursor.take())
                     .map_err(|e| e.to_string())?;
                 let page = store.list(&query).await.map_err(|e| e.to_string())?;
-                listed.extend(page.items.into_iter().map(|i| (i.key.to_string(), i.version)));
+                listed.extend(
+                    page.items
+                        .into_iter()
+                        .map(|i| (i.key.to_string(), i.version)),
+                );
                 match page.next_cursor {
                     Some(next) if listed.len() <= KEYS.len() => cursor = Some(next),
                     Some(_) => return Err("listing does not end".into()),

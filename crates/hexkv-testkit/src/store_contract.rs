@@ -93,7 +93,11 @@ pub async fn versions_strictly_increase_across_keys_and_deletes(store: Arc<dyn K
         assert!(v > last, "write {i} got {v}, not above {last}");
         last = v;
         if i % 2 == 1 {
-            match store.delete(&key(k), Precondition::None).await.expect("delete") {
+            match store
+                .delete(&key(k), Precondition::None)
+                .await
+                .expect("delete")
+            {
                 DeleteOutcome::Deleted { version } => {
                     assert!(version > last, "delete got {version}, not above {last}");
                     last = version;
@@ -113,7 +117,10 @@ pub async fn delete_removes_and_is_idempotent(store: Arc<dyn KvStore>) {
     ));
     assert_eq!(store.get(&key("k")).await.expect("get"), None);
     assert_eq!(
-        store.delete(&key("k"), Precondition::None).await.expect("delete"),
+        store
+            .delete(&key("k"), Precondition::None)
+            .await
+            .expect("delete"),
         DeleteOutcome::Absent
     );
     assert_eq!(
@@ -139,7 +146,10 @@ pub async fn create_only_succeeds_once(store: Arc<dyn KvStore>) {
         Some(created.version),
     );
     // Deleted keys can be created again.
-    store.delete(&key("k"), Precondition::None).await.expect("delete");
+    store
+        .delete(&key("k"), Precondition::None)
+        .await
+        .expect("delete");
     store
         .put(key("k"), Value::from("third"), Precondition::Absent)
         .await
@@ -213,7 +223,10 @@ pub async fn failed_preconditions_change_nothing(store: Arc<dyn KvStore>) {
         )
         .await;
     let _ = store
-        .delete(&key("k"), Precondition::Version(Version::new(v1.get() + 100)))
+        .delete(
+            &key("k"),
+            Precondition::Version(Version::new(v1.get() + 100)),
+        )
         .await;
     let entry = store.get(&key("k")).await.expect("get").expect("present");
     assert_eq!((entry.value, entry.version), (Value::from("kept"), v1));
@@ -244,7 +257,10 @@ pub async fn list_is_ordered_by_key_bytes_and_filtered_by_prefix(store: Arc<dyn 
     let listed: Vec<&str> = page.items.iter().map(|i| i.key.as_str()).collect();
     assert_eq!(listed, ["a/", "a/Z", "a/b", "a/c/d", "a/é"]);
     for item in &page.items {
-        assert_eq!(Some(item.version), current(&*store, item.key.as_str()).await);
+        assert_eq!(
+            Some(item.version),
+            current(&*store, item.key.as_str()).await
+        );
     }
 
     let none = store
@@ -277,7 +293,10 @@ pub async fn list_pages_cover_every_key_once(store: Arc<dyn KvStore>) {
                 Some(next) => cursor = Some(next),
                 None => break,
             }
-            assert!(seen.len() <= keys.len(), "paging does not end (limit {limit})");
+            assert!(
+                seen.len() <= keys.len(),
+                "paging does not end (limit {limit})"
+            );
         }
         let expected: Vec<String> = keys.iter().cloned().collect();
         assert_eq!(seen, expected, "limit {limit}");
@@ -384,7 +403,10 @@ pub async fn concurrent_increments_lose_no_update(store: Arc<dyn KvStore>) {
         .await
         .expect("get")
         .expect("present");
-    assert_eq!(entry.value.as_bytes(), (TASKS * EACH).to_string().as_bytes());
+    assert_eq!(
+        entry.value.as_bytes(),
+        (TASKS * EACH).to_string().as_bytes()
+    );
 }
 
 /// Of many writers creating the same key at once, exactly one wins.

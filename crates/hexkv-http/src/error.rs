@@ -1,0 +1,186 @@
+//! The one place where errors become HTTP responses: RFC 9457 `application/problem+json`.
+//!
+//! Every error a handler, an extractor or the router can produce is an [`ApiError`]; its
+//! `IntoResponse` picks the status, the stable machine-readable `code`, and the extra members
+//! (`current_version` on 412, `Retry-After` on 503). Internal causes are logged with the request
+//! id and never sent.
+//!
+//! ```json
+//! {"type": "urn:hexkv:problem:precondition-failed", "title": "Precondition Failed", "status": 412,
+//!  "code": "precondition_failed", "detail": "…", "request_id": "…", "current_version": 7}
+//! ```
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hexkv_core::{KeyError, KvError, ValueError, Version};
+use serde::Serialize;
+
+use crate::request_id;
+
+/// The media type of error bodies.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Everything that can go wrong in a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// An error of the key-value service (or of parsing a domain type at the edge).
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    /// A request header is malformed or unsupported.
+    #[error("invalid {name} header: {reason}")]
+    Header {
+        /// The header's name.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A query parameter is malformed.
+    #[error("invalid query parameter {name}: {reason}")]
+    Query {
+        /// The parameter's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The request body could not be read (too large, or the connection failed).
+    #[error("{0}")]
+    Body(#[from] BytesRejection),
+    /// No route matches the path.
+    #[error("no such resource")]
+    RouteNotFound,
+    /// The route exists but not for this method.
+    #[error("method not allowed for this resource")]
+    MethodNotAllowed,
+    /// A handler panicked (a bug); the panic was caught.
+    #[error("the request handler failed")]
+    Panicked,
+}
+
+impl From<KeyError> for ApiError {
+    fn from(err: KeyError) -> Self {
+        Self::Kv(err.into())
+    }
+}
+
+/// The JSON body of an error response.
+#[derive(Debug, Serialize)]
+struct Problem {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'static str,
+    status: u16,
+    code: &'static str,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+    /// Present on 412 only: the key's current version, `null` when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_version: Option<Option<Version>>,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Kv(err) => match err {
+                KvError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+                KvError::PreconditionFailed { .. } => {
+                    (StatusCode::PRECONDITION_FAILED, "precondition_failed")
+                }
+                KvError::InvalidKey(KeyError::TooLong { .. }) => {
+                    (StatusCode::URI_TOO_LONG, "key_too_long")
+                }
+                KvError::InvalidKey(_) => (StatusCode::BAD_REQUEST, "invalid_key"),
+                KvError::InvalidValue(ValueError::TooLarge { .. }) => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large")
+                }
+                KvError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
+                KvError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                KvError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            },
+            ApiError::Header { .. } => (StatusCode::BAD_REQUEST, "invalid_header"),
+            ApiError::Query { .. } => (StatusCode::BAD_REQUEST, "invalid_query"),
+            ApiError::Body(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large")
+            }
+            ApiError::Body(rejection) => (rejection.status(), "invalid_body"),
+            ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "route_not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Panicked => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// The time a client should wait before retrying, for transient failures.
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Kv(KvError::Unavailable { retry_after, .. }) => {
+                Some(retry_after.unwrap_or(Duration::from_secs(1)))
+            }
+            _ => None,
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            ApiError::Kv(KvError::Internal(_)) | ApiError::Panicked => {
+                "an internal error occurred; it has been logged with this request id".to_owned()
+            }
+            ApiError::Body(rejection) => rejection.body_text(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let request_id = request_id::current();
+        if status.is_server_error() {
+            tracing::error!(
+                code,
+                error = %self,
+                cause = %ErrorChain(&self),
+                request_id = request_id.as_deref().unwrap_or("-"),
+                "request failed"
+            );
+        }
+        let problem = Problem {
+            kind: format!("urn:hexkv:problem:{}", code.replace('_', "-")),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            code,
+            detail: self.detail(),
+            request_id,
+            current_version: match &self {
+                ApiError::Kv(KvError::PreconditionFailed { current }) => Some(*current),
+                _ => None,
+            },
+        };
+        let mut response = (status, Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(after) = self.retry_after() {
+            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// Displays an error with every cause in its chain: `outer: inner: root`.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}

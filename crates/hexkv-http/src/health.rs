@@ -1,0 +1,56 @@
+//! Health endpoints for orchestrators.
+//!
+//! - `/healthz` (liveness) answers as long as the process serves HTTP and touches nothing else:
+//!   a database outage must not get every replica restarted.
+//! - `/readyz` (readiness) asks the service, which checks the store and whether it is draining;
+//!   503 takes the replica out of the load balancer without restarting it.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hexkv_core::Check;
+use serde::Serialize;
+
+use crate::AppState;
+
+#[derive(Serialize)]
+struct Health<'a> {
+    status: &'static str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    checks: &'a [Check],
+}
+
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `GET /healthz`
+pub(crate) async fn healthz() -> Response {
+    no_store(
+        Json(Health {
+            status: "ok",
+            checks: &[],
+        })
+        .into_response(),
+    )
+}
+
+/// `GET /readyz`
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+    let readiness = state.api.readiness().await;
+    let ready = readiness.is_ready();
+    let body = Health {
+        status: if ready { "ready" } else { "not_ready" },
+        checks: &readiness.checks,
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    no_store((status, Json(body)).into_response())
+}

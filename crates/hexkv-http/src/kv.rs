@@ -1,0 +1,300 @@
+//! The key-value handlers: `GET`/`PUT`/`DELETE /v1/kv/{key}` and `GET /v1/kv`.
+//!
+//! Each handler parses its inputs into domain types (the key from the raw path, the precondition
+//! from the headers, the query into a [`ListQuery`]) and then trusts them. The key is taken from
+//! the raw URI path and percent-decoded here, not by the router, so that invalid UTF-8 and control
+//! characters get their own precise errors and `%2F` works like `/`.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use hexkv_core::{Cursor, Entry, Key, KeyError, ListQuery, Page, Precondition, Value, Version};
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use serde::Serialize;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The path every key lives under.
+pub(crate) const KV_PREFIX: &str = "/v1/kv/";
+
+/// The body of a successful `PUT`.
+#[derive(Debug, Serialize)]
+struct Written {
+    key: Key,
+    version: Version,
+}
+
+/// One item of a listing.
+#[derive(Debug, Serialize)]
+struct Item<'a> {
+    key: &'a Key,
+    version: Version,
+}
+
+/// The body of `GET /v1/kv`.
+#[derive(Debug, Serialize)]
+struct Listing<'a> {
+    items: Vec<Item<'a>>,
+    next_cursor: Option<String>,
+}
+
+/// The key named by the request path (everything after `/v1/kv/`, percent-decoded).
+fn key_from_uri(uri: &Uri) -> Result<Key, ApiError> {
+    let raw = uri.path().strip_prefix(KV_PREFIX).unwrap_or_default();
+    let bytes: Vec<u8> = percent_decode_str(raw).collect();
+    Ok(Key::from_utf8(bytes)?)
+}
+
+fn etag(version: Version) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).expect("digits and quotes are valid")
+}
+
+/// Characters escaped when a key is put back into a URL (`Location`): controls, space and the
+/// characters with a meaning in URLs other than `/`.
+const PATH_ESCAPES: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'?')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// The single value of a header that must not repeat, as text.
+fn single_header<'a>(
+    headers: &'a HeaderMap,
+    name: header::HeaderName,
+    label: &'static str,
+) -> Result<Option<&'a str>, ApiError> {
+    let mut values = headers.get_all(&name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    let bad = |reason: &str| ApiError::Header {
+        name: label,
+        reason: reason.to_owned(),
+    };
+    if values.next().is_some() {
+        return Err(bad("must appear at most once"));
+    }
+    let text = first.to_str().map_err(|_| bad("must be visible ASCII"))?;
+    Ok(Some(text.trim()))
+}
+
+/// Parses one strong entity tag, `"<version>"`.
+fn parse_etag(text: &str, label: &'static str) -> Result<Version, ApiError> {
+    let bad = |reason: String| ApiError::Header {
+        name: label,
+        reason,
+    };
+    if text.starts_with("W/") {
+        return Err(bad(
+            "weak entity tags are not supported; send the ETag exactly as received".into(),
+        ));
+    }
+    let inner = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .ok_or_else(|| {
+            bad(format!(
+                "expected a quoted version like \"42\", got {text:?}"
+            ))
+        })?;
+    if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(format!(
+            "expected a quoted version like \"42\", got {text:?}"
+        )));
+    }
+    inner
+        .parse::<Version>()
+        .map_err(|_| bad(format!("version {inner} is out of range")))
+}
+
+/// The write precondition carried by `If-Match` / `If-None-Match`.
+///
+/// - `If-Match: "<v>"`: compare-and-swap on version `v`.
+/// - `If-None-Match: *` (PUT only): create only.
+fn write_precondition(
+    headers: &HeaderMap,
+    allow_create_only: bool,
+) -> Result<Precondition, ApiError> {
+    let if_match = single_header(headers, header::IF_MATCH, "If-Match")?;
+    let if_none_match = single_header(headers, header::IF_NONE_MATCH, "If-None-Match")?;
+    match (if_match, if_none_match) {
+        (Some(_), Some(_)) => Err(ApiError::Header {
+            name: "If-Match",
+            reason: "send either If-Match or If-None-Match, not both".into(),
+        }),
+        (Some("*"), None) => Err(ApiError::Header {
+            name: "If-Match",
+            reason: "`*` is not supported; send the version to compare with, like \"42\"".into(),
+        }),
+        (Some(tag), None) => Ok(Precondition::Version(parse_etag(tag, "If-Match")?)),
+        (None, Some("*")) if allow_create_only => Ok(Precondition::Absent),
+        (None, Some(_)) => Err(ApiError::Header {
+            name: "If-None-Match",
+            reason: if allow_create_only {
+                "only `*` (create only) is supported on writes".into()
+            } else {
+                "not supported on DELETE".into()
+            },
+        }),
+        (None, None) => Ok(Precondition::None),
+    }
+}
+
+/// Whether a GET's `If-None-Match` matches the current version (then 304 Not Modified).
+/// Comparison is weak, as RFC 9110 says for `If-None-Match`: `W/"7"` matches version 7.
+fn not_modified(headers: &HeaderMap, current: Version) -> Result<bool, ApiError> {
+    let Some(list) = single_header(headers, header::IF_NONE_MATCH, "If-None-Match")? else {
+        return Ok(false);
+    };
+    if list == "*" {
+        return Ok(true);
+    }
+    for tag in list.split(',').map(str::trim) {
+        let strong = tag.strip_prefix("W/").unwrap_or(tag);
+        if parse_etag(strong, "If-None-Match")? == current {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// `GET /v1/kv/{key}`: the raw value, with its version as `ETag`.
+pub(crate) async fn get_value(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = key_from_uri(&uri)?;
+    let Entry { value, version, .. } = state.api.get(&key).await?;
+    if not_modified(&headers, version)? {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(version))]).into_response());
+    }
+    Ok((
+        [
+            (header::ETAG, etag(version)),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+        ],
+        Body::from(value.into_bytes()),
+    )
+        .into_response())
+}
+
+/// `PUT /v1/kv/{key}`: writes the raw body; 201 when created, 200 when replaced.
+pub(crate) async fn put_value(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = key_from_uri(&uri)?;
+    let precondition = write_precondition(&headers, true)?;
+    let value = Value::from(body?);
+    let outcome = state.api.put(key.clone(), value, precondition).await?;
+    let mut response_headers = HeaderMap::new();
+    response_headers.insert(header::ETAG, etag(outcome.version));
+    let status = if outcome.created {
+        let location = format!(
+            "{KV_PREFIX}{}",
+            utf8_percent_encode(key.as_str(), PATH_ESCAPES)
+        );
+        if let Ok(location) = HeaderValue::from_str(&location) {
+            response_headers.insert(header::LOCATION, location);
+        }
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let body = Written {
+        key,
+        version: outcome.version,
+    };
+    Ok((status, response_headers, Json(body)).into_response())
+}
+
+/// `DELETE /v1/kv/{key}`: 204 whether or not the key existed, unless `If-Match` fails.
+pub(crate) async fn delete_value(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let key = key_from_uri(&uri)?;
+    let precondition = write_precondition(&headers, false)?;
+    state.api.delete(&key, precondition).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Any method on `/v1/kv/` (a key of zero bytes).
+pub(crate) async fn empty_key() -> ApiError {
+    KeyError::Empty.into()
+}
+
+/// The listing parameters, decoded strictly: repeated or non-UTF-8 parameters are errors.
+fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
+    let mut prefix: Option<String> = None;
+    let mut limit: Option<u64> = None;
+    let mut cursor: Option<Cursor> = None;
+    for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad = |reason: &str| ApiError::Query {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let value = value.replace('+', " ");
+        let value = percent_decode_str(&value)
+            .decode_utf8()
+            .map_err(|_| bad("not valid UTF-8 after percent-decoding"))?
+            .into_owned();
+        let repeated = match name {
+            "prefix" => prefix.replace(value).is_some(),
+            "limit" => {
+                let n = value
+                    .parse::<u64>()
+                    .map_err(|_| bad("must be a whole number"))?;
+                limit.replace(n).is_some()
+            }
+            "cursor" => cursor
+                .replace(Cursor::decode(&value).map_err(hexkv_core::KvError::from)?)
+                .is_some(),
+            _ => false, // Unknown parameters are ignored, so clients can add their own.
+        };
+        if repeated {
+            return Err(bad("must appear at most once"));
+        }
+    }
+    Ok(ListQuery::new(prefix.unwrap_or_default(), limit, cursor)
+        .map_err(hexkv_core::KvError::from)?)
+}
+
+/// `GET /v1/kv?prefix=&limit=&cursor=`: one page of keys and versions.
+pub(crate) async fn list_keys(
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let query = list_query(uri.query())?;
+    let Page { items, next_cursor } = state.api.list(&query).await?;
+    let listing = Listing {
+        items: items
+            .iter()
+            .map(|i| Item {
+                key: &i.key,
+                version: i.version,
+            })
+            .collect(),
+        next_cursor: next_cursor.map(|c| c.encode()),
+    };
+    Ok(Json(listing).into_response())
+}
