@@ -1,0 +1,542 @@
+//! Configuration: one typed structure, filled from layers, validated before anything starts.
+//!
+//! Layers, lowest first (a later layer overrides an earlier one, key by key):
+//!
+//! 1. defaults in code ([`Config::default`]);
+//! 2. a file given with `--config` (TOML, or YAML for `.yaml`/`.yml`);
+//! 3. `RUST_LOG`, as `log.level`;
+//! 4. environment variables `HEXKV_<SECTION>__<FIELD>`, e.g. `HEXKV_HTTP__LISTEN`,
+//!    `HEXKV_STORE__MEMORY__FSYNC` (a double underscore separates levels);
+//! 5. command-line flags (`--http-listen`, `--data-dir`, …).
+//!
+//! Unknown keys in a file, and unknown fields under a known section in the environment, are errors
+//! (a typo must not silently fall back to a default). Variables that start with `HEXKV_` but name no
+//! section, like the `HEXKV_PORT` that Kubernetes injects for a Service called `hexkv`, are ignored.
+//! Every error names the key and the reason. `docs/configuration.md` lists every setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml, Yaml};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The REST front end.
+    pub http: HttpConfig,
+    /// The store.
+    pub store: StoreConfig,
+    /// Request limits.
+    pub limits: LimitsConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+}
+
+/// The top-level sections, for the environment filter.
+const SECTIONS: &[&str] = &["http", "store", "limits", "log", "shutdown"];
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the REST API listens on; port 0 picks a free port.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// Which store backs the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The embedded store: a sharded map with a durable log.
+    #[default]
+    Memory,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The store backend.
+    pub backend: Backend,
+    /// Settings of the memory backend.
+    pub memory: MemoryConfig,
+}
+
+/// When the memory store's log is synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// Sync before acknowledging (group commit). Nothing acknowledged is ever lost.
+    #[default]
+    Always,
+    /// Sync every `fsync_interval_ms`; an OS crash may lose up to one interval of writes.
+    Interval,
+    /// Never sync; the OS writes back in its own time.
+    Never,
+}
+
+/// `[store.memory]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Directory of the durable log.
+    pub data_dir: PathBuf,
+    /// Log sync policy.
+    pub fsync: Fsync,
+    /// Sync period for `fsync = "interval"`, in milliseconds.
+    pub fsync_interval_ms: u64,
+    /// Keep nothing on disk: data is lost at exit.
+    pub ephemeral: bool,
+    /// Number of map shards (rounded up to a power of two).
+    pub shards: usize,
+    /// Start even if the log has a corrupt record followed by valid ones, cutting the log there
+    /// (the records after it are lost). For recovery by an operator only.
+    pub repair: bool,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            fsync: Fsync::Always,
+            fsync_interval_ms: 100,
+            ephemeral: false,
+            shards: 16,
+            repair: false,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// The largest value accepted, in bytes (at most 64 MiB).
+    pub max_value_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_value_bytes: hexkv_core::Limits::DEFAULT_MAX_VALUE_BYTES,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable, coloured on a terminal.
+    Pretty,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// Level or filter directives, as in `RUST_LOG` (`info`, `warn,hexkv_http=debug`).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Auto,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After SIGTERM/SIGINT, keep serving this long with `/readyz` answering 503, so load
+    /// balancers stop sending traffic before the listener closes.
+    pub readiness_delay_ms: u64,
+    /// Then, how long in-flight requests may take to finish before they are cut.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            readiness_delay_ms: 0,
+            drain_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl ShutdownConfig {
+    /// `readiness_delay_ms` as a duration.
+    pub fn readiness_delay(&self) -> Duration {
+        Duration::from_millis(self.readiness_delay_ms)
+    }
+    /// `drain_timeout_ms` as a duration.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+/// Settings given as command-line flags; `None` leaves the lower layers' value.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// Configuration file (TOML, or YAML for .yaml/.yml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the REST API [http.listen].
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// Store backend [store.backend].
+    #[arg(long, global = true, value_enum, value_name = "BACKEND")]
+    pub store: Option<BackendArg>,
+    /// Directory of the durable log [store.memory.data_dir].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log sync policy [store.memory.fsync].
+    #[arg(long, global = true, value_enum, value_name = "POLICY")]
+    pub fsync: Option<FsyncArg>,
+    /// Keep nothing on disk [store.memory.ephemeral].
+    #[arg(long, global = true)]
+    pub ephemeral: bool,
+    /// Cut the log at a corrupt record instead of refusing to start [store.memory.repair].
+    #[arg(long, global = true)]
+    pub repair_log: bool,
+    /// Largest value in bytes [limits.max_value_bytes].
+    #[arg(long, global = true, value_name = "BYTES")]
+    pub max_value_bytes: Option<usize>,
+    /// Log format [log.format].
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormatArg>,
+    /// Log level or filter directives [log.level].
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// `--store` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BackendArg {
+    /// The embedded store.
+    Memory,
+}
+
+/// `--fsync` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum FsyncArg {
+    /// Sync before acknowledging.
+    Always,
+    /// Sync periodically.
+    Interval,
+    /// Never sync.
+    Never,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormatArg {
+    /// Pretty on a terminal, JSON otherwise.
+    Auto,
+    /// JSON lines.
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+impl Overrides {
+    /// The flags that were given, as a figment layer.
+    fn layer(&self) -> Figment {
+        let mut f = Figment::new();
+        if let Some(v) = self.http_listen {
+            f = f.merge(Serialized::default("http.listen", v));
+        }
+        if let Some(v) = self.store {
+            let v = match v {
+                BackendArg::Memory => Backend::Memory,
+            };
+            f = f.merge(Serialized::default("store.backend", v));
+        }
+        if let Some(v) = &self.data_dir {
+            f = f.merge(Serialized::default("store.memory.data_dir", v));
+        }
+        if let Some(v) = self.fsync {
+            let v = match v {
+                FsyncArg::Always => Fsync::Always,
+                FsyncArg::Interval => Fsync::Interval,
+                FsyncArg::Never => Fsync::Never,
+            };
+            f = f.merge(Serialized::default("store.memory.fsync", v));
+        }
+        if self.ephemeral {
+            f = f.merge(Serialized::default("store.memory.ephemeral", true));
+        }
+        if self.repair_log {
+            f = f.merge(Serialized::default("store.memory.repair", true));
+        }
+        if let Some(v) = self.max_value_bytes {
+            f = f.merge(Serialized::default("limits.max_value_bytes", v));
+        }
+        if let Some(v) = self.log_format {
+            let v = match v {
+                LogFormatArg::Auto => LogFormat::Auto,
+                LogFormatArg::Json => LogFormat::Json,
+                LogFormatArg::Pretty => LogFormat::Pretty,
+            };
+            f = f.merge(Serialized::default("log.format", v));
+        }
+        if let Some(v) = &self.log_level {
+            f = f.merge(Serialized::default("log.level", v));
+        }
+        f
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A layer could not be read or a value has the wrong type.
+    #[error("{0}")]
+    Load(Box<figment::Error>),
+    /// A value has the right type but is not acceptable.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `store.memory.fsync_interval_ms`.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(err: figment::Error) -> Self {
+        Self::Load(Box::new(err))
+    }
+}
+
+impl Config {
+    /// The layered figment for `overrides`, reading the environment through `env`.
+    fn figment(overrides: &Overrides) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &overrides.config {
+            figment = match path.extension().and_then(|e| e.to_str()) {
+                Some("yaml" | "yml") => figment.merge(Yaml::file_exact(path)),
+                _ => figment.merge(Toml::file_exact(path)),
+            };
+        }
+        figment
+            .merge(Env::raw().only(&["RUST_LOG"]).map(|_| "log.level".into()))
+            .merge(
+                Env::prefixed("HEXKV_")
+                    .filter_map(|key| {
+                        let key = key.as_str().to_ascii_lowercase();
+                        let known = SECTIONS.iter().any(|s| {
+                            key.strip_prefix(s)
+                                .is_some_and(|rest| rest.starts_with("__"))
+                        });
+                        known.then(|| key.into())
+                    })
+                    .split("__"),
+            )
+            .merge(overrides.layer())
+    }
+
+    /// Loads and validates the configuration from every layer.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let config: Config = Self::figment(overrides).extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        let max = self.limits.max_value_bytes;
+        if max == 0 || max > hexkv_core::Limits::HARD_MAX_VALUE_BYTES {
+            return invalid(
+                "limits.max_value_bytes",
+                &format!(
+                    "must be between 1 and {} (64 MiB), got {max}",
+                    hexkv_core::Limits::HARD_MAX_VALUE_BYTES
+                ),
+            );
+        }
+        let memory = &self.store.memory;
+        if memory.fsync == Fsync::Interval && memory.fsync_interval_ms == 0 {
+            return invalid(
+                "store.memory.fsync_interval_ms",
+                "must be above 0 when fsync = \"interval\"",
+            );
+        }
+        if !(1..=4096).contains(&memory.shards) {
+            return invalid("store.memory.shards", "must be between 1 and 4096");
+        }
+        if !memory.ephemeral && memory.data_dir.as_os_str().is_empty() {
+            return invalid(
+                "store.memory.data_dir",
+                "must not be empty (or set store.memory.ephemeral = true)",
+            );
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return invalid("log.level", &e.to_string());
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, for `hexkv config show`. Nothing in it is secret yet; secrets
+    /// added later are wrapped in a type that serializes as `"<redacted>"`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the configuration serializes")
+    }
+
+    /// The data directory, for messages.
+    pub fn data_dir(&self) -> &Path {
+        &self.store.memory.data_dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load(overrides: &Overrides) -> Result<Config, String> {
+        Config::load(overrides).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        Jail::expect_with(|_| {
+            let c = load(&Overrides::default())?;
+            assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+            assert_eq!(c.store.backend, Backend::Memory);
+            assert_eq!(c.store.memory.data_dir, PathBuf::from("./data"));
+            assert_eq!(c.store.memory.fsync, Fsync::Always);
+            assert_eq!(c.limits.max_value_bytes, 1024 * 1024);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "hexkv.toml",
+                r#"
+                [http]
+                listen = "127.0.0.1:1000"
+                [store.memory]
+                fsync = "never"
+                data_dir = "/from/file"
+                [limits]
+                max_value_bytes = 10
+                "#,
+            )?;
+            jail.set_env("HEXKV_STORE__MEMORY__FSYNC", "interval");
+            jail.set_env("HEXKV_LIMITS__MAX_VALUE_BYTES", "20");
+            jail.set_env("RUST_LOG", "warn");
+            jail.set_env("HEXKV_PORT", "tcp://10.0.0.1:80"); // injected by Kubernetes: ignored
+            let overrides = Overrides {
+                config: Some("hexkv.toml".into()),
+                max_value_bytes: Some(30),
+                ..Overrides::default()
+            };
+            let c = load(&overrides)?;
+            assert_eq!(c.http.listen.to_string(), "127.0.0.1:1000"); // file
+            assert_eq!(c.store.memory.data_dir, PathBuf::from("/from/file")); // file
+            assert_eq!(c.store.memory.fsync, Fsync::Interval); // env over file
+            assert_eq!(c.limits.max_value_bytes, 30); // flag over env
+            assert_eq!(c.log.level, "warn"); // RUST_LOG
+            jail.set_env("HEXKV_LOG__LEVEL", "debug");
+            assert_eq!(load(&overrides)?.log.level, "debug"); // HEXKV_ over RUST_LOG
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn yaml_files_work() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.yaml", "http:\n  listen: 0.0.0.0:9000\n")?;
+            let c = load(&Overrides {
+                config: Some("c.yaml".into()),
+                ..Overrides::default()
+            })?;
+            assert_eq!(c.http.listen.to_string(), "0.0.0.0:9000");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("HEXKV_HTTP__LISTEN", "not an address");
+            let err = load(&Overrides::default()).unwrap_err();
+            assert!(err.to_lowercase().contains("http.listen"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("HEXKV_STORE__MEMORY__FSYNCC", "never");
+            let err = load(&Overrides::default()).unwrap_err();
+            assert!(err.to_lowercase().contains("fsyncc"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[limits]\nmax_value_bytes = 0\n")?;
+            let err = load(&Overrides {
+                config: Some("bad.toml".into()),
+                ..Overrides::default()
+            })
+            .unwrap_err();
+            assert!(err.starts_with("limits.max_value_bytes:"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("HEXKV_STORE__MEMORY__FSYNC", "interval");
+            jail.set_env("HEXKV_STORE__MEMORY__FSYNC_INTERVAL_MS", "0");
+            let err = load(&Overrides::default()).unwrap_err();
+            assert!(err.starts_with("store.memory.fsync_interval_ms:"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|_| {
+            let err = load(&Overrides {
+                config: Some("missing.toml".into()),
+                ..Overrides::default()
+            })
+            .unwrap_err();
+            assert!(err.contains("missing.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn show_round_trips() {
+        let c = Config::default();
+        let parsed: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(parsed, c);
+    }
+}
