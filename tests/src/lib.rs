@@ -1,1 +1,216 @@
-//! e2e
+//! Harness for end-to-end tests: runs the real `hexkv` binary on port 0 and talks to it over
+//! real sockets.
+//!
+//! The binary is built (or found up to date) once per test run with
+//! `cargo build -p hexkv-server --bin hexkv`, in the same profile as the tests, and located from
+//! cargo's own JSON output, so the tests never run a stale binary. Set `HEXKV_BIN` to test a
+//! binary built elsewhere.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// How long a start may take before the harness gives up (generous: CI machines are slow).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The path of the `hexkv` binary under test.
+pub fn hexkv_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("HEXKV_BIN") {
+            return PathBuf::from(bin);
+        }
+        build_hexkv()
+    })
+}
+
+fn build_hexkv() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace");
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace)
+        .args(["build", "-p", "hexkv-server", "--bin", "hexkv"])
+        .arg("--message-format=json-render-diagnostics")
+        .stderr(Stdio::inherit());
+    if !cfg!(debug_assertions) {
+        command.arg("--release");
+    }
+    let output = command.output().expect("run cargo build");
+    assert!(
+        output.status.success(),
+        "cargo build of hexkv failed: {}",
+        output.status
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "hexkv")
+        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .expect("cargo reported the hexkv executable")
+}
+
+/// A running `hexkv serve`.
+pub struct Server {
+    child: Child,
+    /// The REST API's address.
+    pub http: SocketAddr,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    log: PathBuf,
+}
+
+/// Why a server did not start.
+#[derive(Debug)]
+pub struct StartFailure {
+    /// The exit status.
+    pub status: ExitStatus,
+    /// What it wrote to stdout (logs) and stderr (the error).
+    pub stdout: String,
+    /// What it wrote to stderr.
+    pub stderr: String,
+}
+
+impl Server {
+    /// Starts hexkv on port 0 with its log in `data_dir`, plus `args`; panics if it fails.
+    pub fn start(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        match Self::try_start(data_dir, args, env) {
+            Ok(server) => server,
+            Err(failure) => panic!(
+                "hexkv did not start ({}):\nstderr:\n{}\nstdout:\n{}",
+                failure.status, failure.stderr, failure.stdout
+            ),
+        }
+    }
+
+    /// Starts hexkv and waits until it is listening, or until it exits.
+    pub fn try_start(
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, StartFailure> {
+        let run_dir = data_dir.with_extension("run");
+        std::fs::create_dir_all(&run_dir).expect("run dir");
+        let ready = run_dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let log = run_dir.join(format!("stdout-{}.log", unique()));
+        let stderr = run_dir.join(format!("stderr-{}.log", unique()));
+        let mut child = Command::new(hexkv_bin())
+            .arg("serve")
+            .args(["--http-listen", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("log file"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("spawn hexkv");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return Err(StartFailure {
+                    status,
+                    stdout: read(&log),
+                    stderr: read(&stderr),
+                });
+            }
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                let info: serde_json::Value = serde_json::from_str(&text).expect("ready file JSON");
+                let http = info["http"]
+                    .as_str()
+                    .expect("http address")
+                    .parse()
+                    .expect("socket address");
+                return Ok(Server {
+                    child,
+                    http,
+                    data_dir: data_dir.to_owned(),
+                    log,
+                });
+            }
+            assert!(Instant::now() < deadline, "hexkv did not start in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("send signal");
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        self.wait()
+    }
+
+    /// Kills the process with SIGKILL (no chance to flush anything) and waits for it.
+    pub fn kill9(mut self) {
+        self.signal(Signal::SIGKILL);
+        self.wait();
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        self.child.wait().expect("wait")
+    }
+
+    /// Everything the server logged so far.
+    pub fn logs(&self) -> String {
+        read(&self.log)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `hexkv` with `args` to completion (for subcommands and start failures).
+pub fn run_hexkv(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(hexkv_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hexkv")
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}

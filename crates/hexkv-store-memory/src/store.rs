@@ -139,7 +139,7 @@ impl MemoryStore {
     /// Blocking: it reads the whole log. Call it before serving, or from `spawn_blocking`.
     pub fn open(options: &DurableOptions) -> Result<(Self, OpenReport), OpenError> {
         let file = open_log_file(&options.dir)?;
-        Self::open_with(options, file.path, file.file, |f| Box::new(f))
+        Self::open_with(options, file.path, file.file, Box::new)
     }
 
     /// Opens over `file` (already locked and with a valid header), wrapping it for the flusher.

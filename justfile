@@ -1,0 +1,32 @@
+# Recipes for working on hexkv. Nothing here is required: each recipe is one plain command
+# you can copy. `just --list` shows them.
+
+# Run the service on its embedded store (data in ./data), with extra flags: just run --fsync never
+run *ARGS:
+    cargo run --release --bin hexkv -- {{ARGS}}
+
+# Run the whole test suite (the same command as the README's Quick start).
+test:
+    cargo test --workspace
+
+# Formatting check and clippy with warnings as errors, on every target and feature.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Build every supported feature combination of the binary.
+check-features:
+    cargo check -p hexkv-server --no-default-features --features http,memory
+    cargo check -p hexkv-core --no-default-features
+
+# REST throughput against a bare axum handler, in one run (needs wrk). See docs/benchmarks.md.
+bench:
+    scripts/bench-http.sh
+
+# What CI runs.
+ci:
+    bash .ci/run
