@@ -7,6 +7,7 @@
 use std::borrow::Borrow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -44,9 +45,11 @@ pub enum KeyError {
 ///
 /// Keys may contain `/`, so hierarchical names (`users/42/profile`) work and list well by prefix.
 /// Keys order byte-wise (which for UTF-8 is code-point order), the order listings use.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
-pub struct Key(Box<str>);
+///
+/// The text is shared (`Arc<str>`): a key is cloned into the map, the log's in-flight table and
+/// every response, and a clone is a reference count, not an allocation.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key(Arc<str>);
 
 impl Key {
     /// The longest key, in bytes.
@@ -56,7 +59,7 @@ impl Key {
     pub fn new(key: impl Into<String>) -> Result<Self, KeyError> {
         let key = key.into();
         check_key_text(&key, false)?;
-        Ok(Self(key.into_boxed_str()))
+        Ok(Self(key.into()))
     }
 
     /// Parses a key from raw bytes (for example a percent-decoded URL path segment).
@@ -152,6 +155,12 @@ impl FromStr for Key {
     type Err = KeyError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::new(s)
+    }
+}
+
+impl Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
     }
 }
 

@@ -7,8 +7,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -169,15 +168,17 @@ fn not_modified(headers: &HeaderMap, current: Version) -> Result<bool, ApiError>
     Ok(false)
 }
 
+// The handlers take the whole `Request` and borrow its URI and headers, rather than extracting
+// `Uri` and `HeaderMap`, which would clone both on every request.
+
 /// `GET /v1/kv/{key}`: the raw value, with its version as `ETag`.
 pub(crate) async fn get_value(
     State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let key = key_from_uri(&uri)?;
+    let key = key_from_uri(request.uri())?;
     let Entry { value, version, .. } = state.api.get(&key).await?;
-    if not_modified(&headers, version)? {
+    if not_modified(request.headers(), version)? {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(version))]).into_response());
     }
     Ok((
@@ -196,13 +197,12 @@ pub(crate) async fn get_value(
 /// `PUT /v1/kv/{key}`: writes the raw body; 201 when created, 200 when replaced.
 pub(crate) async fn put_value(
     State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let key = key_from_uri(&uri)?;
-    let precondition = write_precondition(&headers, true)?;
-    let value = Value::from(body?);
+    let key = key_from_uri(request.uri())?;
+    let precondition = write_precondition(request.headers(), true)?;
+    // Reading the body last means a bad key or header is reported without reading the value.
+    let value = Value::from(Bytes::from_request(request, &state).await?);
     let outcome = state.api.put(key.clone(), value, precondition).await?;
     let mut response_headers = HeaderMap::new();
     response_headers.insert(header::ETAG, etag(outcome.version));
@@ -228,11 +228,10 @@ pub(crate) async fn put_value(
 /// `DELETE /v1/kv/{key}`: 204 whether or not the key existed, unless `If-Match` fails.
 pub(crate) async fn delete_value(
     State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<StatusCode, ApiError> {
-    let key = key_from_uri(&uri)?;
-    let precondition = write_precondition(&headers, false)?;
+    let key = key_from_uri(request.uri())?;
+    let precondition = write_precondition(request.headers(), false)?;
     state.api.delete(&key, precondition).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -282,9 +281,9 @@ fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
 /// `GET /v1/kv?prefix=&limit=&cursor=`: one page of keys and versions.
 pub(crate) async fn list_keys(
     State(state): State<AppState>,
-    uri: Uri,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let query = list_query(uri.query())?;
+    let query = list_query(request.uri().query())?;
     let Page { items, next_cursor } = state.api.list(&query).await?;
     let listing = Listing {
         items: items

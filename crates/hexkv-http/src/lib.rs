@@ -93,7 +93,7 @@ pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> Router {
                         .latency_unit(LatencyUnit::Micros),
                 ),
         )
-        .layer(axum::middleware::from_fn(request_id::middleware))
+        .layer(request_id::RequestIdLayer)
 }
 
 #[cfg(test)]

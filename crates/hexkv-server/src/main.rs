@@ -45,6 +45,12 @@ enum ConfigAction {
     Show,
 }
 
+/// mimalloc rather than the system allocator: a request allocates a few dozen small, short-lived
+/// objects across threads, which glibc's malloc serves markedly slower (see `docs/benchmarks.md`
+/// and `docs/adr/0004-mimalloc.md`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 

@@ -98,6 +98,10 @@ struct State {
     close: Option<Option<Done>>,
     /// Why writes are refused until a restart.
     poisoned: Option<String>,
+    /// Whether the flusher is blocked on the condvar. Writers signal it only then: a condvar
+    /// notify is a system call even with no waiter, and while the flusher is busy writing or
+    /// syncing it will find the new records without being told.
+    flusher_waiting: bool,
 }
 
 /// The newest in-flight write to a key.
@@ -162,6 +166,7 @@ impl Log {
                 last_version,
                 close: None,
                 poisoned: None,
+                flusher_waiting: false,
             }),
             wake: Condvar::new(),
         });
@@ -189,7 +194,7 @@ impl Log {
         change: Change<'_>,
         precondition: Precondition,
     ) -> Result<Written, StoreError> {
-        let (written, done) = {
+        let (written, done, wake) = {
             let mut st = self.shared.lock();
             if let Some(why) = &st.poisoned {
                 return Err(StoreError::unavailable(why.clone()));
@@ -236,9 +241,12 @@ impl Log {
                     previous: current,
                 },
                 rx,
+                st.flusher_waiting,
             )
         };
-        self.shared.wake.notify_one();
+        if wake {
+            self.shared.wake.notify_one();
+        }
         match done.await {
             Ok(Ok(())) => Ok(written),
             Ok(Err(why)) => Err(StoreError::unavailable(why)),
@@ -364,10 +372,12 @@ impl Flusher {
             if let Some(done) = &mut st.close {
                 return Work::Close(done.take());
             }
+            st.flusher_waiting = true;
             st = match self.policy {
                 FsyncPolicy::Interval(every) if unsynced => {
                     let elapsed = last_sync.elapsed();
                     if elapsed >= every {
+                        st.flusher_waiting = false;
                         return Work::PeriodicSync;
                     }
                     self.shared
@@ -382,6 +392,7 @@ impl Flusher {
                     .wait(st)
                     .unwrap_or_else(PoisonError::into_inner),
             };
+            st.flusher_waiting = false;
         }
     }
 

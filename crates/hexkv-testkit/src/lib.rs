@@ -35,7 +35,7 @@ impl StoreUnderTest {
 /// `$factory` (an `async fn() -> StoreUnderTest`). The calling crate needs `tokio` (with
 /// `macros` and `rt-multi-thread`) as a dev-dependency.
 ///
-/// ```ignore
+/// ```text
 /// async fn ephemeral() -> StoreUnderTest {
 ///     StoreUnderTest::new(MemoryStore::ephemeral(4), ())
 /// }
