@@ -11,6 +11,14 @@ use thiserror::Error;
 
 use crate::domain::{KeyError, ListQueryError, ValueError, Version};
 
+/// "the current version is 7" / "the key does not exist", for precondition messages.
+fn describe_current(current: Option<Version>) -> String {
+    match current {
+        Some(v) => format!("the current version is {v}"),
+        None => "the key does not exist".to_owned(),
+    }
+}
+
 /// An opaque error with its cause chain, for failures nobody can act on but an operator.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -19,7 +27,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum StoreError {
     /// The write's [`crate::Precondition`] does not hold; `current` is the key's version now
     /// (`None`: the key is absent).
-    #[error("precondition failed (current version: {current:?})")]
+    #[error("precondition failed: {}", describe_current(*current))]
     PreconditionFailed {
         /// The key's current version, if it exists.
         current: Option<Version>,
@@ -62,7 +70,7 @@ pub enum KvError {
     #[error("key not found")]
     NotFound,
     /// The write's precondition does not hold; `current` is the key's version now.
-    #[error("precondition failed (current version: {current:?})")]
+    #[error("precondition failed: {}", describe_current(*current))]
     PreconditionFailed {
         /// The key's current version, if it exists.
         current: Option<Version>,
