@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use hexkv_core::{
     DeleteOutcome, Entry, Key, KvStore, Limits, ListQuery, Page, Precondition, PutOutcome,
     StoreError, Value, Version,
@@ -313,6 +314,10 @@ impl KvStore for MemoryStore {
                 value.len()
             )));
         }
+        // Keep a compact copy: a value handed in by a transport is often a slice of a larger
+        // shared buffer (hyper's connection read buffer), and storing the slice would pin that
+        // whole buffer for as long as the key lives.
+        let value = Value::from(Bytes::copy_from_slice(value.as_bytes()));
         match self.change(&key, Some(&value), precondition).await? {
             Written::Done { version, previous } => Ok(PutOutcome {
                 version,
@@ -570,6 +575,33 @@ mod tests {
             (1..64).contains(&syncs),
             "64 concurrent writes took {syncs} fsyncs"
         );
+    }
+
+    #[tokio::test]
+    async fn stored_values_do_not_pin_the_callers_buffer() {
+        let big = Bytes::from(vec![7u8; 64 * 1024]);
+        let dir = tempfile::tempdir().unwrap();
+        for store in [
+            MemoryStore::ephemeral(2),
+            MemoryStore::open(&DurableOptions::new(dir.path()))
+                .unwrap()
+                .0,
+        ] {
+            store
+                .put(
+                    key("k"),
+                    Value::from(big.slice(100..110)),
+                    Precondition::None,
+                )
+                .await
+                .unwrap();
+            let stored = store.get(&key("k")).await.unwrap().unwrap().value;
+            assert_eq!(stored.as_bytes(), &[7u8; 10]);
+            assert!(
+                !big.as_ptr_range().contains(&stored.as_bytes().as_ptr()),
+                "the stored value points into the caller's 64 KiB buffer"
+            );
+        }
     }
 
     #[tokio::test]
