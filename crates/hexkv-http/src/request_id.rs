@@ -2,7 +2,7 @@
 //!
 //! A client's `x-request-id` is kept when it is a sane token (1–128 characters of
 //! `[A-Za-z0-9._:-]`), so ids can be correlated across services; otherwise one is made: a random
-//! per-process prefix and a counter (`3f9a1c07d2b4e815-2a`), unique without a system call per
+//! per-process prefix and a counter (`3f9a1c07d2b4e815-000000000000002a`), unique without a system call per
 //! request. The id is put back on the request (for the trace span), on the response, and in a
 //! task-local so that error bodies built deep in an extractor can include it without threading it
 //! through every function.
@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use axum::extract::Request;
+use axum::http::Response;
 use axum::http::{HeaderName, HeaderValue};
-use axum::response::Response;
 use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
 
@@ -45,11 +45,20 @@ fn is_acceptable(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
+/// `<16 hex digits of a random per-process prefix>-<16 hex digits of a counter>`, formatted by hand
+/// into a stack buffer (this runs on every request without an id).
 fn new_id() -> HeaderValue {
     static PREFIX: LazyLock<u64> = LazyLock::new(|| uuid::Uuid::new_v4().as_u64_pair().0);
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_str(&format!("{:016x}-{n:x}", *PREFIX)).expect("hex is a valid header")
+    let mut id = [b'-'; 33];
+    for (i, word) in [*PREFIX, n].into_iter().enumerate() {
+        for digit in 0..16 {
+            id[i * 17 + digit] = HEX[(word >> (60 - 4 * digit)) as usize & 0xf];
+        }
+    }
+    HeaderValue::from_bytes(&id).expect("hex digits and a dash are a valid header")
 }
 
 /// Adds request ids; see the module docs.
@@ -69,11 +78,11 @@ pub struct RequestIdService<S> {
     inner: S,
 }
 
-impl<S> Service<Request> for RequestIdService<S>
+impl<S, B> Service<Request> for RequestIdService<S>
 where
-    S: Service<Request, Response = Response>,
+    S: Service<Request, Response = Response<B>>,
 {
-    type Response = Response;
+    type Response = Response<B>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -104,11 +113,11 @@ pub struct ResponseFuture<F> {
     id: Option<HeaderValue>,
 }
 
-impl<F, E> Future for ResponseFuture<F>
+impl<F, B, E> Future for ResponseFuture<F>
 where
-    F: Future<Output = Result<Response, E>>,
+    F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response, E>;
+    type Output = Result<Response<B>, E>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut response = ready!(self.inner.as_mut().poll(cx))?;
