@@ -25,16 +25,35 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-wait_for() { # URL
-  for _ in $(seq 1 300); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done
+wait_for() { # URL: waits until the server just started (the last pid) answers there
+  for _ in $(seq 1 300); do
+    kill -0 "${pids[-1]}" 2>/dev/null || { echo "the server for $1 exited (port in use?)" >&2; exit 1; }
+    curl -fs -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
   echo "server at $1 did not come up" >&2; exit 1
 }
 
-# wrk output -> "rps p50 p99"
-measure() { # ARGS...
+for addr in "$BARE_ADDR" "$HEXKV_ADDR"; do
+  if curl -s -o /dev/null "http://$addr/"; then
+    echo "something already listens on $addr; stop it first" >&2; exit 1
+  fi
+done
+
+# Runs wrk against the server with pid PID; prints "rps p50 p99 non-2xx cpu_us_per_request".
+# CPU per request (user + system time of the server process over the run, divided by the
+# requests served) is steadier than requests/s on a machine shared with the load generator.
+measure() { # PID ARGS...
+  local pid=$1; shift
+  local t0 t1
+  t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$@" > "$work/wrk.out"
-  awk '/Requests\/sec/ {rps=$2} $1=="50%" {p50=$2} $1=="99%" {p99=$2}
-       /Non-2xx/ {bad=$NF} END {print rps, p50, p99, (bad == "" ? 0 : bad)}' "$work/wrk.out"
+  t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  awk -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" '
+       /requests in/ {n=$1} /Requests\/sec/ {rps=$2} $1=="50%" {p50=$2} $1=="99%" {p99=$2}
+       /Non-2xx/ {bad=$NF}
+       END {printf "%s %s %s %s %.1f\n", rps, p50, p99, (bad == "" ? 0 : bad), (t1 - t0) / hz * 1e6 / n}' \
+    "$work/wrk.out"
 }
 
 start_hexkv() { # FSYNC
@@ -53,43 +72,43 @@ measure_bare() {
   "$target/release/examples/bare_handler" "$BARE_ADDR" > /dev/null 2>&1 &
   pids+=($!)
   wait_for "http://$BARE_ADDR/"
-  measure "http://$BARE_ADDR/"
+  measure "${pids[-1]}" "http://$BARE_ADDR/"
   stop_last
 }
-read -r bare1_rps bare1_p50 bare1_p99 bare1_bad < <(measure_bare)
+read -r bare1_rps bare1_p50 bare1_p99 bare1_bad bare1_cpu < <(measure_bare)
 
 rows=()
-row() { # NAME RPS P50 P99 BAD
-  rows+=("$1|$2|$3|$4|$5")
+row() { # NAME RPS P50 P99 BAD CPU
+  rows+=("$1|$2|$3|$4|$5|$6")
 }
 
 start_hexkv always
 curl -fs -X PUT --data-binary "hello" "http://$HEXKV_ADDR/v1/kv/bench-key" > /dev/null
-read -r rps p50 p99 bad < <(measure "http://$HEXKV_ADDR/v1/kv/bench-key")
-row "GET existing key (5 B)" "$rps" "$p50" "$p99" "$bad"
-read -r rps p50 p99 bad < <(measure -s scripts/wrk/put.lua "http://$HEXKV_ADDR/")
-row "PUT 100 B, fsync always" "$rps" "$p50" "$p99" "$bad"
+read -r rps p50 p99 bad cpu < <(measure "${pids[-1]}" "http://$HEXKV_ADDR/v1/kv/bench-key")
+row "GET existing key (5 B)" "$rps" "$p50" "$p99" "$bad" "$cpu"
+read -r rps p50 p99 bad cpu < <(measure "${pids[-1]}" -s scripts/wrk/put.lua "http://$HEXKV_ADDR/")
+row "PUT 100 B, fsync always" "$rps" "$p50" "$p99" "$bad" "$cpu"
 stop_last
 
 for policy in interval never; do
   start_hexkv "$policy"
-  read -r rps p50 p99 bad < <(measure -s scripts/wrk/put.lua "http://$HEXKV_ADDR/")
-  row "PUT 100 B, fsync $policy" "$rps" "$p50" "$p99" "$bad"
+  read -r rps p50 p99 bad cpu < <(measure "${pids[-1]}" -s scripts/wrk/put.lua "http://$HEXKV_ADDR/")
+  row "PUT 100 B, fsync $policy" "$rps" "$p50" "$p99" "$bad" "$cpu"
   stop_last
 done
 
-read -r bare2_rps bare2_p50 bare2_p99 bare2_bad < <(measure_bare)
+read -r bare2_rps bare2_p50 bare2_p99 bare2_bad bare2_cpu < <(measure_bare)
 bare_rps=$(awk -v a="$bare1_rps" -v b="$bare2_rps" 'BEGIN {printf "%.2f", (a + b) / 2}')
 
 echo
 echo "wrk -t$THREADS -c$CONNS -d$DURATION, $(nproc) cores, $(uname -m), $(date -u +%Y-%m-%d)"
 echo
-echo "| workload | requests/s | p50 | p99 | non-2xx | vs bare (mean) |"
-echo "|---|---|---|---|---|---|"
-echo "| bare axum handler (5 B), before | $bare1_rps | $bare1_p50 | $bare1_p99 | $bare1_bad | |"
-echo "| bare axum handler (5 B), after | $bare2_rps | $bare2_p50 | $bare2_p99 | $bare2_bad | |"
+echo "| workload | requests/s | vs bare (mean) | p50 | p99 | non-2xx | server CPU per request |"
+echo "|---|---|---|---|---|---|---|"
+echo "| bare axum handler (5 B), before | $bare1_rps | | $bare1_p50 | $bare1_p99 | $bare1_bad | $bare1_cpu µs |"
+echo "| bare axum handler (5 B), after | $bare2_rps | | $bare2_p50 | $bare2_p99 | $bare2_bad | $bare2_cpu µs |"
 for r in "${rows[@]}"; do
-  IFS='|' read -r name rps p50 p99 bad <<< "$r"
+  IFS='|' read -r name rps p50 p99 bad cpu <<< "$r"
   ratio=$(awk -v a="$rps" -v b="$bare_rps" 'BEGIN {printf "%.0f%%", 100 * a / b}')
-  echo "| $name | $rps | $p50 | $p99 | $bad | $ratio |"
+  echo "| $name | $rps | $ratio | $p50 | $p99 | $bad | $cpu µs |"
 done

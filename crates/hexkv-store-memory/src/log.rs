@@ -176,6 +176,8 @@ impl Log {
             file,
             len,
             policy,
+            batches: 0,
+            records: 0,
         };
         let flusher = thread::Builder::new()
             .name("hexkv-log".into())
@@ -306,6 +308,9 @@ struct Flusher {
     /// Length of the file's valid, written content.
     len: u64,
     policy: FsyncPolicy,
+    /// Batches written and records in them, for the close report (group commit's batching).
+    batches: u64,
+    records: u64,
 }
 
 /// What the flusher does next.
@@ -315,8 +320,30 @@ enum Work {
     Close(Option<Done>),
 }
 
+/// If the flusher thread unwinds (a bug), the log refuses writes from then on, and every writer
+/// still waiting gets an error instead of waiting forever.
+struct PoisonOnPanic(Arc<Shared>);
+
+impl Drop for PoisonOnPanic {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let mut st = self.0.lock();
+            st.poisoned = Some("the log writer failed; restart the service".to_owned());
+            st.buf.clear();
+            st.queued.clear();
+            st.pending.clear();
+            // Dropping the senders completes each waiting writer with an error.
+            st.waiters.clear();
+            if let Some(Some(done)) = st.close.take() {
+                let _ = done.send(Err("the log writer failed".to_owned()));
+            }
+        }
+    }
+}
+
 impl Flusher {
     fn run(mut self) {
+        let _guard = PoisonOnPanic(Arc::clone(&self.shared));
         let mut spare = Vec::new();
         let mut unsynced = false;
         let mut last_sync = Instant::now();
@@ -326,6 +353,8 @@ impl Flusher {
                     let result = self.write_batch(&batch);
                     if result.is_ok() {
                         self.len += batch.len() as u64;
+                        self.batches += 1;
+                        self.records += applied.len() as u64;
                         unsynced = self.policy != FsyncPolicy::Always;
                     }
                     self.finish_batch(result, applied, waiters);
@@ -347,6 +376,12 @@ impl Flusher {
                     if let Err(why) = &result {
                         tracing::error!(error = %why, "closing the log");
                     }
+                    tracing::info!(
+                        batches = self.batches,
+                        records = self.records,
+                        records_per_batch = self.records as f64 / self.batches.max(1) as f64,
+                        "log closed"
+                    );
                     // Close the file (and release its lock) before reporting the close as done,
                     // so the data directory can be opened again at once.
                     drop(self);

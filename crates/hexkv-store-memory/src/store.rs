@@ -419,6 +419,7 @@ mod tests {
     /// A log file whose appends or syncs fail while `fail` is set.
     struct FaultyFile {
         inner: File,
+        panic_append: Arc<AtomicBool>,
         fail_append: Arc<AtomicBool>,
         fail_sync: Arc<AtomicBool>,
         syncs: Arc<AtomicUsize>,
@@ -426,6 +427,10 @@ mod tests {
 
     impl LogFile for FaultyFile {
         fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+            assert!(
+                !self.panic_append.load(Ordering::SeqCst),
+                "injected flusher panic"
+            );
             if self.fail_append.load(Ordering::SeqCst) {
                 // Half the batch reaches the file before the failure, like a short write.
                 self.inner.write_all(&bytes[..bytes.len() / 2])?;
@@ -446,6 +451,7 @@ mod tests {
     }
 
     struct Faults {
+        panic_append: Arc<AtomicBool>,
         fail_append: Arc<AtomicBool>,
         fail_sync: Arc<AtomicBool>,
         syncs: Arc<AtomicUsize>,
@@ -453,12 +459,14 @@ mod tests {
 
     fn open_faulty(dir: &Path) -> (MemoryStore, Faults) {
         let faults = Faults {
+            panic_append: Arc::default(),
             fail_append: Arc::default(),
             fail_sync: Arc::default(),
             syncs: Arc::default(),
         };
         let opened = open_log_file(dir).unwrap();
-        let (fa, fs, syncs) = (
+        let (pa, fa, fs, syncs) = (
+            faults.panic_append.clone(),
             faults.fail_append.clone(),
             faults.fail_sync.clone(),
             faults.syncs.clone(),
@@ -470,6 +478,7 @@ mod tests {
             move |inner| {
                 Box::new(FaultyFile {
                     inner,
+                    panic_append: pa,
                     fail_append: fa,
                     fail_sync: fs,
                     syncs,
@@ -602,6 +611,34 @@ mod tests {
                 "the stored value points into the caller's 64 KiB buffer"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_failed_flusher_fails_writers_instead_of_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, faults) = open_faulty(dir.path());
+        store
+            .put(key("a"), Value::from("kept"), Precondition::None)
+            .await
+            .unwrap();
+        faults.panic_append.store(true, Ordering::SeqCst);
+        let err = store
+            .put(key("b"), Value::from("x"), Precondition::None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+        // Written after the failure: without the guard this would wait forever.
+        let later = store.put(key("c"), Value::from("x"), Precondition::None);
+        let err = tokio::time::timeout(std::time::Duration::from_secs(10), later)
+            .await
+            .expect("a write after a flusher failure must not hang")
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+        assert!(
+            store.check().await.is_err(),
+            "readiness must report the failure"
+        );
+        assert!(store.get(&key("a")).await.unwrap().is_some(), "reads go on");
     }
 
     #[tokio::test]
