@@ -55,11 +55,6 @@ impl KeyValueService {
         }
     }
 
-    /// The limits in force.
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// Marks the service as shutting down: readiness fails from now on, so load balancers stop
     /// sending traffic while in-flight requests finish. Requests are still served.
     pub fn begin_draining(&self) {

@@ -15,7 +15,7 @@
 //! Every error names the key and the reason. `docs/configuration.md` lists every setting.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use figment::Figment;
@@ -58,7 +58,7 @@ impl Default for HttpConfig {
 }
 
 /// Which store backs the service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// The embedded store: a sharded map with a durable log.
@@ -77,7 +77,7 @@ pub struct StoreConfig {
 }
 
 /// When the memory store's log is synced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Fsync {
     /// Sync before acknowledging (group commit). Nothing acknowledged is ever lost.
@@ -138,7 +138,7 @@ impl Default for LimitsConfig {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Pretty on a terminal, JSON otherwise.
@@ -211,13 +211,13 @@ pub struct Overrides {
     pub http_listen: Option<SocketAddr>,
     /// Store backend [store.backend].
     #[arg(long, global = true, value_enum, value_name = "BACKEND")]
-    pub store: Option<BackendArg>,
+    pub store: Option<Backend>,
     /// Directory of the durable log [store.memory.data_dir].
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Log sync policy [store.memory.fsync].
     #[arg(long, global = true, value_enum, value_name = "POLICY")]
-    pub fsync: Option<FsyncArg>,
+    pub fsync: Option<Fsync>,
     /// Keep nothing on disk [store.memory.ephemeral].
     #[arg(long, global = true)]
     pub ephemeral: bool,
@@ -229,39 +229,10 @@ pub struct Overrides {
     pub max_value_bytes: Option<usize>,
     /// Log format [log.format].
     #[arg(long, global = true, value_enum, value_name = "FORMAT")]
-    pub log_format: Option<LogFormatArg>,
+    pub log_format: Option<LogFormat>,
     /// Log level or filter directives [log.level].
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
-}
-
-/// `--store` values.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum BackendArg {
-    /// The embedded store.
-    Memory,
-}
-
-/// `--fsync` values.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum FsyncArg {
-    /// Sync before acknowledging.
-    Always,
-    /// Sync periodically.
-    Interval,
-    /// Never sync.
-    Never,
-}
-
-/// `--log-format` values.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum LogFormatArg {
-    /// Pretty on a terminal, JSON otherwise.
-    Auto,
-    /// JSON lines.
-    Json,
-    /// Human-readable.
-    Pretty,
 }
 
 impl Overrides {
@@ -272,20 +243,12 @@ impl Overrides {
             f = f.merge(Serialized::default("http.listen", v));
         }
         if let Some(v) = self.store {
-            let v = match v {
-                BackendArg::Memory => Backend::Memory,
-            };
             f = f.merge(Serialized::default("store.backend", v));
         }
         if let Some(v) = &self.data_dir {
             f = f.merge(Serialized::default("store.memory.data_dir", v));
         }
         if let Some(v) = self.fsync {
-            let v = match v {
-                FsyncArg::Always => Fsync::Always,
-                FsyncArg::Interval => Fsync::Interval,
-                FsyncArg::Never => Fsync::Never,
-            };
             f = f.merge(Serialized::default("store.memory.fsync", v));
         }
         if self.ephemeral {
@@ -298,11 +261,6 @@ impl Overrides {
             f = f.merge(Serialized::default("limits.max_value_bytes", v));
         }
         if let Some(v) = self.log_format {
-            let v = match v {
-                LogFormatArg::Auto => LogFormat::Auto,
-                LogFormatArg::Json => LogFormat::Json,
-                LogFormatArg::Pretty => LogFormat::Pretty,
-            };
             f = f.merge(Serialized::default("log.format", v));
         }
         if let Some(v) = &self.log_level {
@@ -412,11 +370,6 @@ impl Config {
     /// added later are wrapped in a type that serializes as `"<redacted>"`.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("the configuration serializes")
-    }
-
-    /// The data directory, for messages.
-    pub fn data_dir(&self) -> &Path {
-        &self.store.memory.data_dir
     }
 }
 

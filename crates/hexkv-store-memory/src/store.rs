@@ -102,7 +102,7 @@ pub struct MemoryStore {
 
 enum Mode {
     Ephemeral { last_version: AtomicU64 },
-    Durable { log: Log, path: PathBuf },
+    Durable { log: Log },
 }
 
 /// What [`MemoryStore::open`] found in the log.
@@ -210,7 +210,7 @@ impl MemoryStore {
         Ok((
             Self {
                 map,
-                mode: Mode::Durable { log, path },
+                mode: Mode::Durable { log },
                 closed: AtomicBool::new(false),
             },
             report,
@@ -225,14 +225,6 @@ impl MemoryStore {
     /// Whether the store holds no keys.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// The log file, for a durable store.
-    pub fn log_path(&self) -> Option<&Path> {
-        match &self.mode {
-            Mode::Durable { path, .. } => Some(path),
-            Mode::Ephemeral { .. } => None,
-        }
     }
 
     fn check_open(&self) -> Result<(), StoreError> {
@@ -288,7 +280,7 @@ impl MemoryStore {
             Mode::Ephemeral { last_version } => {
                 self.change_in_memory(last_version, key, value, precondition)
             }
-            Mode::Durable { log, .. } => {
+            Mode::Durable { log } => {
                 let change = value.map_or(Change::Delete, Change::Put);
                 log.write(key, change, precondition).await
             }
@@ -346,7 +338,7 @@ impl KvStore for MemoryStore {
         self.check_open()?;
         match &self.mode {
             Mode::Ephemeral { .. } => Ok(()),
-            Mode::Durable { log, .. } => log.health(),
+            Mode::Durable { log } => log.health(),
         }
     }
 
@@ -356,7 +348,7 @@ impl KvStore for MemoryStore {
         }
         match &self.mode {
             Mode::Ephemeral { .. } => Ok(()),
-            Mode::Durable { log, .. } => log.close().await,
+            Mode::Durable { log } => log.close().await,
         }
     }
 }
