@@ -21,6 +21,8 @@ fmt:
 # Build every supported feature combination of the binary.
 check-features:
     cargo check -p hexkv-server --no-default-features --features http,memory
+    cargo check -p hexkv-server --no-default-features --features grpc,memory
+    cargo check -p hexkv-server --no-default-features --features http,grpc,memory
     cargo check -p hexkv-core --no-default-features
 
 # REST throughput against a bare axum handler, in one run (needs wrk). See docs/benchmarks.md.

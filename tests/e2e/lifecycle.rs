@@ -38,6 +38,25 @@ async fn sigterm_drains_with_readiness_failing_first() {
         }
     }
     assert!(saw_not_ready, "/readyz never answered 503 during the drain");
+    // gRPC health follows: NOT_SERVING while draining.
+    let channel = tonic::transport::Endpoint::from_shared(server.grpc_endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "hexkv.v1.KeyValue".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
     // Requests are still served while draining.
     let live = client.get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(live.status(), StatusCode::OK);

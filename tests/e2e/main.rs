@@ -2,6 +2,7 @@
 //! damaged logs, graceful shutdown and configuration errors.
 
 mod durability;
+mod grpc;
 mod lifecycle;
 mod rest;
 

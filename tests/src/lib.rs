@@ -62,6 +62,8 @@ pub struct Server {
     child: Child,
     /// The REST API's address.
     pub http: SocketAddr,
+    /// The gRPC API's address.
+    pub grpc: SocketAddr,
     /// The data directory.
     pub data_dir: PathBuf,
     log: PathBuf,
@@ -104,7 +106,13 @@ impl Server {
         let stderr = run_dir.join(format!("stderr-{}.log", unique()));
         let mut child = Command::new(hexkv_bin())
             .arg("serve")
-            .args(["--http-listen", "127.0.0.1:0", "--log-format", "json"])
+            .args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--grpc-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--log-format", "json"])
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--ready-file")
@@ -128,14 +136,17 @@ impl Server {
             }
             if let Ok(text) = std::fs::read_to_string(&ready) {
                 let info: serde_json::Value = serde_json::from_str(&text).expect("ready file JSON");
-                let http = info["http"]
-                    .as_str()
-                    .expect("http address")
-                    .parse()
-                    .expect("socket address");
+                let addr = |front_end: &str| -> SocketAddr {
+                    info[front_end]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("no {front_end} address in {text}"))
+                        .parse()
+                        .expect("socket address")
+                };
                 return Ok(Server {
                     child,
-                    http,
+                    http: addr("http"),
+                    grpc: addr("grpc"),
                     data_dir: data_dir.to_owned(),
                     log,
                 });
@@ -148,6 +159,11 @@ impl Server {
     /// `http://<addr><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
+    }
+
+    /// The gRPC endpoint, `http://<addr>`.
+    pub fn grpc_endpoint(&self) -> String {
+        format!("http://{}", self.grpc)
     }
 
     /// Sends `signal` to the process.

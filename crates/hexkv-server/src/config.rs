@@ -28,6 +28,8 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// The REST front end.
     pub http: HttpConfig,
+    /// The gRPC front end.
+    pub grpc: GrpcConfig,
     /// The store.
     pub store: StoreConfig,
     /// Request limits.
@@ -39,7 +41,7 @@ pub struct Config {
 }
 
 /// The top-level sections, for the environment filter.
-const SECTIONS: &[&str] = &["http", "store", "limits", "log", "shutdown"];
+const SECTIONS: &[&str] = &["http", "grpc", "store", "limits", "log", "shutdown"];
 
 /// `[http]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +55,22 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// `[grpc]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Address the gRPC API listens on; port 0 picks a free port.
+    pub listen: SocketAddr,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
         }
     }
 }
@@ -209,6 +227,9 @@ pub struct Overrides {
     /// Address of the REST API [http.listen].
     #[arg(long, global = true, value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
+    /// Address of the gRPC API [grpc.listen].
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub grpc_listen: Option<SocketAddr>,
     /// Store backend [store.backend].
     #[arg(long, global = true, value_enum, value_name = "BACKEND")]
     pub store: Option<Backend>,
@@ -241,6 +262,9 @@ impl Overrides {
         let mut f = Figment::new();
         if let Some(v) = self.http_listen {
             f = f.merge(Serialized::default("http.listen", v));
+        }
+        if let Some(v) = self.grpc_listen {
+            f = f.merge(Serialized::default("grpc.listen", v));
         }
         if let Some(v) = self.store {
             f = f.merge(Serialized::default("store.backend", v));
@@ -389,6 +413,7 @@ mod tests {
         Jail::expect_with(|_| {
             let c = load(&Overrides::default())?;
             assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+            assert_eq!(c.grpc.listen.to_string(), "127.0.0.1:50051");
             assert_eq!(c.store.backend, Backend::Memory);
             assert_eq!(c.store.memory.data_dir, PathBuf::from("./data"));
             assert_eq!(c.store.memory.fsync, Fsync::Always);

@@ -2,33 +2,34 @@
 //! runs them until shutdown.
 //!
 //! This is the only crate that knows every adapter, and it knows them through cargo features:
-//! `http` (the REST front end) and `memory` (the embedded store). `main` stays thin: it parses the
+//! `http` (the REST front end), `grpc` (the gRPC front end) and `memory` (the embedded store). `main` stays thin: it parses the
 //! command line, loads the configuration and calls [`Application::build`] and
 //! [`Application::run`]; tests do the same with port 0 and read the bound address back.
 //!
 //! # Shutdown
 //! When the shutdown future resolves (SIGINT or SIGTERM in the binary):
-//! 1. the service starts draining: `/readyz` answers 503;
+//! 1. the service starts draining: `/readyz` answers 503 and gRPC health reports NOT_SERVING;
 //! 2. it keeps serving for `shutdown.readiness_delay_ms` so load balancers notice;
-//! 3. the listener closes and in-flight requests get `shutdown.drain_timeout_ms` to finish;
+//! 3. the listeners close and in-flight requests get `shutdown.drain_timeout_ms` to finish;
 //! 4. the store is closed: the log's last batch is written and synced.
 
-#[cfg(not(feature = "http"))]
-compile_error!("hexkv-server needs a front end: enable the `http` feature");
+#[cfg(not(any(feature = "http", feature = "grpc")))]
+compile_error!("hexkv-server needs a front end: enable the `http` or the `grpc` feature");
 #[cfg(not(feature = "memory"))]
 compile_error!("hexkv-server needs a store: enable the `memory` feature");
 
 pub mod config;
 pub mod telemetry;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use hexkv_core::{KeyValueApi, KeyValueService, KvStore, Limits};
+use hexkv_core::{KeyValueService, KvStore, Limits};
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 
 pub use config::Config;
 
@@ -37,8 +38,18 @@ pub struct Application {
     config: Config,
     service: Arc<KeyValueService>,
     store: Arc<dyn KvStore>,
-    http: TcpListener,
-    http_addr: SocketAddr,
+    #[cfg(feature = "http")]
+    http: (TcpListener, SocketAddr),
+    #[cfg(feature = "grpc")]
+    grpc: (TcpListener, SocketAddr),
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({key})"))?;
+    let bound = listener.local_addr()?;
+    Ok((listener, bound))
 }
 
 impl Application {
@@ -49,22 +60,41 @@ impl Application {
             max_value_bytes: config.limits.max_value_bytes,
         };
         let service = Arc::new(KeyValueService::new(Arc::clone(&store), limits));
-        let http = TcpListener::bind(config.http.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
-        let http_addr = http.local_addr()?;
+        #[cfg(feature = "http")]
+        let http = bind(config.http.listen, "http.listen").await?;
+        #[cfg(feature = "grpc")]
+        let grpc = bind(config.grpc.listen, "grpc.listen").await?;
         Ok(Self {
             config,
             service,
             store,
+            #[cfg(feature = "http")]
             http,
-            http_addr,
+            #[cfg(feature = "grpc")]
+            grpc,
         })
     }
 
     /// The address the REST API is bound to (useful with port 0).
+    #[cfg(feature = "http")]
     pub fn http_addr(&self) -> SocketAddr {
-        self.http_addr
+        self.http.1
+    }
+
+    /// The address the gRPC API is bound to (useful with port 0).
+    #[cfg(feature = "grpc")]
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.1
+    }
+
+    /// The bound addresses by front end, e.g. `{"http": "127.0.0.1:8080"}`.
+    pub fn addresses(&self) -> Vec<(&'static str, SocketAddr)> {
+        vec![
+            #[cfg(feature = "http")]
+            ("http", self.http_addr()),
+            #[cfg(feature = "grpc")]
+            ("grpc", self.grpc_addr()),
+        ]
     }
 
     /// Serves until `shutdown` resolves, then shuts down gracefully (see the module docs).
@@ -72,64 +102,104 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let addresses = self.addresses();
         let Self {
             config,
             service,
             store,
-            http,
-            http_addr,
+            ..
         } = self;
-        let router = hexkv_http::router(
-            Arc::clone(&service) as Arc<dyn KeyValueApi>,
-            hexkv_http::HttpOptions {
-                max_body_bytes: config.limits.max_value_bytes,
-            },
-        );
-        tracing::info!(http = %http_addr, "hexkv is serving");
+        // Every server closes its listener and drains when this turns true.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
 
-        let (closing_tx, closing_rx) = tokio::sync::oneshot::channel::<()>();
+        #[cfg(feature = "http")]
+        {
+            let router = hexkv_http::router(
+                Arc::clone(&service) as Arc<dyn hexkv_core::KeyValueApi>,
+                hexkv_http::HttpOptions {
+                    max_body_bytes: config.limits.max_value_bytes,
+                },
+            );
+            let server = axum::serve(self.http.0, router).with_graceful_shutdown(stopped());
+            servers.spawn(async move { server.await.context("the HTTP server failed") });
+        }
+        #[cfg(feature = "grpc")]
+        let grpc_health = {
+            let services = hexkv_grpc::GrpcServices::new(
+                Arc::clone(&service) as Arc<dyn hexkv_core::KeyValueApi>,
+                hexkv_grpc::GrpcOptions {
+                    max_value_bytes: config.limits.max_value_bytes,
+                },
+            )
+            .await;
+            let health = services.health();
+            let server = services.serve(self.grpc.0, stopped());
+            servers.spawn(async move { server.await.context("the gRPC server failed") });
+            health
+        };
+        for (front_end, addr) in &addresses {
+            tracing::info!(front_end, %addr, "listening");
+        }
+
         let readiness_delay = config.shutdown.readiness_delay();
         let draining = Arc::clone(&service);
-        let stop = async move {
+        let signal = async move {
             shutdown.await;
             tracing::info!(
                 readiness_delay_ms = readiness_delay.as_millis() as u64,
                 "shutdown requested: readiness now fails"
             );
             draining.begin_draining();
+            #[cfg(feature = "grpc")]
+            grpc_health.set_serving(false).await;
             tokio::time::sleep(readiness_delay).await;
-            tracing::info!("closing the listener; draining in-flight requests");
-            let _ = closing_tx.send(());
         };
-        let mut server = tokio::spawn(
-            axum::serve(http, router)
-                .with_graceful_shutdown(stop)
-                .into_future(),
-        );
+        let mut first_error: Option<anyhow::Error> = None;
+        let mut note = |joined: Result<anyhow::Result<()>, tokio::task::JoinError>| {
+            let result = joined.context("a server task failed").and_then(|r| r);
+            if let Err(e) = result {
+                tracing::error!(error = format!("{e:#}"), "server stopped");
+                first_error.get_or_insert(e);
+            }
+        };
+        tokio::select! {
+            () = signal => {}
+            Some(joined) = servers.join_next() => note(joined),
+        }
+
+        tracing::info!("closing the listeners; draining in-flight requests");
+        let _ = stop_tx.send(true);
         let drain_timeout = config.shutdown.drain_timeout();
-        let deadline = async move {
-            if closing_rx.await.is_err() {
-                std::future::pending::<()>().await;
+        let drained = tokio::time::timeout(drain_timeout, async {
+            while let Some(joined) = servers.join_next().await {
+                note(joined);
             }
-            tokio::time::sleep(drain_timeout).await;
-        };
-        let served = tokio::select! {
-            result = &mut server => result.context("the HTTP server task failed")?.context("the HTTP server failed"),
-            () = deadline => {
-                tracing::warn!(drain_timeout_ms = drain_timeout.as_millis() as u64, "drain deadline passed; cutting the remaining requests");
-                server.abort();
-                Ok(())
-            }
-        };
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                drain_timeout_ms = drain_timeout.as_millis() as u64,
+                "drain deadline passed; cutting the remaining requests"
+            );
+            servers.abort_all();
+        }
 
         let closed = store.close().await;
         match &closed {
             Ok(()) => tracing::info!("store closed; shutdown complete"),
             Err(e) => tracing::error!(error = %e, "closing the store failed"),
         }
-        served?;
-        closed.context("closing the store failed")?;
-        Ok(())
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        closed.context("closing the store failed")
     }
 }
 

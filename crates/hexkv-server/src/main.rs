@@ -1,4 +1,4 @@
-//! The `hexkv` binary: a durable key-value service over REST.
+//! The `hexkv` binary: a durable key-value service over REST and gRPC.
 //!
 //! `hexkv` (or `hexkv serve`) runs the service; `hexkv config show` prints the effective
 //! configuration. Exit codes: 0 success, 1 the service failed (to start or while running),
@@ -106,12 +106,15 @@ fn serve(config: Config, ready_file: Option<&Path>) -> ExitCode {
     }
 }
 
-/// Writes `{"http": "<addr>", "pid": <pid>}` atomically (temp file, then rename).
+/// Writes `{"http": "<addr>", "grpc": "<addr>", "pid": <pid>}` atomically (temp file, then
+/// rename).
 fn write_ready_file(path: &Path, app: &Application) -> anyhow::Result<()> {
-    let body = serde_json::json!({
-        "http": app.http_addr().to_string(),
-        "pid": std::process::id(),
-    });
+    let mut body = serde_json::Map::new();
+    for (front_end, addr) in app.addresses() {
+        body.insert(front_end.to_owned(), addr.to_string().into());
+    }
+    body.insert("pid".to_owned(), std::process::id().into());
+    let body = serde_json::Value::Object(body);
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, body.to_string())?;
     std::fs::rename(&tmp, path)?;

@@ -1,0 +1,267 @@
+//! hexkv's gRPC adapter: the `hexkv.v1.KeyValue` service (`proto/hexkv/v1/kv.proto`) over the
+//! driving port [`KeyValueApi`], with the standard health and reflection services beside it.
+//!
+//! Like the REST adapter, it parses requests into domain types at the edge and maps every
+//! [`KvError`] to a [`Status`] in exactly one place ([`status`]). Message size limits mirror the
+//! HTTP body limit, so a value the REST API refuses is refused here too.
+
+mod status;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hexkv_core::{
+    Cursor, DeleteOutcome, Key, KeyError, KeyValueApi, KvError, ListQuery, ListQueryError,
+    Precondition, Value, Version,
+};
+use tonic::{Request, Response, Status};
+
+pub use status::status;
+
+/// The generated protobuf types and service stubs of `hexkv.v1`.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("hexkv.v1");
+
+    /// The encoded descriptor set of `hexkv.v1`, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/hexkv_v1_descriptor.bin"));
+}
+
+use pb::key_value_server::{KeyValue, KeyValueServer};
+
+/// Room for the protobuf framing around the largest value (key, field tags, precondition).
+const MESSAGE_OVERHEAD: usize = 4 * 1024;
+
+/// Settings of the gRPC adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcOptions {
+    /// The largest value accepted, in bytes; request and response messages are limited to this
+    /// plus a small allowance for framing.
+    pub max_value_bytes: usize,
+}
+
+/// The `hexkv.v1.KeyValue` service over a [`KeyValueApi`].
+pub struct KeyValueGrpc {
+    api: Arc<dyn KeyValueApi>,
+}
+
+impl KeyValueGrpc {
+    /// The service over `api`.
+    pub fn new(api: Arc<dyn KeyValueApi>) -> Self {
+        Self { api }
+    }
+}
+
+/// The gRPC services hexkv serves, ready to be added to a tonic server.
+pub struct GrpcServices {
+    /// `hexkv.v1.KeyValue`, `grpc.health.v1.Health` and server reflection.
+    pub routes: tonic::service::Routes,
+    /// Sets the health status; see [`GrpcServices::set_serving`].
+    health: tonic_health::server::HealthReporter,
+}
+
+/// The name health checks use for the key-value service.
+pub const SERVICE_NAME: &str = "hexkv.v1.KeyValue";
+
+impl GrpcServices {
+    /// Builds the services over `api`. Health starts as SERVING for both the overall server (`""`)
+    /// and `hexkv.v1.KeyValue`.
+    pub async fn new(api: Arc<dyn KeyValueApi>, options: GrpcOptions) -> Self {
+        let limit = options.max_value_bytes + MESSAGE_OVERHEAD;
+        let key_value = KeyValueServer::new(KeyValueGrpc::new(api))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .expect("the embedded descriptor sets are valid");
+        let routes = tonic::service::Routes::new(key_value)
+            .add_service(health_service)
+            .add_service(reflection);
+        let services = Self { routes, health };
+        services.set_serving(true).await;
+        services
+    }
+
+    /// Serves the services on `listener` until `shutdown` resolves, then lets in-flight calls
+    /// finish.
+    ///
+    /// Messages over the size limit are refused by tonic's decoder before they reach the service,
+    /// with OUT_OF_RANGE; gRPC's convention (and grpc-go's behaviour) for a message over the
+    /// receive limit is RESOURCE_EXHAUSTED, which is also what a value over the limit gets from
+    /// the service, so [`oversize_is_resource_exhausted`] translates exactly that case.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(
+                oversize_is_resource_exhausted,
+            ))
+            .add_routes(self.routes)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                shutdown,
+            )
+            .await
+    }
+
+    /// A handle that changes the health status later (at shutdown).
+    pub fn health(&self) -> HealthHandle {
+        HealthHandle(self.health.clone())
+    }
+
+    async fn set_serving(&self, serving: bool) {
+        self.health().set_serving(serving).await;
+    }
+}
+
+/// Changes what `grpc.health.v1.Health` reports.
+#[derive(Clone)]
+pub struct HealthHandle(tonic_health::server::HealthReporter);
+
+impl HealthHandle {
+    /// SERVING or NOT_SERVING, for the overall server and for `hexkv.v1.KeyValue`.
+    pub async fn set_serving(&self, serving: bool) {
+        let status = if serving {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        self.0.set_service_status("", status).await;
+        self.0.set_service_status(SERVICE_NAME, status).await;
+    }
+}
+
+/// Rewrites tonic's "decoded message length too large" (OUT_OF_RANGE) as RESOURCE_EXHAUSTED.
+/// Such rejections are trailers-only responses, so the status is in the response headers.
+pub fn oversize_is_resource_exhausted<B>(
+    mut response: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    use tonic::codegen::http::HeaderValue;
+    let headers = response.headers_mut();
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
+    // `grpc-message` is percent-encoded on the wire ("Error,%20decoded%20message…").
+    let too_large = headers.get("grpc-message").is_some_and(|m| {
+        String::from_utf8_lossy(m.as_bytes())
+            .replace("%20", " ")
+            .starts_with("Error, decoded message length too large")
+    });
+    if out_of_range && too_large {
+        headers.insert("grpc-status", HeaderValue::from_static("8"));
+    }
+    response
+}
+
+/// Parses a key field; errors name the field.
+fn parse_key(bytes: Bytes, field: &'static str) -> Result<Key, Status> {
+    Key::from_utf8(bytes.to_vec()).map_err(|e| status::invalid_field(field, &e.to_string()))
+}
+
+fn parse_precondition(p: Option<pb::Precondition>) -> Precondition {
+    use pb::precondition::Condition;
+    match p.and_then(|p| p.condition) {
+        None => Precondition::None,
+        Some(Condition::Absent(_)) => Precondition::Absent,
+        Some(Condition::Version(v)) => Precondition::Version(Version::new(v)),
+    }
+}
+
+fn parse_list(request: pb::ListRequest) -> Result<ListQuery, Status> {
+    let prefix = String::from_utf8(request.prefix.to_vec()).map_err(|e| {
+        let err = KeyError::NotUtf8 {
+            valid_up_to: e.utf8_error().valid_up_to(),
+        };
+        status::invalid_field("prefix", &err.to_string())
+    })?;
+    let cursor = match request.cursor.as_str() {
+        "" => None,
+        text => Some(Cursor::decode(text).map_err(|e| status(KvError::InvalidQuery(e)))?),
+    };
+    let limit = (request.limit != 0).then_some(u64::from(request.limit));
+    ListQuery::new(prefix, limit, cursor).map_err(|e: ListQueryError| status(e.into()))
+}
+
+#[tonic::async_trait]
+impl KeyValue for KeyValueGrpc {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let key = parse_key(request.into_inner().key, "key")?;
+        let entry = self.api.get(&key).await.map_err(status)?;
+        Ok(Response::new(pb::GetResponse {
+            entry: Some(pb::Entry {
+                key: Bytes::copy_from_slice(entry.key.as_bytes()),
+                value: entry.value.into_bytes(),
+                version: entry.version.get(),
+            }),
+        }))
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let request = request.into_inner();
+        let key = parse_key(request.key, "key")?;
+        let precondition = parse_precondition(request.precondition);
+        let outcome = self
+            .api
+            .put(key, Value::from(request.value), precondition)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::PutResponse {
+            version: outcome.version.get(),
+            created: outcome.created,
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let request = request.into_inner();
+        let key = parse_key(request.key, "key")?;
+        let precondition = parse_precondition(request.precondition);
+        let outcome = self.api.delete(&key, precondition).await.map_err(status)?;
+        Ok(Response::new(match outcome {
+            DeleteOutcome::Deleted { version } => pb::DeleteResponse {
+                deleted: true,
+                version: version.get(),
+            },
+            DeleteOutcome::Absent => pb::DeleteResponse {
+                deleted: false,
+                version: 0,
+            },
+        }))
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let query = parse_list(request.into_inner())?;
+        let page = self.api.list(&query).await.map_err(status)?;
+        Ok(Response::new(pb::ListResponse {
+            items: page
+                .items
+                .into_iter()
+                .map(|item| pb::ListItem {
+                    key: Bytes::copy_from_slice(item.key.as_bytes()),
+                    version: item.version.get(),
+                })
+                .collect(),
+            next_cursor: page.next_cursor.map(|c| c.encode()).unwrap_or_default(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;
