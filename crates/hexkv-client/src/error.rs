@@ -54,10 +54,10 @@ pub enum ClientError {
     /// The endpoint could not be reached or the address is invalid.
     #[error("cannot connect: {0}")]
     Connect(String),
-    /// Any other status (`INTERNAL`, …), or a response the client cannot read.
+    /// Any other status (`INTERNAL`, …), or a response the client cannot read (`DATA_LOSS`).
     #[error("{code:?}: {message}")]
     Other {
-        /// The gRPC code.
+        /// The gRPC code (over HTTP, the closest one to the status).
         code: Code,
         /// The message.
         message: String,
@@ -68,6 +68,14 @@ impl ClientError {
     /// Whether a retry may succeed: `Unavailable` and `Throttled`.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable { .. } | Self::Throttled { .. })
+    }
+
+    /// A response the client cannot read (a server or proxy that does not speak the API).
+    pub(crate) fn protocol(message: impl Into<String>) -> Self {
+        Self::Other {
+            code: Code::DataLoss,
+            message: message.into(),
+        }
     }
 
     /// The server's retry hint, if any.

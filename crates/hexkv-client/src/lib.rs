@@ -1,4 +1,4 @@
-//! The Rust client SDK for hexkv, over gRPC.
+//! The Rust client SDK for hexkv, over gRPC (and over HTTP with the `http` feature).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), hexkv_client::ClientError> {
@@ -11,21 +11,26 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Every call has a deadline ([`ClientOptions::timeout`]). Transient failures (`UNAVAILABLE`, and
-//! `RESOURCE_EXHAUSTED` with a retry hint) are retried with exponential backoff and full jitter,
-//! honouring the server's hint, within a cap on attempts and on total time ([`RetryPolicy`]).
-//! Reads, listings and unconditional deletes are retried; writes only if
-//! [`RetryPolicy::retry_writes`] is set.
+//! Every call has a deadline ([`ClientOptions::timeout`], per attempt). Transient failures
+//! (gRPC `UNAVAILABLE`, and `RESOURCE_EXHAUSTED` with a retry hint; HTTP 503 and 429) are retried
+//! with exponential backoff and full jitter, honouring the server's hint (`RetryInfo`, or
+//! `Retry-After`), within a cap on attempts and on total time ([`RetryPolicy`]). Reads, listings
+//! and unconditional deletes are retried; writes only if [`RetryPolicy::retry_writes`] is set.
+//!
+//! Both transports give the same results and the same [`ClientError`]s, with two differences
+//! the REST API imposes: [`Client::delete`] cannot tell whether the key existed (`None`), and
+//! the keys `.` and `..` cannot be named in a URL.
 
 mod error;
+mod grpc;
+#[cfg(feature = "http")]
+mod http;
 pub mod retry;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use hexkv_grpc::pb;
-use hexkv_grpc::pb::key_value_client::KeyValueClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub use error::ClientError;
 pub use hexkv_core::{Precondition, Version};
@@ -38,7 +43,7 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// When to retry.
     pub retry: RetryPolicy,
-    /// The largest response message accepted, in bytes (a value plus framing).
+    /// The largest response accepted, in bytes (a value plus framing).
     pub max_message_bytes: usize,
 }
 
@@ -81,101 +86,70 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+/// How a [`Client`] reaches the server.
+#[derive(Clone)]
+enum Transport {
+    Grpc(grpc::GrpcTransport),
+    #[cfg(feature = "http")]
+    Http(http::HttpTransport),
+}
+
 /// A hexkv client. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct Client {
-    inner: KeyValueClient<Channel>,
+    transport: Transport,
     options: ClientOptions,
 }
 
-fn text(bytes: &Bytes) -> Result<String, ClientError> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| ClientError::Other {
-        code: tonic::Code::DataLoss,
-        message: "the server sent a key that is not UTF-8".into(),
-    })
-}
-
-fn precondition(p: Precondition) -> Option<pb::Precondition> {
-    use pb::precondition::Condition;
-    let condition = match p {
-        Precondition::None => return None,
-        Precondition::Absent => Condition::Absent(pb::precondition::Absent {}),
-        Precondition::Version(v) => Condition::Version(v.get()),
+/// Dispatches one attempt to the transport.
+macro_rules! attempt {
+    ($self:ident . $op:ident ( $($arg:expr),* )) => {
+        match &$self.transport {
+            Transport::Grpc(t) => t.$op($($arg),*).await,
+            #[cfg(feature = "http")]
+            Transport::Http(t) => t.$op($($arg),*).await,
+        }
     };
-    Some(pb::Precondition {
-        condition: Some(condition),
-    })
 }
 
 impl Client {
-    /// Connects to `endpoint` (e.g. `http://127.0.0.1:50051`).
+    /// Connects over gRPC to `endpoint` (e.g. `http://127.0.0.1:50051`).
     pub async fn connect(
         endpoint: impl Into<String>,
         options: ClientOptions,
     ) -> Result<Self, ClientError> {
-        let endpoint = Endpoint::from_shared(endpoint.into())
-            .map_err(|e| ClientError::Connect(e.to_string()))?
-            .connect_timeout(options.timeout);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
-        Ok(Self::from_channel(channel, options))
-    }
-
-    /// A client over an existing channel.
-    pub fn from_channel(channel: Channel, options: ClientOptions) -> Self {
-        let inner = KeyValueClient::new(channel)
-            .max_decoding_message_size(options.max_message_bytes)
-            .max_encoding_message_size(options.max_message_bytes);
-        Self { inner, options }
-    }
-
-    /// Runs one RPC under the deadline and the retry policy.
-    async fn call<Req, Resp, F, Fut>(
-        &self,
-        idempotent: bool,
-        message: Req,
-        rpc: F,
-    ) -> Result<Resp, ClientError>
-    where
-        Req: Clone,
-        F: Fn(KeyValueClient<Channel>, tonic::Request<Req>) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
-    {
-        let timeout = self.options.timeout;
-        retry::run(&self.options.retry, idempotent, || {
-            let mut request = tonic::Request::new(message.clone());
-            request.set_timeout(timeout);
-            let attempt = rpc(self.inner.clone(), request);
-            async move {
-                match tokio::time::timeout(timeout, attempt).await {
-                    Ok(Ok(response)) => Ok(response.into_inner()),
-                    Ok(Err(status)) => Err(ClientError::from(status)),
-                    Err(_) => Err(ClientError::DeadlineExceeded),
-                }
-            }
+        let transport = grpc::GrpcTransport::connect(endpoint.into(), &options).await?;
+        Ok(Self {
+            transport: Transport::Grpc(transport),
+            options,
         })
-        .await
+    }
+
+    /// A gRPC client over an existing channel.
+    pub fn from_channel(channel: Channel, options: ClientOptions) -> Self {
+        Self {
+            transport: Transport::Grpc(grpc::GrpcTransport::from_channel(channel, &options)),
+            options,
+        }
+    }
+
+    /// A client of the REST API at `base_url` (e.g. `http://127.0.0.1:8080`). Connections are
+    /// made on first use, so an unreachable server shows as [`ClientError::Unavailable`] on the
+    /// first call; only an invalid URL fails here.
+    #[cfg(feature = "http")]
+    pub fn http(base_url: impl Into<String>, options: ClientOptions) -> Result<Self, ClientError> {
+        Ok(Self {
+            transport: Transport::Http(http::HttpTransport::new(base_url.into(), &options)?),
+            options,
+        })
     }
 
     /// The entry under `key`.
     pub async fn get(&self, key: &str) -> Result<Entry, ClientError> {
-        let request = pb::GetRequest {
-            key: Bytes::copy_from_slice(key.as_bytes()),
-        };
-        let response = self
-            .call(true, request, |mut c, r| async move { c.get(r).await })
-            .await?;
-        let entry = response.entry.ok_or_else(|| ClientError::Other {
-            code: tonic::Code::DataLoss,
-            message: "the server sent no entry".into(),
-        })?;
-        Ok(Entry {
-            key: text(&entry.key)?,
-            value: entry.value,
-            version: Version::new(entry.version),
+        retry::run(&self.options.retry, true, || async {
+            attempt!(self.get(key))
         })
+        .await
     }
 
     /// Writes `value` under `key` if `precondition` holds.
@@ -183,41 +157,27 @@ impl Client {
         &self,
         key: &str,
         value: impl Into<Bytes>,
-        precondition_: Precondition,
+        precondition: Precondition,
     ) -> Result<Written, ClientError> {
-        let request = pb::PutRequest {
-            key: Bytes::copy_from_slice(key.as_bytes()),
-            value: value.into(),
-            precondition: precondition(precondition_),
-        };
-        let response = self
-            .call(false, request, |mut c, r| async move { c.put(r).await })
-            .await?;
-        Ok(Written {
-            version: Version::new(response.version),
-            created: response.created,
+        let value = value.into();
+        retry::run(&self.options.retry, false, || async {
+            attempt!(self.put(key, &value, precondition))
         })
+        .await
     }
 
-    /// Removes `key` if `precondition` holds; `Ok(false)` when it was already absent.
+    /// Removes `key` if `precondition` holds. `Some(true)` when it existed, `Some(false)` when
+    /// it was already absent, `None` when the transport does not say (HTTP).
     pub async fn delete(
         &self,
         key: &str,
-        precondition_: Precondition,
-    ) -> Result<bool, ClientError> {
-        let idempotent = precondition_ == Precondition::None;
-        let request = pb::DeleteRequest {
-            key: Bytes::copy_from_slice(key.as_bytes()),
-            precondition: precondition(precondition_),
-        };
-        let response = self
-            .call(
-                idempotent,
-                request,
-                |mut c, r| async move { c.delete(r).await },
-            )
-            .await?;
-        Ok(response.deleted)
+        precondition: Precondition,
+    ) -> Result<Option<bool>, ClientError> {
+        let idempotent = precondition == Precondition::None;
+        retry::run(&self.options.retry, idempotent, || async {
+            attempt!(self.delete(key, precondition))
+        })
+        .await
     }
 
     /// One page of keys starting with `prefix`; `limit` 0 means the server's default.
@@ -227,20 +187,9 @@ impl Client {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<Page, ClientError> {
-        let request = pb::ListRequest {
-            prefix: Bytes::copy_from_slice(prefix.as_bytes()),
-            limit,
-            cursor: cursor.unwrap_or_default().to_owned(),
-        };
-        let response = self
-            .call(true, request, |mut c, r| async move { c.list(r).await })
-            .await?;
-        let items = response
-            .items
-            .iter()
-            .map(|i| Ok((text(&i.key)?, Version::new(i.version))))
-            .collect::<Result<_, ClientError>>()?;
-        let next_cursor = (!response.next_cursor.is_empty()).then_some(response.next_cursor);
-        Ok(Page { items, next_cursor })
+        retry::run(&self.options.retry, true, || async {
+            attempt!(self.list(prefix, limit, cursor))
+        })
+        .await
     }
 }
