@@ -97,7 +97,11 @@ impl HttpTransport {
                 message: format!("the key {key:?} cannot be addressed over HTTP; use gRPC"),
             });
         }
-        Ok(format!("{}/v1/kv/{}", self.base, utf8_percent_encode(key, KEY)))
+        Ok(format!(
+            "{}/v1/kv/{}",
+            self.base,
+            utf8_percent_encode(key, KEY)
+        ))
     }
 
     fn request(&self, method: Method, url: &str) -> RequestBuilder {
@@ -381,7 +385,11 @@ mod tests {
             ClientError::PreconditionFailed { current: Some(v) } if v == Version::new(7)
         ));
         assert!(matches!(
-            e(StatusCode::PRECONDITION_FAILED, "precondition_failed", Some(None)),
+            e(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                Some(None)
+            ),
             ClientError::PreconditionFailed { current: None }
         ));
         assert!(matches!(
@@ -408,8 +416,11 @@ mod tests {
     #[test]
     fn retry_after_is_kept_on_503_and_429() {
         let hint = Some(Duration::from_secs(2));
-        let unavailable =
-            problem_error(StatusCode::SERVICE_UNAVAILABLE, hint, problem("unavailable", None));
+        let unavailable = problem_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            hint,
+            problem("unavailable", None),
+        );
         assert!(unavailable.is_transient());
         assert_eq!(unavailable.retry_after(), hint);
         let throttled = problem_error(StatusCode::TOO_MANY_REQUESTS, hint, Problem::default());

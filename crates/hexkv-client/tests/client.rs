@@ -349,7 +349,8 @@ async fn the_servers_retry_hint_is_a_floor_on_the_delay() {
         ("grpc", Duration::from_millis(300)),
         ("http", Duration::from_secs(1)),
     ];
-    for ((transport, client), (_, floor)) in clients(&servers, options).await.into_iter().zip(floors)
+    for ((transport, client), (_, floor)) in
+        clients(&servers, options).await.into_iter().zip(floors)
     {
         flaky.reset(1);
         let err = client.get("nothing").await.unwrap_err();
