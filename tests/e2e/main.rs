@@ -1,6 +1,7 @@
 //! End-to-end tests of the real `hexkv` binary: REST over real sockets, restarts, `kill -9`,
-//! damaged logs, graceful shutdown and configuration errors.
+//! damaged logs, graceful shutdown, configuration errors, and the command-line client.
 
+mod cli;
 mod durability;
 mod grpc;
 mod lifecycle;

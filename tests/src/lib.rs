@@ -212,6 +212,31 @@ pub fn run_hexkv(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("run hexkv")
 }
 
+/// Runs `hexkv` with `args`, feeding `stdin` to it, and waits for it.
+pub fn run_hexkv_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(hexkv_bin())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("HEXKV_ENDPOINT")
+        .env_remove("HEXKV_PROTOCOL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hexkv");
+    let mut input = child.stdin.take().expect("stdin");
+    // Write from another thread: a large input must not block on a full pipe while hexkv
+    // waits to write its output.
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let output = child.wait_with_output().expect("wait for hexkv");
+    writer.join().expect("stdin writer");
+    output
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }

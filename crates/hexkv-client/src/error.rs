@@ -13,7 +13,7 @@ pub enum ClientError {
     #[error("key not found")]
     NotFound,
     /// The write's precondition does not hold; `current` is the key's version (`None`: absent).
-    #[error("precondition failed (current version: {current:?})")]
+    #[error("precondition failed: {}", describe_current(.current))]
     PreconditionFailed {
         /// The key's current version.
         current: Option<Version>,
@@ -64,6 +64,26 @@ pub enum ClientError {
     },
 }
 
+fn describe_current(current: &Option<Version>) -> String {
+    match current {
+        Some(v) => format!("the current version is {v}"),
+        None => "the key does not exist".to_owned(),
+    }
+}
+
+/// An error with its chain of causes: `outer: inner: root` (tonic's transport errors say little
+/// without their causes).
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 impl ClientError {
     /// Whether a retry may succeed: `Unavailable` and `Throttled`.
     pub fn is_transient(&self) -> bool {
@@ -105,11 +125,19 @@ impl From<Status> for ClientError {
                 Self::PreconditionFailed { current }
             }
             Code::InvalidArgument => {
-                let field = details
+                match details
                     .bad_request()
                     .and_then(|b| b.field_violations.first())
-                    .map_or_else(String::new, |v| v.field.clone());
-                Self::InvalidArgument { field, message }
+                {
+                    Some(violation) => Self::InvalidArgument {
+                        field: violation.field.clone(),
+                        message: violation.description.clone(),
+                    },
+                    None => Self::InvalidArgument {
+                        field: String::new(),
+                        message,
+                    },
+                }
             }
             // A size refusal carries no retry hint; a rate limit does.
             Code::ResourceExhausted if retry_after.is_some() => Self::Throttled {

@@ -9,6 +9,7 @@ use hexkv_grpc::pb;
 use hexkv_grpc::pb::key_value_client::KeyValueClient;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::error::error_chain;
 use crate::{ClientError, ClientOptions, Entry, Page, Written};
 
 #[derive(Clone)]
@@ -28,7 +29,7 @@ impl GrpcTransport {
         let channel = endpoint
             .connect()
             .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
+            .map_err(|e| ClientError::Connect(error_chain(&e)))?;
         Ok(Self::from_channel(channel, options))
     }
 

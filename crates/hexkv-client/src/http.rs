@@ -13,6 +13,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
 use serde::Deserialize;
 use tonic::Code;
 
+use crate::error::error_chain;
 use crate::{ClientError, ClientOptions, Entry, Page, Written};
 
 /// Everything but the unreserved characters of RFC 3986 is escaped, `/` included: the server
@@ -270,17 +271,6 @@ fn transport_error(err: reqwest::Error) -> ClientError {
             retry_after: None,
         }
     }
-}
-
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The one mapping from REST errors to [`ClientError`]s.

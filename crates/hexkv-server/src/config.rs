@@ -222,41 +222,59 @@ impl ShutdownConfig {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Overrides {
     /// Configuration file (TOML, or YAML for .yaml/.yml).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address of the REST API [http.listen].
-    #[arg(long, global = true, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
     /// Address of the gRPC API [grpc.listen].
-    #[arg(long, global = true, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     pub grpc_listen: Option<SocketAddr>,
     /// Store backend [store.backend].
-    #[arg(long, global = true, value_enum, value_name = "BACKEND")]
+    #[arg(long, value_enum, value_name = "BACKEND")]
     pub store: Option<Backend>,
     /// Directory of the durable log [store.memory.data_dir].
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Log sync policy [store.memory.fsync].
-    #[arg(long, global = true, value_enum, value_name = "POLICY")]
+    #[arg(long, value_enum, value_name = "POLICY")]
     pub fsync: Option<Fsync>,
     /// Keep nothing on disk [store.memory.ephemeral].
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub ephemeral: bool,
     /// Cut the log at a corrupt record instead of refusing to start [store.memory.repair].
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub repair_log: bool,
     /// Largest value in bytes [limits.max_value_bytes].
-    #[arg(long, global = true, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES")]
     pub max_value_bytes: Option<usize>,
     /// Log format [log.format].
-    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
     /// Log level or filter directives [log.level].
-    #[arg(long, global = true, value_name = "FILTER")]
+    #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
 }
 
 impl Overrides {
+    /// These flags, with `lower`'s filling the ones not given (for flags given both before and
+    /// after a subcommand: `hexkv --config f serve --fsync never`).
+    pub fn or(self, lower: Overrides) -> Overrides {
+        Overrides {
+            config: self.config.or(lower.config),
+            http_listen: self.http_listen.or(lower.http_listen),
+            grpc_listen: self.grpc_listen.or(lower.grpc_listen),
+            store: self.store.or(lower.store),
+            data_dir: self.data_dir.or(lower.data_dir),
+            fsync: self.fsync.or(lower.fsync),
+            ephemeral: self.ephemeral || lower.ephemeral,
+            repair_log: self.repair_log || lower.repair_log,
+            max_value_bytes: self.max_value_bytes.or(lower.max_value_bytes),
+            log_format: self.log_format.or(lower.log_format),
+            log_level: self.log_level.or(lower.log_level),
+        }
+    }
+
     /// The flags that were given, as a figment layer.
     fn layer(&self) -> Figment {
         let mut f = Figment::new();

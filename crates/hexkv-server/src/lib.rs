@@ -2,8 +2,8 @@
 //! runs them until shutdown.
 //!
 //! This is the only crate that knows every adapter, and it knows them through cargo features:
-//! `http` (the REST front end), `grpc` (the gRPC front end) and `memory` (the embedded store). `main` stays thin: it parses the
-//! command line, loads the configuration and calls [`Application::build`] and
+//! `http` (the REST front end), `grpc` (the gRPC front end), `memory` (the embedded store) and
+//! `cli` (the command-line client, [`cli`]). `main` stays thin: it parses the command line, loads the configuration and calls [`Application::build`] and
 //! [`Application::run`]; tests do the same with port 0 and read the bound address back.
 //!
 //! # Shutdown
@@ -18,6 +18,8 @@ compile_error!("hexkv-server needs a front end: enable the `http` or the `grpc` 
 #[cfg(not(feature = "memory"))]
 compile_error!("hexkv-server needs a store: enable the `memory` feature");
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
 pub mod telemetry;
 

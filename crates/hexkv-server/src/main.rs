@@ -1,8 +1,9 @@
 //! The `hexkv` binary: a durable key-value service over REST and gRPC.
 //!
 //! `hexkv` (or `hexkv serve`) runs the service; `hexkv config show` prints the effective
-//! configuration. Exit codes: 0 success, 1 the service failed (to start or while running),
-//! 2 usage error or invalid configuration.
+//! configuration; `hexkv get|put|delete|list` are the command-line client (see
+//! [`hexkv_server::cli`] for their exit codes). Exit codes of the service: 0 success, 1 the
+//! service failed (to start or while running), 2 usage error or invalid configuration.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,34 +16,47 @@ use hexkv_server::{Application, telemetry};
 #[command(
     name = "hexkv",
     version,
-    about = "A durable key-value service over REST."
+    about = "A durable key-value service over REST and gRPC, and its command-line client."
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// The flags of the service (accepted before a subcommand too: `hexkv --fsync never`).
+#[derive(Debug, Default, clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
     overrides: Overrides,
     /// Once listening, write the bound addresses as JSON to this file (for scripts and tests
     /// that start hexkv on port 0).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, value_name = "PATH")]
     ready_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the service (the default).
-    Serve,
+    Serve(ServeArgs),
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    #[cfg(feature = "cli")]
+    #[command(flatten)]
+    Client(hexkv_server::cli::ClientCommand),
 }
 
 #[derive(Debug, Subcommand)]
 enum ConfigAction {
     /// Print the effective configuration (all layers applied) as TOML.
-    Show,
+    Show {
+        #[command(flatten)]
+        overrides: Overrides,
+    },
 }
 
 /// mimalloc rather than the system allocator: a request allocates a few dozen small, short-lived
@@ -56,22 +70,33 @@ const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(&cli.overrides) {
+    let top = cli.serve;
+    // Flags after the subcommand win over the same flags before it.
+    let (overrides, ready_file, show) = match cli.command {
+        None => (top.overrides, top.ready_file, false),
+        Some(Command::Serve(args)) => (
+            args.overrides.or(top.overrides),
+            args.ready_file.or(top.ready_file),
+            false,
+        ),
+        Some(Command::Config {
+            action: ConfigAction::Show { overrides },
+        }) => (overrides.or(top.overrides), None, true),
+        #[cfg(feature = "cli")]
+        Some(Command::Client(command)) => return ExitCode::from(hexkv_server::cli::run(command)),
+    };
+    let config = match Config::load(&overrides) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("hexkv: invalid configuration: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Config {
-            action: ConfigAction::Show,
-        } => {
-            print!("{}", config.to_toml());
-            ExitCode::SUCCESS
-        }
-        Command::Serve => serve(config, cli.ready_file.as_deref()),
+    if show {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
     }
+    serve(config, ready_file.as_deref())
 }
 
 fn serve(config: Config, ready_file: Option<&Path>) -> ExitCode {

@@ -1,0 +1,385 @@
+//! The command-line client (feature `cli`): `hexkv get|put|delete|list` against a running
+//! service, over gRPC (the default) or HTTP, through [`hexkv_client`].
+//!
+//! Values are written to stdout byte-exact (no newline is added); everything meant for people
+//! goes to stderr. With `--output json`, results (and errors, on stderr) are JSON documents.
+//!
+//! # Exit codes
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | any other failure (an internal server error, an unreadable response, a local I/O error) |
+//! | 2 | usage error: bad arguments, or a request the server rejected as invalid or too large |
+//! | 3 | the key does not exist (`get`) |
+//! | 4 | the precondition (`--if-version`, `--create-only`) does not hold |
+//! | 5 | the service is unavailable: cannot connect, `UNAVAILABLE`/503, throttled, or timed out |
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use clap::{Args, Subcommand, ValueEnum};
+use hexkv_client::{Client, ClientError, ClientOptions, Precondition, Version};
+use serde_json::json;
+
+/// Success.
+pub const EXIT_OK: u8 = 0;
+/// Any other failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Usage error, or a request rejected as invalid.
+pub const EXIT_USAGE: u8 = 2;
+/// The key does not exist.
+pub const EXIT_NOT_FOUND: u8 = 3;
+/// The precondition does not hold.
+pub const EXIT_PRECONDITION_FAILED: u8 = 4;
+/// The service is unavailable (or timed out).
+pub const EXIT_UNAVAILABLE: u8 = 5;
+
+/// A client command.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Print the value under KEY (byte-exact) to stdout.
+    Get {
+        /// The key.
+        key: String,
+        /// Where the service is.
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Write a value under KEY: the VALUE argument, the contents of --file, or stdin.
+    Put {
+        /// The key.
+        key: String,
+        /// The value (as UTF-8 text); without it and without --file, stdin is read.
+        #[arg(conflicts_with = "file")]
+        value: Option<String>,
+        /// Read the value from this file (`-` for stdin).
+        #[arg(long, short = 'f', value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// The write's precondition.
+        #[command(flatten)]
+        precondition: WritePrecondition,
+        /// Where the service is.
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Delete KEY (succeeds when it is already absent, unless --if-version is given).
+    Delete {
+        /// The key.
+        key: String,
+        /// Delete only if the key's current version is N.
+        #[arg(long, value_name = "N")]
+        if_version: Option<u64>,
+        /// Where the service is.
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List the keys starting with PREFIX (every key without it), in key order.
+    List {
+        /// The prefix.
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Stop after this many keys (default: all).
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+        /// Where the service is.
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+/// `--if-version N` or `--create-only`.
+#[derive(Debug, Args)]
+pub struct WritePrecondition {
+    /// Write only if the key's current version is N (compare-and-swap).
+    #[arg(long, value_name = "N", conflicts_with = "create_only")]
+    if_version: Option<u64>,
+    /// Write only if the key does not exist.
+    #[arg(long)]
+    create_only: bool,
+}
+
+/// Where the service is, and how to talk to it.
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// The service's address [default: http://127.0.0.1:50051 for gRPC,
+    /// http://127.0.0.1:8080 for HTTP].
+    #[arg(long, env = "HEXKV_ENDPOINT", value_name = "URL")]
+    endpoint: Option<String>,
+    /// The API to use.
+    #[arg(long, env = "HEXKV_PROTOCOL", value_enum, default_value_t = Protocol::Grpc)]
+    protocol: Protocol,
+    /// The deadline of each attempt, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    timeout_ms: u64,
+    /// The output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// The API a command uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// gRPC (`hexkv.v1.KeyValue`).
+    Grpc,
+    /// The REST API.
+    Http,
+}
+
+/// The output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Values raw, versions and keys one per line.
+    Text,
+    /// JSON documents.
+    Json,
+}
+
+impl ClientCommand {
+    fn connection(&self) -> &Connection {
+        match self {
+            Self::Get { connection, .. }
+            | Self::Put { connection, .. }
+            | Self::Delete { connection, .. }
+            | Self::List { connection, .. } => connection,
+        }
+    }
+}
+
+/// A failure and its exit code.
+struct Failure {
+    code: u8,
+    kind: &'static str,
+    message: String,
+    current_version: Option<Option<Version>>,
+}
+
+impl Failure {
+    fn new(code: u8, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            kind,
+            message: message.into(),
+            current_version: None,
+        }
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(err: ClientError) -> Self {
+        let message = err.to_string();
+        match err {
+            ClientError::NotFound => Self::new(EXIT_NOT_FOUND, "not_found", message),
+            ClientError::PreconditionFailed { current } => Self {
+                current_version: Some(current),
+                ..Self::new(EXIT_PRECONDITION_FAILED, "precondition_failed", message)
+            },
+            ClientError::InvalidArgument { .. } => {
+                Self::new(EXIT_USAGE, "invalid_argument", message)
+            }
+            ClientError::TooLarge { .. } => Self::new(EXIT_USAGE, "too_large", message),
+            ClientError::Unavailable { .. } | ClientError::Connect(_) => {
+                Self::new(EXIT_UNAVAILABLE, "unavailable", message)
+            }
+            ClientError::Throttled { .. } => Self::new(EXIT_UNAVAILABLE, "throttled", message),
+            ClientError::DeadlineExceeded => {
+                Self::new(EXIT_UNAVAILABLE, "deadline_exceeded", message)
+            }
+            ClientError::Other { .. } => Self::new(EXIT_FAILURE, "failed", message),
+        }
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(err: io::Error) -> Self {
+        let kind = if err.kind() == io::ErrorKind::BrokenPipe {
+            "broken_pipe"
+        } else {
+            "io"
+        };
+        Self::new(EXIT_FAILURE, kind, err.to_string())
+    }
+}
+
+/// Runs a client command; returns the process exit code.
+pub fn run(command: ClientCommand) -> u8 {
+    let output = command.connection().output;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("hexkv: cannot start the runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let mut stdout = io::stdout().lock();
+    match runtime.block_on(execute(command, &mut stdout)) {
+        Ok(()) => EXIT_OK,
+        // `hexkv list | head`: the reader left; that is not an error of ours.
+        Err(f) if f.kind == "broken_pipe" => EXIT_OK,
+        Err(failure) => {
+            report(&failure, output);
+            failure.code
+        }
+    }
+}
+
+fn report(failure: &Failure, output: Output) {
+    match output {
+        Output::Text => eprintln!("hexkv: {}", failure.message),
+        Output::Json => {
+            let mut body = json!({"error": failure.kind, "message": failure.message});
+            if let Some(current) = failure.current_version {
+                body["current_version"] = json!(current.map(Version::get));
+            }
+            eprintln!("{body}");
+        }
+    }
+}
+
+async fn connect(connection: &Connection) -> Result<Client, Failure> {
+    let options = ClientOptions {
+        timeout: Duration::from_millis(connection.timeout_ms.max(1)),
+        ..ClientOptions::default()
+    };
+    let client = match connection.protocol {
+        Protocol::Grpc => {
+            let endpoint = connection
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| "http://127.0.0.1:50051".to_owned());
+            Client::connect(endpoint, options).await?
+        }
+        Protocol::Http => {
+            let endpoint = connection
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+            Client::http(endpoint, options)?
+        }
+    };
+    Ok(client)
+}
+
+async fn execute(command: ClientCommand, out: &mut impl Write) -> Result<(), Failure> {
+    let connection = command.connection();
+    let output = connection.output;
+    match &command {
+        ClientCommand::Get { key, .. } => {
+            let client = connect(connection).await?;
+            let entry = client.get(key).await?;
+            match output {
+                Output::Text => out.write_all(&entry.value)?,
+                Output::Json => {
+                    let body = json!({
+                        "key": entry.key,
+                        "version": entry.version.get(),
+                        "value": std::str::from_utf8(&entry.value).ok(),
+                        "value_base64": base64::engine::general_purpose::STANDARD.encode(&entry.value),
+                    });
+                    writeln!(out, "{body}")?;
+                }
+            }
+        }
+        ClientCommand::Put {
+            key,
+            value,
+            file,
+            precondition,
+            ..
+        } => {
+            let value = read_value(value.as_deref(), file.as_deref())?;
+            let precondition = match (precondition.if_version, precondition.create_only) {
+                (Some(v), _) => Precondition::Version(Version::new(v)),
+                (None, true) => Precondition::Absent,
+                (None, false) => Precondition::None,
+            };
+            let client = connect(connection).await?;
+            let written = client.put(key, value, precondition).await?;
+            match output {
+                Output::Text => writeln!(out, "{}", written.version)?,
+                Output::Json => writeln!(
+                    out,
+                    "{}",
+                    json!({"key": key, "version": written.version.get(), "created": written.created})
+                )?,
+            }
+        }
+        ClientCommand::Delete {
+            key, if_version, ..
+        } => {
+            let precondition = if_version.map_or(Precondition::None, |v| {
+                Precondition::Version(Version::new(v))
+            });
+            let client = connect(connection).await?;
+            let deleted = client.delete(key, precondition).await?;
+            match output {
+                Output::Text => {}
+                Output::Json => writeln!(out, "{}", json!({"key": key, "deleted": deleted}))?,
+            }
+        }
+        ClientCommand::List { prefix, limit, .. } => {
+            let client = connect(connection).await?;
+            list(&client, prefix, *limit, output, out).await?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Pages through the listing, printing as it goes (text) or once at the end (JSON).
+async fn list(
+    client: &Client,
+    prefix: &str,
+    limit: Option<u64>,
+    output: Output,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    const PAGE: u64 = 1000;
+    let mut remaining = limit.unwrap_or(u64::MAX);
+    let mut cursor: Option<String> = None;
+    let mut items = Vec::new();
+    while remaining > 0 {
+        let page_size = remaining.min(PAGE) as u32;
+        let page = client.list(prefix, page_size, cursor.as_deref()).await?;
+        remaining = remaining.saturating_sub(page.items.len() as u64);
+        for (key, version) in page.items {
+            match output {
+                Output::Text => writeln!(out, "{key}")?,
+                Output::Json => items.push(json!({"key": key, "version": version.get()})),
+            }
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    if output == Output::Json {
+        writeln!(out, "{}", json!({ "items": items }))?;
+    }
+    Ok(())
+}
+
+/// The value to write: the argument, the file (`-`: stdin), or stdin.
+fn read_value(value: Option<&str>, file: Option<&std::path::Path>) -> Result<Vec<u8>, Failure> {
+    let read_stdin = || -> Result<Vec<u8>, Failure> {
+        let mut bytes = Vec::new();
+        io::stdin().lock().read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    match (value, file) {
+        (Some(value), _) => Ok(value.as_bytes().to_vec()),
+        (None, Some(path)) if path.as_os_str() == "-" => read_stdin(),
+        (None, Some(path)) => std::fs::read(path).map_err(|e| {
+            Failure::new(
+                EXIT_USAGE,
+                "invalid_argument",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        }),
+        (None, None) => read_stdin(),
+    }
+}
