@@ -314,3 +314,33 @@ where
     }
     out
 }
+
+#[test]
+fn other_failures_are_exit_code_1() {
+    let (_tmp, data) = data_dir();
+    let server = Server::start(&data, &[], &[]);
+    // gRPC sent to the REST port: an HTTP/2 server that answers 404, which no gRPC server does.
+    let wrong_port = [
+        "--endpoint".to_owned(),
+        server.url(""),
+        "--protocol".to_owned(),
+        "grpc".to_owned(),
+    ];
+    let out = cli(&["get", "k", "-o", "json"], &wrong_port, b"");
+    assert_exit(&out, 1, "gRPC to the REST port");
+    assert_eq!(json(&out.stderr)["error"], "failed");
+
+    // A value that cannot be written to stdout.
+    let conn = &protocols(&server)[0].1;
+    assert_exit(&cli(&["put", "k", "v"], conn, b""), 0, "put");
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        return; // no /dev/full on this system
+    };
+    let out = std::process::Command::new(hexkv_e2e::hexkv_bin())
+        .args(["get", "k"])
+        .args(conn)
+        .stdout(full)
+        .output()
+        .expect("run hexkv");
+    assert_exit(&out, 1, "stdout is /dev/full");
+}
