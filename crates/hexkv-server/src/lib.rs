@@ -12,6 +12,9 @@
 //! 2. it keeps serving for `shutdown.readiness_delay_ms` so load balancers notice;
 //! 3. the listeners close and in-flight requests get `shutdown.drain_timeout_ms` to finish;
 //! 4. the store is closed: the log's last batch is written and synced.
+//!
+//! Asked again during steps 2–3 (a second signal; [`Application::run_with`]), it skips the rest
+//! of the delay and the drain, and still closes the store.
 
 #[cfg(not(any(feature = "http", feature = "grpc")))]
 compile_error!("hexkv-server needs a front end: enable the `http` or the `grpc` feature");
@@ -104,6 +107,30 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        self.run_with(shutdown, std::future::pending()).await
+    }
+
+    /// As [`Application::run`]; when `hurry` resolves during the shutdown (a second SIGTERM or
+    /// Ctrl-C in the binary), the readiness delay and the drain are cut short: the listeners close
+    /// at once, in-flight requests are cut, and the store is still closed properly.
+    pub async fn run_with(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        hurry: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (hurry_tx, hurry_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            hurry.await;
+            let _ = hurry_tx.send(true);
+        });
+        let hurried = move || {
+            let mut rx = hurry_rx.clone();
+            async move {
+                if rx.wait_for(|hurry| *hurry).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
         let addresses = self.addresses();
         let Self {
             config,
@@ -152,6 +179,7 @@ impl Application {
 
         let readiness_delay = config.shutdown.readiness_delay();
         let draining = Arc::clone(&service);
+        let hurried_delay = hurried.clone();
         let signal = async move {
             shutdown.await;
             tracing::info!(
@@ -161,7 +189,10 @@ impl Application {
             draining.begin_draining();
             #[cfg(feature = "grpc")]
             grpc_health.set_serving(false).await;
-            tokio::time::sleep(readiness_delay).await;
+            tokio::select! {
+                () = tokio::time::sleep(readiness_delay) => {}
+                () = hurried_delay() => tracing::warn!("asked again: skipping the readiness delay"),
+            }
         };
         let mut first_error: Option<anyhow::Error> = None;
         let mut note = |joined: Result<anyhow::Result<()>, tokio::task::JoinError>| {
@@ -179,16 +210,22 @@ impl Application {
         tracing::info!("closing the listeners; draining in-flight requests");
         let _ = stop_tx.send(true);
         let drain_timeout = config.shutdown.drain_timeout();
-        let drained = tokio::time::timeout(drain_timeout, async {
+        let drain = tokio::time::timeout(drain_timeout, async {
             while let Some(joined) = servers.join_next().await {
                 note(joined);
             }
-        })
-        .await;
-        if drained.is_err() {
+        });
+        let drained = tokio::select! {
+            drained = drain => drained.is_ok(),
+            () = hurried() => {
+                tracing::warn!("asked again: cutting the in-flight requests");
+                false
+            }
+        };
+        if !drained && !servers.is_empty() {
             tracing::warn!(
                 drain_timeout_ms = drain_timeout.as_millis() as u64,
-                "drain deadline passed; cutting the remaining requests"
+                "drain ended early or passed its deadline; cutting the remaining requests"
             );
             servers.abort_all();
         }
