@@ -5,8 +5,11 @@
 //!   adapter safe.
 //! - [`model`]: a model-based property test: random operation sequences run against a store and
 //!   against a `BTreeMap`, which must agree.
+//! - [`postgres`] (feature `postgres`): a throwaway PostgreSQL, one fresh database per test.
 
 pub mod model;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod store_contract;
 
 use std::any::Any;
@@ -31,8 +34,28 @@ impl StoreUnderTest {
     }
 }
 
+/// What a contract-test factory returns: a store, or `None` to skip (a factory that needs an
+/// external service says why before returning `None`).
+pub trait IntoStoreUnderTest {
+    /// The store, if there is one.
+    fn into_store_under_test(self) -> Option<StoreUnderTest>;
+}
+
+impl IntoStoreUnderTest for StoreUnderTest {
+    fn into_store_under_test(self) -> Option<StoreUnderTest> {
+        Some(self)
+    }
+}
+
+impl IntoStoreUnderTest for Option<StoreUnderTest> {
+    fn into_store_under_test(self) -> Option<StoreUnderTest> {
+        self
+    }
+}
+
 /// Generates one `#[tokio::test]` per contract behaviour, each with a fresh store from
-/// `$factory` (an `async fn() -> StoreUnderTest`). The calling crate needs `tokio` (with
+/// `$factory` (an `async fn() -> StoreUnderTest`, or `-> Option<StoreUnderTest>` to be able to
+/// skip). The calling crate needs `tokio` (with
 /// `macros` and `rt-multi-thread`) as a dev-dependency.
 ///
 /// ```text
@@ -68,7 +91,11 @@ macro_rules! store_contract_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let sut = $factory().await;
+                let Some(sut) =
+                    $crate::IntoStoreUnderTest::into_store_under_test($factory().await)
+                else {
+                    return;
+                };
                 $crate::store_contract::$case(::std::sync::Arc::clone(&sut.store)).await;
             }
         )*

@@ -1,0 +1,572 @@
+//! hexkv's PostgreSQL store: [`PostgresStore`] implements [`KvStore`] with sqlx, so many
+//! stateless `hexkv` replicas can serve one database.
+//!
+//! # Schema
+//! `migrations/` (embedded with `sqlx::migrate!`, applied at start unless
+//! [`PostgresOptions::migrate`] is off): a sequence `hexkv_version` for the store-wide version and
+//! a table `hexkv_entries (key text COLLATE "C" PRIMARY KEY, value bytea, version bigint)`. The
+//! "C" collation orders keys by their bytes, so the primary key serves prefix listings and cursor
+//! pagination as index range scans.
+//!
+//! # One round trip per operation
+//! Every operation is one statement, prepared once per connection:
+//! - put: `INSERT … ON CONFLICT (key) DO UPDATE … RETURNING`;
+//! - create-only: `INSERT … ON CONFLICT DO NOTHING` and, in the same statement, the current
+//!   version for the failure report;
+//! - compare-and-swap and conditional delete: the version check is in the `WHERE` clause, and the
+//!   current version comes back in the same statement;
+//! - list: a range scan `key >= prefix AND key < successor(prefix)` (or `key > cursor`), in key
+//!   order, one row past the limit to know whether another page follows.
+//!
+//! A failed precondition may take a second read when the statement's snapshot is older than the
+//! row that made it fail (a concurrent commit); see [`PostgresStore::put`].
+//!
+//! # Versions
+//! A write takes `nextval('hexkv_version')` *after* it holds the row's lock (in `DO UPDATE SET`,
+//! `UPDATE … SET`, `DELETE … RETURNING`), so one key's versions increase in commit order, and a
+//! write that starts after another finished always takes a greater version. Concurrent writes to
+//! different keys may commit in another order than their versions.
+//!
+//! # Errors
+//! Driver errors are translated in one place (`error.rs`): connection failures, pool and statement
+//! timeouts are `Unavailable`; serialization failures and deadlocks are retried once, then
+//! `Unavailable`; everything else is `Internal`.
+
+mod error;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use hexkv_core::{
+    Cursor, DeleteOutcome, Entry, Key, KvStore, ListItem, ListQuery, Page, Precondition,
+    PutOutcome, StoreError, Value, Version,
+};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection, PgConnection};
+use tokio::time::Instant;
+
+use crate::error::{is_retryable, is_transient, store_error};
+
+/// How to reach and use the database.
+#[derive(Clone)]
+pub struct PostgresOptions {
+    /// `postgres://user:password@host:port/database?sslmode=…`. A secret: never logged.
+    pub url: String,
+    /// The most connections the pool opens.
+    pub max_connections: u32,
+    /// Connections kept open when idle.
+    pub min_connections: u32,
+    /// How long a request waits for a free connection before failing with `Unavailable`.
+    pub acquire_timeout: Duration,
+    /// The server-side `statement_timeout` of every statement; past it the statement is
+    /// cancelled and the request fails with `Unavailable`.
+    pub statement_timeout: Duration,
+    /// Apply the embedded migrations at start.
+    pub migrate: bool,
+    /// How long to wait for the database at start before giving up (0: fail at once).
+    pub connect_wait: Duration,
+}
+
+impl PostgresOptions {
+    /// Defaults for `url`: 16 connections, 5 s acquire and statement timeouts, migrations on,
+    /// no waiting at start.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 16,
+            min_connections: 0,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+            migrate: true,
+            connect_wait: Duration::ZERO,
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("url", &"<redacted>")
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("migrate", &self.migrate)
+            .field("connect_wait", &self.connect_wait)
+            .finish()
+    }
+}
+
+/// Why the store could not start. Messages never include the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL does not parse.
+    #[error("invalid PostgreSQL URL: {0}")]
+    Url(#[source] sqlx::Error),
+    /// The database did not answer (within `connect_wait`, if set).
+    #[error("cannot connect to PostgreSQL{waited}: {source}")]
+    Unreachable {
+        /// " (waited 30 s)" when it waited.
+        waited: String,
+        /// The last connection error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The database's encoding cannot hold keys as UTF-8 text.
+    #[error("the database's encoding is {0}; hexkv needs UTF8 (CREATE DATABASE … ENCODING 'UTF8')")]
+    Encoding(String),
+    /// Applying the migrations failed.
+    #[error("applying the database migrations failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// Migrations are off and the schema is not there.
+    #[error(
+        "the table hexkv_entries does not exist: apply the migrations (store.postgres.migrate = true)"
+    )]
+    SchemaMissing,
+    /// A start-up query failed.
+    #[error("checking the database failed: {0}")]
+    Query(#[source] sqlx::Error),
+}
+
+/// The embedded migrations (`crates/hexkv-store-postgres/migrations`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A [`KvStore`] over a PostgreSQL connection pool. Cheap to share behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+const GET: &str = "SELECT value, version FROM hexkv_entries WHERE key = $1";
+
+const CURRENT: &str = "SELECT version FROM hexkv_entries WHERE key = $1";
+
+/// Upsert. `fresh` is the version an insert takes; an update takes a new one after it holds the
+/// row lock, so `created` is exact.
+const PUT: &str = "WITH fresh AS (SELECT nextval('hexkv_version') AS version) \
+    INSERT INTO hexkv_entries AS e (key, value, version) \
+    VALUES ($1, $2, (SELECT version FROM fresh)) \
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = nextval('hexkv_version') \
+    RETURNING e.version, e.version = (SELECT version FROM fresh) AS created";
+
+/// Create only. `current` is read from the statement's snapshot.
+const CREATE: &str = "WITH ins AS (\
+        INSERT INTO hexkv_entries (key, value, version) \
+        VALUES ($1, $2, nextval('hexkv_version')) \
+        ON CONFLICT (key) DO NOTHING RETURNING version) \
+    SELECT (SELECT version FROM ins) AS written, \
+           (SELECT version FROM hexkv_entries WHERE key = $1) AS current";
+
+/// Compare-and-swap: the check is in the `WHERE` clause.
+const SWAP: &str = "WITH upd AS (\
+        UPDATE hexkv_entries SET value = $2, version = nextval('hexkv_version') \
+        WHERE key = $1 AND version = $3 RETURNING version) \
+    SELECT (SELECT version FROM upd) AS written, \
+           (SELECT version FROM hexkv_entries WHERE key = $1) AS current";
+
+const DELETE: &str =
+    "DELETE FROM hexkv_entries WHERE key = $1 RETURNING nextval('hexkv_version') AS version";
+
+const DELETE_IF: &str = "WITH del AS (\
+        DELETE FROM hexkv_entries WHERE key = $1 AND version = $2 \
+        RETURNING nextval('hexkv_version') AS version) \
+    SELECT (SELECT version FROM del) AS written, \
+           (SELECT version FROM hexkv_entries WHERE key = $1) AS current";
+
+const LIST_FROM_TO: &str = "SELECT key, version FROM hexkv_entries \
+    WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3";
+const LIST_AFTER_TO: &str = "SELECT key, version FROM hexkv_entries \
+    WHERE key > $1 AND key < $2 ORDER BY key LIMIT $3";
+const LIST_FROM: &str =
+    "SELECT key, version FROM hexkv_entries WHERE key >= $1 ORDER BY key LIMIT $2";
+const LIST_AFTER: &str =
+    "SELECT key, version FROM hexkv_entries WHERE key > $1 ORDER BY key LIMIT $2";
+
+/// A conditional write's answer: the version it wrote, or the key's version in its snapshot.
+type Conditional = (Option<i64>, Option<i64>);
+
+/// How often a conditional write is tried when concurrent writers keep changing the key between
+/// the write and the read that explains its failure.
+const CONDITIONAL_ATTEMPTS: usize = 3;
+
+impl PostgresStore {
+    /// Connects (waiting up to `connect_wait` for the database), checks the encoding, and applies
+    /// the migrations (or checks the schema is there).
+    pub async fn connect(options: &PostgresOptions) -> Result<Self, ConnectError> {
+        let connect = PgConnectOptions::from_str(&options.url)
+            .map_err(ConnectError::Url)?
+            .application_name("hexkv")
+            .options([(
+                "statement_timeout",
+                options.statement_timeout.as_millis().max(1).to_string(),
+            )]);
+        wait_for_database(&connect, options.connect_wait).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .min_connections(options.min_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect);
+
+        let encoding: String = sqlx::query_scalar("SHOW server_encoding")
+            .fetch_one(&pool)
+            .await
+            .map_err(ConnectError::Query)?;
+        if encoding != "UTF8" {
+            return Err(ConnectError::Encoding(encoding));
+        }
+        if options.migrate {
+            MIGRATOR.run(&pool).await.map_err(ConnectError::Migrate)?;
+        } else {
+            let table: Option<String> =
+                sqlx::query_scalar("SELECT to_regclass('hexkv_entries')::text")
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(ConnectError::Query)?;
+            if table.is_none() {
+                return Err(ConnectError::SchemaMissing);
+            }
+        }
+        Ok(Self { pool })
+    }
+
+    /// The connection pool (for tests and diagnostics).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Runs `op`, once more if it failed with a serialization failure or a deadlock (the
+    /// transaction was rolled back, so nothing was applied).
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        match op().await {
+            Err(e) if is_retryable(&e) => {
+                tracing::debug!(error = %e, "retrying once after a serialization failure");
+                op().await.map_err(store_error)
+            }
+            result => result.map_err(store_error),
+        }
+    }
+
+    async fn current(&self, key: &Key) -> Result<Option<Version>, StoreError> {
+        let version: Option<i64> = self
+            .run(|| {
+                sqlx::query_scalar(CURRENT)
+                    .bind(key.as_str())
+                    .fetch_optional(&self.pool)
+            })
+            .await?;
+        version.map(version_of).transpose()
+    }
+
+    /// Runs a conditional write. `Ok(Ok(v))`: written with version `v`; `Ok(Err(current))`: the
+    /// precondition failed and `current` is the key's version.
+    ///
+    /// When the write did not happen, the statement also read the key's version, but from its
+    /// snapshot, which predates a concurrent commit that the write itself waited for. If that
+    /// version would have met the precondition, it is stale: read again, and if the key changed
+    /// back in between, try the write again.
+    async fn conditional<F, Fut>(
+        &self,
+        key: &Key,
+        precondition: Precondition,
+        write: F,
+    ) -> Result<Result<Version, Option<Version>>, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Conditional, sqlx::Error>>,
+    {
+        let mut current = None;
+        for _ in 0..CONDITIONAL_ATTEMPTS {
+            let (written, snapshot) = self.run(&write).await?;
+            if let Some(v) = written {
+                return Ok(Ok(version_of(v)?));
+            }
+            let snapshot = snapshot.map(version_of).transpose()?;
+            if !precondition.is_met_by(snapshot) {
+                return Ok(Err(snapshot));
+            }
+            current = self.current(key).await?;
+            if !precondition.is_met_by(current) {
+                return Ok(Err(current));
+            }
+        }
+        Ok(Err(current))
+    }
+}
+
+/// Connects once to see that the database answers, retrying transient failures until `wait` has
+/// passed. Authentication errors and a missing database fail at once.
+async fn wait_for_database(connect: &PgConnectOptions, wait: Duration) -> Result<(), ConnectError> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let err = match PgConnection::connect_with(connect).await {
+            Ok(conn) => {
+                let _ = conn.close().await;
+                return Ok(());
+            }
+            Err(err) => err,
+        };
+        if !is_transient(&err) || started.elapsed() + delay > wait {
+            let waited = if wait.is_zero() {
+                String::new()
+            } else {
+                format!(" (waited {} s)", started.elapsed().as_secs())
+            };
+            return Err(ConnectError::Unreachable {
+                waited,
+                source: err,
+            });
+        }
+        tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "PostgreSQL is not reachable yet");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn version_of(v: i64) -> Result<Version, StoreError> {
+    u64::try_from(v)
+        .map(Version::new)
+        .map_err(|_| StoreError::internal(format!("negative version {v} in the database")))
+}
+
+/// The smallest string greater than every string that starts with `prefix`, in byte (code point)
+/// order; `None` when there is none (an empty prefix, or one of only `char::MAX`).
+fn successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = u32::from(last) + 1;
+        if (0xD800..=0xDFFF).contains(&next) {
+            next = 0xE000; // skip the surrogates, which are not chars
+        }
+        if let Some(next) = char::from_u32(next) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[async_trait]
+impl KvStore for PostgresStore {
+    async fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
+        let row: Option<(Vec<u8>, i64)> = self
+            .run(|| {
+                sqlx::query_as(GET)
+                    .bind(key.as_str())
+                    .fetch_optional(&self.pool)
+            })
+            .await?;
+        row.map(|(value, version)| {
+            Ok(Entry {
+                key: key.clone(),
+                value: Value::new(Bytes::from(value)),
+                version: version_of(version)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Writes in one statement. A failed precondition reports the version from the statement's
+    /// snapshot, or, when a concurrent commit made that stale, from a second read.
+    async fn put(
+        &self,
+        key: Key,
+        value: Value,
+        precondition: Precondition,
+    ) -> Result<PutOutcome, StoreError> {
+        let bytes: &[u8] = value.as_bytes();
+        let result = match precondition {
+            Precondition::None => {
+                let (version, created): (i64, bool) = self
+                    .run(|| {
+                        sqlx::query_as(PUT)
+                            .bind(key.as_str())
+                            .bind(bytes)
+                            .fetch_one(&self.pool)
+                    })
+                    .await?;
+                return Ok(PutOutcome {
+                    version: version_of(version)?,
+                    created,
+                });
+            }
+            Precondition::Absent => {
+                self.conditional(&key, precondition, || {
+                    sqlx::query_as(CREATE)
+                        .bind(key.as_str())
+                        .bind(bytes)
+                        .fetch_one(&self.pool)
+                })
+                .await?
+            }
+            Precondition::Version(expected) => {
+                let expected = expected_version(expected)?;
+                self.conditional(&key, precondition, || {
+                    sqlx::query_as(SWAP)
+                        .bind(key.as_str())
+                        .bind(bytes)
+                        .bind(expected)
+                        .fetch_one(&self.pool)
+                })
+                .await?
+            }
+        };
+        match result {
+            Ok(version) => Ok(PutOutcome {
+                version,
+                created: precondition == Precondition::Absent,
+            }),
+            Err(current) => Err(StoreError::PreconditionFailed { current }),
+        }
+    }
+
+    async fn delete(
+        &self,
+        key: &Key,
+        precondition: Precondition,
+    ) -> Result<DeleteOutcome, StoreError> {
+        match precondition {
+            Precondition::None => {
+                let version: Option<i64> = self
+                    .run(|| {
+                        sqlx::query_scalar(DELETE)
+                            .bind(key.as_str())
+                            .fetch_optional(&self.pool)
+                    })
+                    .await?;
+                match version {
+                    Some(v) => Ok(DeleteOutcome::Deleted {
+                        version: version_of(v)?,
+                    }),
+                    None => Ok(DeleteOutcome::Absent),
+                }
+            }
+            Precondition::Absent => match self.current(key).await? {
+                None => Ok(DeleteOutcome::Absent),
+                current => Err(StoreError::PreconditionFailed { current }),
+            },
+            Precondition::Version(expected) => {
+                let expected = expected_version(expected)?;
+                let result = self
+                    .conditional(key, precondition, || {
+                        sqlx::query_as(DELETE_IF)
+                            .bind(key.as_str())
+                            .bind(expected)
+                            .fetch_one(&self.pool)
+                    })
+                    .await?;
+                match result {
+                    Ok(version) => Ok(DeleteOutcome::Deleted { version }),
+                    Err(current) => Err(StoreError::PreconditionFailed { current }),
+                }
+            }
+        }
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        let prefix = query.prefix();
+        let upper = successor(prefix);
+        // Start after the cursor when it lies inside the range, else at the prefix.
+        let after = query
+            .cursor()
+            .map(|c| c.after_key().as_str())
+            .filter(|after| *after >= prefix);
+        let (sql, lower) = match (after, &upper) {
+            (None, Some(_)) => (LIST_FROM_TO, prefix),
+            (Some(after), Some(_)) => (LIST_AFTER_TO, after),
+            (None, None) => (LIST_FROM, prefix),
+            (Some(after), None) => (LIST_AFTER, after),
+        };
+        let fetch = i64::try_from(query.limit() + 1).unwrap_or(i64::MAX);
+        let rows: Vec<(String, i64)> = self
+            .run(|| {
+                let q = sqlx::query_as(sql).bind(lower);
+                let q = match &upper {
+                    Some(upper) => q.bind(upper.as_str()),
+                    None => q,
+                };
+                q.bind(fetch).fetch_all(&self.pool)
+            })
+            .await?;
+        let more = rows.len() > query.limit();
+        let mut items = Vec::with_capacity(rows.len().min(query.limit()));
+        for (key, version) in rows.into_iter().take(query.limit()) {
+            let key = Key::new(key).map_err(|e| {
+                StoreError::internal(format!("an invalid key in the database: {e}"))
+            })?;
+            items.push(ListItem {
+                key,
+                version: version_of(version)?,
+            });
+        }
+        let next_cursor = if more {
+            items.last().map(|item| Cursor::after(item.key.clone()))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        self.run(|| sqlx::query("SELECT 1").execute(&self.pool))
+            .await
+            .map(drop)
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.pool.close().await;
+        Ok(())
+    }
+}
+
+fn expected_version(v: Version) -> Result<i64, StoreError> {
+    // A version past i64::MAX cannot be stored, so it matches no key.
+    Ok(i64::try_from(v.get()).unwrap_or(-1))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn successors_bound_prefix_ranges() {
+        assert_eq!(successor(""), None);
+        assert_eq!(successor("ab").as_deref(), Some("ac"));
+        assert_eq!(successor("a/").as_deref(), Some("a0"));
+        assert_eq!(successor("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(successor("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(successor("\u{10FFFF}\u{10FFFF}"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn every_key_with_the_prefix_sorts_below_the_successor(
+            prefix in "\\PC{0,4}",
+            rest in "\\PC{0,4}",
+            other in "\\PC{0,6}",
+        ) {
+            let key = format!("{prefix}{rest}");
+            if let Some(upper) = successor(&prefix) {
+                prop_assert!(key.as_bytes() < upper.as_bytes());
+                // Anything at or past the prefix and below the bound has the prefix.
+                if other.as_str() >= prefix.as_str() && other.as_bytes() < upper.as_bytes() {
+                    prop_assert!(other.starts_with(&prefix));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn options_never_print_the_url() {
+        let options = PostgresOptions::new("postgres://u:hunter2@db/kv");
+        assert!(!format!("{options:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,246 @@
+//! PostgreSQL-specific behaviour against a real server: start-up (waiting, refusing, the schema),
+//! timeouts, the database going away and coming back, and the model-based property test.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hexkv_core::{Key, KvStore, Precondition, StoreError, Value, Version};
+use hexkv_store_postgres::{ConnectError, PostgresOptions, PostgresStore};
+use hexkv_testkit::model;
+use hexkv_testkit::postgres::{LocalCluster, TestDatabase, database, skip};
+use proptest::prelude::*;
+use sqlx::Connection as _;
+
+fn key(k: &str) -> Key {
+    Key::new(k).unwrap()
+}
+
+fn options(db: &TestDatabase) -> PostgresOptions {
+    PostgresOptions::new(db.url())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_blocked_past_the_statement_timeout_is_unavailable_and_changes_nothing() {
+    let Some(db) = database().await else { return };
+    let store = PostgresStore::connect(&PostgresOptions {
+        statement_timeout: Duration::from_millis(300),
+        ..options(&db)
+    })
+    .await
+    .unwrap();
+    let written = store
+        .put(key("locked"), Value::new("v1"), Precondition::None)
+        .await
+        .unwrap();
+
+    // Another session holds the row's lock.
+    let mut other = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let mut tx = other.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM hexkv_entries WHERE key = 'locked' FOR UPDATE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let err = store
+        .put(
+            key("locked"),
+            Value::new("v2"),
+            Precondition::Version(written.version),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable { .. }),
+        "expected Unavailable, got {err:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    tx.rollback().await.unwrap();
+
+    let entry = store.get(&key("locked")).await.unwrap().unwrap();
+    assert_eq!(entry.value.as_bytes(), b"v1");
+    assert_eq!(entry.version, written.version);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_can_be_skipped_once_applied() {
+    let Some(db) = database().await else { return };
+    let skip_migrations = PostgresOptions {
+        migrate: false,
+        ..options(&db)
+    };
+    let err = PostgresStore::connect(&skip_migrations).await.unwrap_err();
+    assert!(matches!(err, ConnectError::SchemaMissing), "{err}");
+
+    // Applying twice is harmless (replicas starting together take turns).
+    PostgresStore::connect(&options(&db)).await.unwrap();
+    PostgresStore::connect(&options(&db)).await.unwrap();
+    let store = PostgresStore::connect(&skip_migrations).await.unwrap();
+    store
+        .put(key("k"), Value::new("v"), Precondition::None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_url_fails_at_once_and_never_shows_the_password() {
+    // Nobody listens on this port: with no wait, the start fails at once.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("postgres://hexkv:s3cr3t-pw@127.0.0.1:{port}/kv");
+    let started = Instant::now();
+    let err = PostgresStore::connect(&PostgresOptions::new(&url))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::Unreachable { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("s3cr3t-pw"), "{text}");
+
+    let err = PostgresStore::connect(&PostgresOptions::new("not a url"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::Url(_)), "{err}");
+}
+
+/// Stops and restarts a dedicated server: requests fail with `Unavailable` within the acquire
+/// timeout while it is down, and the store recovers by itself when it is back. The start waits
+/// for a server that comes up late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_rides_out_a_database_restart() {
+    let cluster = match LocalCluster::create() {
+        Ok(cluster) => Arc::new(cluster),
+        Err(e) => {
+            skip(&format!("cannot start a dedicated PostgreSQL: {e}"));
+            return;
+        }
+    };
+    let db = TestDatabase::create_on(&cluster.admin_url()).await.unwrap();
+    let opts = PostgresOptions {
+        acquire_timeout: Duration::from_secs(2),
+        connect_wait: Duration::from_secs(60),
+        ..options(&db)
+    };
+    let store = PostgresStore::connect(&opts).await.unwrap();
+    let before = store
+        .put(key("k"), Value::new("before"), Precondition::None)
+        .await
+        .unwrap();
+
+    cluster.stop().unwrap();
+    let started = Instant::now();
+    let err = store.get(&key("k")).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable { .. }),
+        "expected Unavailable, got {err:?}"
+    );
+    let err = store
+        .put(key("k"), Value::new("while down"), Precondition::None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert!(store.check().await.is_err());
+    // Each failed within the acquire timeout (2 s), with margin for a slow machine.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A store starting now waits for the server (connect_wait) instead of failing.
+    let restarter = {
+        let cluster = Arc::clone(&cluster);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            cluster.start()
+        })
+    };
+    let late = PostgresStore::connect(&opts).await.unwrap();
+    restarter.join().unwrap().unwrap();
+    late.check().await.unwrap();
+
+    // The first store recovers by itself: its broken connections are replaced.
+    let entry = store.get(&key("k")).await.unwrap().unwrap();
+    assert_eq!(entry.value.as_bytes(), b"before");
+    let after = store
+        .put(
+            key("k"),
+            Value::new("after"),
+            Precondition::Version(before.version),
+        )
+        .await
+        .unwrap();
+    assert!(after.version > before.version);
+    drop(db);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Random operation sequences (with reconnects) agree with a `BTreeMap` model. One database for
+/// all cases, emptied before each.
+#[test]
+fn postgres_agrees_with_the_model_across_reconnects() {
+    let rt = runtime();
+    let Some(db) = rt.block_on(database()) else {
+        return;
+    };
+    let opts = options(&db);
+    rt.block_on(PostgresStore::connect(&opts)).unwrap();
+    let config = ProptestConfig {
+        cases: 24,
+        ..ProptestConfig::default()
+    };
+    proptest::test_runner::TestRunner::new(config)
+        .run(&model::operations(true, 40), |ops| {
+            let rt = runtime();
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+                sqlx::query("TRUNCATE hexkv_entries")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let opts = opts.clone();
+                model::run(&ops, move || {
+                    let opts = opts.clone();
+                    async move {
+                        Arc::new(PostgresStore::connect(&opts).await.expect("connect"))
+                            as Arc<dyn KvStore>
+                    }
+                })
+                .await
+            })
+            .map_err(TestCaseError::fail)
+        })
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_keep_increasing_across_reconnects() {
+    let Some(db) = database().await else { return };
+    let first = PostgresStore::connect(&options(&db)).await.unwrap();
+    let v1 = first
+        .put(key("a"), Value::new("1"), Precondition::None)
+        .await
+        .unwrap()
+        .version;
+    first.close().await.unwrap();
+    assert!(matches!(
+        first.get(&key("a")).await,
+        Err(StoreError::Unavailable { .. })
+    ));
+    let second = PostgresStore::connect(&options(&db)).await.unwrap();
+    let v2 = second
+        .put(key("b"), Value::new("2"), Precondition::None)
+        .await
+        .unwrap()
+        .version;
+    assert!(v2 > v1);
+    assert!(v1 >= Version::new(1));
+}
