@@ -1,10 +1,12 @@
 //! End-to-end tests of the real `hexkv` binary: REST over real sockets, restarts, `kill -9`,
-//! damaged logs, graceful shutdown, configuration errors, and the command-line client.
+//! damaged logs, graceful shutdown, configuration errors, the command-line client, and replicas
+//! on PostgreSQL.
 
 mod cli;
 mod durability;
 mod grpc;
 mod lifecycle;
+mod postgres;
 mod rest;
 
 use hexkv_e2e::Server;

@@ -43,6 +43,29 @@ fn build_hexkv() -> PathBuf {
     if !cfg!(debug_assertions) {
         command.arg("--release");
     }
+    // Cargo gives this test process the variables of its own package (CARGO_PKG_NAME=hexkv-e2e,
+    // CARGO_MANIFEST_DIR, OUT_DIR…). Build scripts that watch them (ring's, via
+    // rerun-if-env-changed) would then rebuild on every switch between `cargo test` and this
+    // build; remove them so both see the same environment.
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key.starts_with("CARGO_PKG_")
+            || matches!(
+                key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            )
+        {
+            command.env_remove(key);
+        }
+    }
     let output = command.output().expect("run cargo build");
     assert!(
         output.status.success(),

@@ -82,6 +82,8 @@ pub enum Backend {
     /// The embedded store: a sharded map with a durable log.
     #[default]
     Memory,
+    /// PostgreSQL (`store.postgres.url`): for many stateless replicas.
+    Postgres,
 }
 
 /// `[store]`
@@ -92,6 +94,87 @@ pub struct StoreConfig {
     pub backend: Backend,
     /// Settings of the memory backend.
     pub memory: MemoryConfig,
+    /// Settings of the PostgreSQL backend.
+    pub postgres: PostgresConfig,
+}
+
+/// A secret setting: shown as `"<redacted>"` by `config show` and in logs and debug output.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// What `config show` prints instead of a secret.
+    pub const REDACTED: &'static str = "<redacted>";
+
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it is unset.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            Self::REDACTED
+        })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(if self.0.is_empty() {
+            ""
+        } else {
+            Self::REDACTED
+        })
+    }
+}
+
+/// `[store.postgres]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:5432/database` (a secret).
+    pub url: Secret,
+    /// The most connections the pool opens (per replica).
+    pub max_connections: u32,
+    /// Connections kept open when idle.
+    pub min_connections: u32,
+    /// How long a request waits for a free connection before failing with 503.
+    pub acquire_timeout_ms: u64,
+    /// The server-side `statement_timeout`: past it a statement is cancelled (503).
+    pub statement_timeout_ms: u64,
+    /// Apply the embedded migrations at start.
+    pub migrate: bool,
+    /// How long to wait for the database at start before exiting (0: exit at once).
+    pub connect_wait_ms: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::default(),
+            max_connections: 16,
+            min_connections: 0,
+            acquire_timeout_ms: 5_000,
+            statement_timeout_ms: 5_000,
+            migrate: true,
+            connect_wait_ms: 0,
+        }
+    }
 }
 
 /// When the memory store's log is synced.
@@ -245,6 +328,10 @@ pub struct Overrides {
     /// Cut the log at a corrupt record instead of refusing to start [store.memory.repair].
     #[arg(long)]
     pub repair_log: bool,
+    /// PostgreSQL URL [store.postgres.url]; prefer the environment or a file, which `ps` does
+    /// not show.
+    #[arg(long, value_name = "URL")]
+    pub postgres_url: Option<String>,
     /// Largest value in bytes [limits.max_value_bytes].
     #[arg(long, value_name = "BYTES")]
     pub max_value_bytes: Option<usize>,
@@ -269,6 +356,7 @@ impl Overrides {
             fsync: self.fsync.or(lower.fsync),
             ephemeral: self.ephemeral || lower.ephemeral,
             repair_log: self.repair_log || lower.repair_log,
+            postgres_url: self.postgres_url.or(lower.postgres_url),
             max_value_bytes: self.max_value_bytes.or(lower.max_value_bytes),
             log_format: self.log_format.or(lower.log_format),
             log_level: self.log_level.or(lower.log_level),
@@ -298,6 +386,9 @@ impl Overrides {
         }
         if self.repair_log {
             f = f.merge(Serialized::default("store.memory.repair", true));
+        }
+        if let Some(v) = &self.postgres_url {
+            f = f.merge(Serialized::default("store.postgres.url", v));
         }
         if let Some(v) = self.max_value_bytes {
             f = f.merge(Serialized::default("limits.max_value_bytes", v));
@@ -402,14 +493,47 @@ impl Config {
                 "must not be empty (or set store.memory.ephemeral = true)",
             );
         }
+        let postgres = &self.store.postgres;
+        if self.store.backend == Backend::Postgres {
+            if postgres.url.is_empty() {
+                return invalid(
+                    "store.postgres.url",
+                    "must be set when store.backend = \"postgres\"",
+                );
+            }
+            if postgres.url.expose() == Secret::REDACTED {
+                return invalid(
+                    "store.postgres.url",
+                    "is the placeholder that `config show` prints; set the real URL",
+                );
+            }
+        }
+        if postgres.max_connections == 0 {
+            return invalid("store.postgres.max_connections", "must be at least 1");
+        }
+        if postgres.min_connections > postgres.max_connections {
+            return invalid(
+                "store.postgres.min_connections",
+                "must not exceed store.postgres.max_connections",
+            );
+        }
+        if postgres.acquire_timeout_ms == 0 {
+            return invalid("store.postgres.acquire_timeout_ms", "must be above 0");
+        }
+        if postgres.statement_timeout_ms == 0 {
+            return invalid(
+                "store.postgres.statement_timeout_ms",
+                "must be above 0 (0 would mean no timeout)",
+            );
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", &e.to_string());
         }
         Ok(())
     }
 
-    /// The configuration as TOML, for `hexkv config show`. Nothing in it is secret yet; secrets
-    /// added later are wrapped in a type that serializes as `"<redacted>"`.
+    /// The configuration as TOML, for `hexkv config show`. Secrets ([`Secret`]) print as
+    /// `"<redacted>"`.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("the configuration serializes")
     }
@@ -472,6 +596,50 @@ mod tests {
             assert_eq!(c.log.level, "warn"); // RUST_LOG
             jail.set_env("HEXKV_LOG__LEVEL", "debug");
             assert_eq!(load(&overrides)?.log.level, "debug"); // HEXKV_ over RUST_LOG
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_postgres_url_is_a_secret_from_env_or_flag() {
+        Jail::expect_with(|jail| {
+            jail.set_env("HEXKV_STORE__BACKEND", "postgres");
+            let err = load(&Overrides::default()).unwrap_err();
+            assert!(err.starts_with("store.postgres.url:"), "{err}");
+
+            jail.set_env(
+                "HEXKV_STORE__POSTGRES__URL",
+                "postgres://hexkv:pw-from-env@db/kv",
+            );
+            jail.set_env("HEXKV_STORE__POSTGRES__MAX_CONNECTIONS", "64");
+            let c = load(&Overrides::default())?;
+            assert_eq!(c.store.backend, Backend::Postgres);
+            assert_eq!(
+                c.store.postgres.url.expose(),
+                "postgres://hexkv:pw-from-env@db/kv"
+            );
+            assert_eq!(c.store.postgres.max_connections, 64);
+            let shown = c.to_toml();
+            assert!(!shown.contains("pw-from-env"), "{shown}");
+            assert!(shown.contains("url = \"<redacted>\""), "{shown}");
+            assert!(!format!("{c:?}").contains("pw-from-env"));
+
+            let c = load(&Overrides {
+                postgres_url: Some("postgres://other@db/kv".into()),
+                ..Overrides::default()
+            })?;
+            assert_eq!(c.store.postgres.url.expose(), "postgres://other@db/kv"); // flag over env
+
+            // The placeholder fed back from `config show` is refused.
+            jail.set_env("HEXKV_STORE__POSTGRES__URL", "<redacted>");
+            let err = load(&Overrides::default()).unwrap_err();
+            assert!(err.contains("placeholder"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("HEXKV_STORE__POSTGRES__MIN_CONNECTIONS", "20");
+            let err = load(&Overrides::default()).unwrap_err();
+            assert!(err.starts_with("store.postgres.min_connections:"), "{err}");
             Ok(())
         });
     }

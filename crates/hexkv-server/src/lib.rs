@@ -2,8 +2,8 @@
 //! runs them until shutdown.
 //!
 //! This is the only crate that knows every adapter, and it knows them through cargo features:
-//! `http` (the REST front end), `grpc` (the gRPC front end), `memory` (the embedded store) and
-//! `cli` (the command-line client, [`cli`]). `main` stays thin: it parses the command line, loads the configuration and calls [`Application::build`] and
+//! `http` (the REST front end), `grpc` (the gRPC front end), `memory` (the embedded store),
+//! `postgres` (the PostgreSQL store) and `cli` (the command-line client, [`cli`]). `main` stays thin: it parses the command line, loads the configuration and calls [`Application::build`] and
 //! [`Application::run`]; tests do the same with port 0 and read the bound address back.
 //!
 //! # Shutdown
@@ -18,8 +18,8 @@
 
 #[cfg(not(any(feature = "http", feature = "grpc")))]
 compile_error!("hexkv-server needs a front end: enable the `http` or the `grpc` feature");
-#[cfg(not(feature = "memory"))]
-compile_error!("hexkv-server needs a store: enable the `memory` feature");
+#[cfg(not(any(feature = "memory", feature = "postgres")))]
+compile_error!("hexkv-server needs a store: enable the `memory` or the `postgres` feature");
 
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -243,44 +243,85 @@ impl Application {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
-    use hexkv_store_memory::{DurableOptions, FsyncPolicy, MemoryStore};
-
-    use crate::config::{Backend, Fsync};
+    use crate::config::Backend;
 
     match config.store.backend {
-        Backend::Memory => {
-            let memory = &config.store.memory;
-            if memory.ephemeral {
-                tracing::warn!("store.memory.ephemeral = true: nothing is kept across restarts");
-                return Ok(Arc::new(MemoryStore::ephemeral(memory.shards)));
-            }
-            let options = DurableOptions {
-                dir: memory.data_dir.clone(),
-                fsync: match memory.fsync {
-                    Fsync::Always => FsyncPolicy::Always,
-                    Fsync::Interval => FsyncPolicy::Interval(std::time::Duration::from_millis(
-                        memory.fsync_interval_ms,
-                    )),
-                    Fsync::Never => FsyncPolicy::Never,
-                },
-                repair: memory.repair,
-                shards: memory.shards,
-            };
-            let started = Instant::now();
-            let (store, report) = tokio::task::spawn_blocking(move || MemoryStore::open(&options))
-                .await
-                .context("opening the store panicked")??;
-            tracing::info!(
-                path = %report.path.display(),
-                records = report.records,
-                keys = report.keys,
-                last_version = report.last_version.get(),
-                truncated_bytes = report.truncated_bytes,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                fsync = ?memory.fsync,
-                "store opened"
-            );
-            Ok(Arc::new(store))
-        }
+        #[cfg(feature = "memory")]
+        Backend::Memory => open_memory(config).await,
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => open_postgres(config).await,
+        #[allow(unreachable_patterns)]
+        backend => anyhow::bail!(
+            "store.backend = {backend:?}: this binary was built without that store's cargo feature"
+        ),
     }
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
+    use hexkv_store_postgres::{PostgresOptions, PostgresStore};
+    use std::time::Duration;
+
+    let pg = &config.store.postgres;
+    let options = PostgresOptions {
+        url: pg.url.expose().to_owned(),
+        max_connections: pg.max_connections,
+        min_connections: pg.min_connections,
+        acquire_timeout: Duration::from_millis(pg.acquire_timeout_ms),
+        statement_timeout: Duration::from_millis(pg.statement_timeout_ms),
+        migrate: pg.migrate,
+        connect_wait: Duration::from_millis(pg.connect_wait_ms),
+    };
+    let started = Instant::now();
+    let store = PostgresStore::connect(&options)
+        .await
+        .context("cannot open the PostgreSQL store")?;
+    tracing::info!(
+        target_db = %options.target(),
+        max_connections = pg.max_connections,
+        migrate = pg.migrate,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "store opened (PostgreSQL)"
+    );
+    Ok(Arc::new(store))
+}
+
+#[cfg(feature = "memory")]
+async fn open_memory(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
+    use hexkv_store_memory::{DurableOptions, FsyncPolicy, MemoryStore};
+
+    use crate::config::Fsync;
+
+    let memory = &config.store.memory;
+    if memory.ephemeral {
+        tracing::warn!("store.memory.ephemeral = true: nothing is kept across restarts");
+        return Ok(Arc::new(MemoryStore::ephemeral(memory.shards)));
+    }
+    let options = DurableOptions {
+        dir: memory.data_dir.clone(),
+        fsync: match memory.fsync {
+            Fsync::Always => FsyncPolicy::Always,
+            Fsync::Interval => {
+                FsyncPolicy::Interval(std::time::Duration::from_millis(memory.fsync_interval_ms))
+            }
+            Fsync::Never => FsyncPolicy::Never,
+        },
+        repair: memory.repair,
+        shards: memory.shards,
+    };
+    let started = Instant::now();
+    let (store, report) = tokio::task::spawn_blocking(move || MemoryStore::open(&options))
+        .await
+        .context("opening the store panicked")??;
+    tracing::info!(
+        path = %report.path.display(),
+        records = report.records,
+        keys = report.keys,
+        last_version = report.last_version.get(),
+        truncated_bytes = report.truncated_bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        fsync = ?memory.fsync,
+        "store opened"
+    );
+    Ok(Arc::new(store))
 }

@@ -85,6 +85,22 @@ impl PostgresOptions {
     }
 }
 
+impl PostgresOptions {
+    /// `user@host:port/database` from the URL, without the password, for logs.
+    pub fn target(&self) -> String {
+        match PgConnectOptions::from_str(&self.url) {
+            Ok(o) => format!(
+                "{}@{}:{}/{}",
+                o.get_username(),
+                o.get_host(),
+                o.get_port(),
+                o.get_database().unwrap_or("")
+            ),
+            Err(_) => "<invalid URL>".to_owned(),
+        }
+    }
+}
+
 impl std::fmt::Debug for PostgresOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresOptions")
@@ -103,11 +119,13 @@ impl std::fmt::Debug for PostgresOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The URL does not parse.
-    #[error("invalid PostgreSQL URL: {0}")]
+    #[error("invalid PostgreSQL URL")]
     Url(#[source] sqlx::Error),
     /// The database did not answer (within `connect_wait`, if set).
-    #[error("cannot connect to PostgreSQL{waited}: {source}")]
+    #[error("cannot connect to PostgreSQL at {target}{waited}")]
     Unreachable {
+        /// `user@host:port/database`.
+        target: String,
         /// " (waited 30 s)" when it waited.
         waited: String,
         /// The last connection error.
@@ -118,7 +136,7 @@ pub enum ConnectError {
     #[error("the database's encoding is {0}; hexkv needs UTF8 (CREATE DATABASE … ENCODING 'UTF8')")]
     Encoding(String),
     /// Applying the migrations failed.
-    #[error("applying the database migrations failed: {0}")]
+    #[error("applying the database migrations failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
     /// Migrations are off and the schema is not there.
     #[error(
@@ -126,7 +144,7 @@ pub enum ConnectError {
     )]
     SchemaMissing,
     /// A start-up query failed.
-    #[error("checking the database failed: {0}")]
+    #[error("checking the database failed")]
     Query(#[source] sqlx::Error),
 }
 
@@ -202,7 +220,13 @@ impl PostgresStore {
                 "statement_timeout",
                 options.statement_timeout.as_millis().max(1).to_string(),
             )]);
-        wait_for_database(&connect, options.connect_wait).await?;
+        wait_for_database(&connect, options.connect_wait)
+            .await
+            .map_err(|(waited, source)| ConnectError::Unreachable {
+                target: options.target(),
+                waited,
+                source,
+            })?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .min_connections(options.min_connections)
@@ -301,7 +325,11 @@ impl PostgresStore {
 
 /// Connects once to see that the database answers, retrying transient failures until `wait` has
 /// passed. Authentication errors and a missing database fail at once.
-async fn wait_for_database(connect: &PgConnectOptions, wait: Duration) -> Result<(), ConnectError> {
+/// On failure: how long it waited (for the message) and the last error.
+async fn wait_for_database(
+    connect: &PgConnectOptions,
+    wait: Duration,
+) -> Result<(), (String, sqlx::Error)> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(100);
     loop {
@@ -318,10 +346,7 @@ async fn wait_for_database(connect: &PgConnectOptions, wait: Duration) -> Result
             } else {
                 format!(" (waited {} s)", started.elapsed().as_secs())
             };
-            return Err(ConnectError::Unreachable {
-                waited,
-                source: err,
-            });
+            return Err((waited, err));
         }
         tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "PostgreSQL is not reachable yet");
         tokio::time::sleep(delay).await;
@@ -566,7 +591,8 @@ mod tests {
 
     #[test]
     fn options_never_print_the_url() {
-        let options = PostgresOptions::new("postgres://u:hunter2@db/kv");
+        let options = PostgresOptions::new("postgres://u:hunter2@db:6543/kv");
         assert!(!format!("{options:?}").contains("hunter2"));
+        assert_eq!(options.target(), "u@db:6543/kv");
     }
 }
