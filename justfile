@@ -22,12 +22,24 @@ fmt:
 check-features:
     cargo check -p hexkv-server --no-default-features --features http,memory
     cargo check -p hexkv-server --no-default-features --features grpc,memory
+    cargo check -p hexkv-server --no-default-features --features http,postgres
+    cargo check -p hexkv-server --no-default-features --features grpc,postgres
     cargo check -p hexkv-server --no-default-features --features http,grpc,memory
+    cargo check -p hexkv-server --no-default-features --features http,grpc,memory,postgres
+    cargo check -p hexkv-server --no-default-features --features http,memory,cli
     cargo check -p hexkv-core --no-default-features
 
 # REST throughput against a bare axum handler, in one run (needs wrk). See docs/benchmarks.md.
 bench:
     scripts/bench-http.sh
+
+# REST on PostgreSQL beside pgbench on the same server (needs wrk). See docs/benchmarks.md.
+bench-pg:
+    scripts/bench-postgres.sh
+
+# A local PostgreSQL for development in target/pg; prints its URL (also: url, stop).
+pg ACTION="start":
+    scripts/pg.sh {{ACTION}}
 
 # What CI runs.
 ci:

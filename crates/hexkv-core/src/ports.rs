@@ -22,8 +22,11 @@ use crate::error::{KvError, StoreError};
 /// and runs against every adapter.
 ///
 /// - **Versions.** Each successful write (a put, or a delete of an existing key) takes a version
-///   strictly greater than every version the store has given before, including before a restart.
-///   Versions are never reused. A delete of an absent key writes nothing and takes no version.
+///   strictly greater than that of every write that completed before it began, including before a
+///   restart, and greater than the version it replaces. Versions are never reused; gaps are
+///   allowed. Concurrent writes to different keys may complete in another order than their
+///   versions (a store with a single writer, like the memory store, never does). A delete of an
+///   absent key writes nothing and takes no version.
 /// - **Atomic preconditions.** Checking a [`Precondition`] and applying the write is one atomic step
 ///   per key: of concurrent writers holding the same expected version, at most one succeeds. A
 ///   failed precondition returns [`StoreError::PreconditionFailed`] with the key's current version
