@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hexkv_e2e::Server;
-use hexkv_testkit::postgres::{LocalCluster, TestDatabase, database, skip};
+use hexkv_testkit::postgres::{database, dedicated};
 use reqwest::{Client, StatusCode, header};
 
 use crate::data_dir;
@@ -146,14 +146,9 @@ fn an_unreachable_database_at_start_is_a_clear_error() {
 /// back: the same process serves again without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_fail_fast_while_the_database_is_down_and_recover() {
-    let cluster = match LocalCluster::create() {
-        Ok(cluster) => Arc::new(cluster),
-        Err(e) => {
-            skip(&format!("cannot start a dedicated PostgreSQL: {e}"));
-            return;
-        }
+    let Some((cluster, db)) = dedicated().await else {
+        return;
     };
-    let db = TestDatabase::create_on(&cluster.admin_url()).await.unwrap();
     let (_tmp, data) = data_dir();
     let server = start(
         &data,

@@ -266,6 +266,21 @@ impl KeyValueApi for Flaky {
     }
 }
 
+/// A [`Flaky`] service with `hint` over a durable store, served on both front ends, and client
+/// options with fast retries.
+async fn flaky_servers(
+    hint: Option<Duration>,
+) -> (Arc<Flaky>, Servers, ClientOptions, tempfile::TempDir) {
+    let (inner, dir) = durable_service();
+    let flaky = Flaky::new(inner, 0, hint);
+    let servers = serve(flaky.clone()).await;
+    let options = ClientOptions {
+        retry: fast_retries(),
+        ..ClientOptions::default()
+    };
+    (flaky, servers, options, dir)
+}
+
 fn fast_retries() -> RetryPolicy {
     RetryPolicy {
         max_attempts: 3,
@@ -278,13 +293,7 @@ fn fast_retries() -> RetryPolicy {
 
 #[tokio::test]
 async fn reads_are_retried_until_the_server_recovers_and_attempts_are_capped() {
-    let (inner, _dir) = durable_service();
-    let flaky = Flaky::new(inner, 0, Some(Duration::from_millis(10)));
-    let servers = serve(flaky.clone()).await;
-    let options = ClientOptions {
-        retry: fast_retries(),
-        ..ClientOptions::default()
-    };
+    let (flaky, servers, options, _dir) = flaky_servers(Some(Duration::from_millis(10))).await;
     for (transport, client) in clients(&servers, options).await {
         flaky.reset(0);
         client.put("k", "v", Precondition::None).await.unwrap();
@@ -308,13 +317,7 @@ async fn reads_are_retried_until_the_server_recovers_and_attempts_are_capped() {
 
 #[tokio::test]
 async fn writes_are_retried_only_when_the_caller_opts_in() {
-    let (inner, _dir) = durable_service();
-    let flaky = Flaky::new(inner, 0, Some(Duration::from_millis(10)));
-    let servers = serve(flaky.clone()).await;
-    let options = ClientOptions {
-        retry: fast_retries(),
-        ..ClientOptions::default()
-    };
+    let (flaky, servers, options, _dir) = flaky_servers(Some(Duration::from_millis(10))).await;
     for (transport, client) in clients(&servers, options).await {
         flaky.reset(1);
         let err = client.put("w", "1", Precondition::None).await.unwrap_err();
@@ -337,14 +340,8 @@ async fn writes_are_retried_only_when_the_caller_opts_in() {
 
 #[tokio::test]
 async fn the_servers_retry_hint_is_a_floor_on_the_delay() {
-    let (inner, _dir) = durable_service();
     // gRPC carries the hint exactly (RetryInfo); REST in whole seconds (Retry-After, at least 1).
-    let flaky = Flaky::new(inner, 0, Some(Duration::from_millis(300)));
-    let servers = serve(flaky.clone()).await;
-    let options = ClientOptions {
-        retry: fast_retries(),
-        ..ClientOptions::default()
-    };
+    let (flaky, servers, options, _dir) = flaky_servers(Some(Duration::from_millis(300))).await;
     let floors = [
         ("grpc", Duration::from_millis(300)),
         ("http", Duration::from_secs(1)),
@@ -364,16 +361,8 @@ async fn the_servers_retry_hint_is_a_floor_on_the_delay() {
 
 #[tokio::test]
 async fn a_hint_past_the_time_cap_ends_the_retries() {
-    let (inner, _dir) = durable_service();
-    let flaky = Flaky::new(inner, 0, Some(Duration::from_secs(60)));
-    let servers = serve(flaky.clone()).await;
-    let options = ClientOptions {
-        retry: RetryPolicy {
-            max_elapsed: Duration::from_secs(10),
-            ..fast_retries()
-        },
-        ..ClientOptions::default()
-    };
+    let (flaky, servers, mut options, _dir) = flaky_servers(Some(Duration::from_secs(60))).await;
+    options.retry.max_elapsed = Duration::from_secs(10);
     for (transport, client) in clients(&servers, options).await {
         flaky.reset(usize::MAX);
         let started = Instant::now();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use hexkv_core::{Key, KvStore, Precondition, StoreError, Value, Version};
 use hexkv_store_postgres::{ConnectError, PostgresOptions, PostgresStore};
 use hexkv_testkit::model;
-use hexkv_testkit::postgres::{LocalCluster, TestDatabase, database, skip};
+use hexkv_testkit::postgres::{TestDatabase, database, dedicated};
 use proptest::prelude::*;
 use sqlx::Connection as _;
 
@@ -110,14 +110,9 @@ async fn a_wrong_url_fails_at_once_and_never_shows_the_password() {
 /// for a server that comes up late.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_rides_out_a_database_restart() {
-    let cluster = match LocalCluster::create() {
-        Ok(cluster) => Arc::new(cluster),
-        Err(e) => {
-            skip(&format!("cannot start a dedicated PostgreSQL: {e}"));
-            return;
-        }
+    let Some((cluster, db)) = dedicated().await else {
+        return;
     };
-    let db = TestDatabase::create_on(&cluster.admin_url()).await.unwrap();
     let opts = PostgresOptions {
         acquire_timeout: Duration::from_secs(2),
         connect_wait: Duration::from_secs(60),

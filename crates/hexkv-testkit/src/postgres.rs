@@ -171,6 +171,22 @@ pub async fn database() -> Option<TestDatabase> {
     }
 }
 
+/// A dedicated server (which the test may stop and start) with a fresh database on it, or `None`
+/// after [`skip`] when no server can be started.
+pub async fn dedicated() -> Option<(std::sync::Arc<LocalCluster>, TestDatabase)> {
+    let cluster = match LocalCluster::create() {
+        Ok(cluster) => std::sync::Arc::new(cluster),
+        Err(e) => {
+            skip(&format!("cannot start a dedicated PostgreSQL: {e}"));
+            return None;
+        }
+    };
+    match TestDatabase::create_on(&cluster.admin_url()).await {
+        Ok(db) => Some((cluster, db)),
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// Says loudly that a test is skipped, or fails it when `CI` is set.
 pub fn skip(reason: &str) {
     let test = std::thread::current()
