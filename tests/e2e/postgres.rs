@@ -196,3 +196,87 @@ async fn requests_fail_fast_while_the_database_is_down_and_recover() {
     drop(server);
     drop(db);
 }
+
+/// Input PostgreSQL would choke on (a NUL in a key, an oversized value, a huge key) is refused by
+/// the domain first, with the same status and problem code as on the embedded store, and
+/// nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_the_same_answers_as_on_the_memory_store() {
+    let Some(db) = database().await else { return };
+    let (_tmp, data) = data_dir();
+    let limit = [("HEXKV_LIMITS__MAX_VALUE_BYTES", "1024")];
+    let on_postgres = start(&data.join("pg"), db.url(), &limit);
+    let on_memory = Server::start(&data.join("mem"), &[], &limit);
+    let client = Client::new();
+    let long_key = "k".repeat(1025);
+    let cases: Vec<(&str, reqwest::Method, String, Vec<u8>)> = vec![
+        (
+            "NUL in a key",
+            reqwest::Method::PUT,
+            "/v1/kv/a%00b".into(),
+            b"v".to_vec(),
+        ),
+        (
+            "control character",
+            reqwest::Method::GET,
+            "/v1/kv/a%07b".into(),
+            vec![],
+        ),
+        (
+            "invalid UTF-8",
+            reqwest::Method::PUT,
+            "/v1/kv/a%FFb".into(),
+            b"v".to_vec(),
+        ),
+        (
+            "key too long",
+            reqwest::Method::PUT,
+            format!("/v1/kv/{long_key}"),
+            b"v".to_vec(),
+        ),
+        (
+            "value too large",
+            reqwest::Method::PUT,
+            "/v1/kv/big".into(),
+            vec![0; 1025],
+        ),
+        (
+            "bad limit",
+            reqwest::Method::GET,
+            "/v1/kv?limit=0".into(),
+            vec![],
+        ),
+        (
+            "bad cursor",
+            reqwest::Method::GET,
+            "/v1/kv?cursor=%%%".into(),
+            vec![],
+        ),
+        (
+            "prefix with NUL",
+            reqwest::Method::GET,
+            "/v1/kv?prefix=a%00".into(),
+            vec![],
+        ),
+    ];
+    for (what, method, path, body) in cases {
+        let mut answers = Vec::new();
+        for server in [&on_memory, &on_postgres] {
+            let r = client
+                .request(method.clone(), server.url(&path))
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let problem: serde_json::Value =
+                serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+            assert!(status.is_client_error(), "{what}: {status}");
+            answers.push((status, problem["code"].clone()));
+        }
+        assert_eq!(answers[0], answers[1], "{what}: memory vs postgres");
+    }
+    let listed = client.get(on_postgres.url("/v1/kv")).send().await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&listed.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["items"], serde_json::json!([]), "nothing was written");
+}
