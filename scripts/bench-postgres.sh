@@ -26,7 +26,9 @@ target=$(cargo metadata --format-version 1 --no-deps |
 work="$target/bench-postgres"
 rm -rf "$work" && mkdir -p "$work"
 url=$(scripts/pg.sh start)
-bin=$(dirname "$(command -v pgbench 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/pgbench | sort -V | tail -1)")
+# pgbench and psql from the same installation as the server (/usr/bin/pgbench may be Debian's
+# version-picking wrapper).
+bin=$(dirname "$(readlink -f "$(command -v pg_ctl 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")")
 port=${url##*:}; port=${port%%/*}
 psql() { "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d hexkv -qtA "$@"; }
 

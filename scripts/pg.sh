@@ -15,7 +15,8 @@ PORT=${PGPORT:-55432}
 target=$(cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 dir="$target/pg"
-bin=$(dirname "$(command -v pg_ctl 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")
+# The real directory of pg_ctl (PATH may hold symlinks to it), where psql and createdb live too.
+bin=$(dirname "$(readlink -f "$(command -v pg_ctl 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")")
 [ -x "$bin/pg_ctl" ] || { echo "no PostgreSQL server binaries found" >&2; exit 1; }
 
 as_owner() {
@@ -30,8 +31,9 @@ case "${1:-}" in
       [ "$(id -u)" = 0 ] && chown nobody:nogroup "$dir"
       as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=trust --encoding=UTF8 --no-locale >/dev/null
     fi
-    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-      -o "-p $PORT -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null
+    as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1 ||
+      as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
+        -o "-p $PORT -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null
     as_owner "$bin/psql" -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -qtAc \
       "SELECT 1 FROM pg_database WHERE datname = 'hexkv'" | grep -q 1 ||
       as_owner "$bin/createdb" -h 127.0.0.1 -p "$PORT" -U postgres hexkv

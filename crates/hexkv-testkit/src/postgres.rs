@@ -205,7 +205,12 @@ pub fn find_binaries() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("PATH")
         && let Some(dir) = std::env::split_paths(&path).find(|d| has_tools(d))
     {
-        return Some(dir);
+        // PATH may hold symlinks (/usr/local/bin/pg_ctl -> /usr/lib/postgresql/15/bin/pg_ctl):
+        // use the real directory, where the rest of the installation is.
+        return std::fs::canonicalize(dir.join("pg_ctl"))
+            .ok()
+            .and_then(|real| real.parent().map(Path::to_owned))
+            .or(Some(dir));
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
