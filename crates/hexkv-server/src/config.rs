@@ -151,7 +151,7 @@ pub struct PostgresConfig {
     pub url: Secret,
     /// The most connections the pool opens (per replica).
     pub max_connections: u32,
-    /// Connections kept open when idle.
+    /// Connections opened at start (the pool keeps the connections it opens).
     pub min_connections: u32,
     /// How long a request waits for a free connection before failing with 503.
     pub acquire_timeout_ms: u64,

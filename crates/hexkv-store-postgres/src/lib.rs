@@ -27,13 +27,19 @@
 //! write that starts after another finished always takes a greater version. Concurrent writes to
 //! different keys may commit in another order than their versions.
 //!
+//! # Connections
+//! A deadpool of sqlx `PgConnection`s (`pool.rs`): a connection goes back to the pool without a
+//! round trip, unless its query broke it or was cancelled half-way, and then it is closed.
+//!
 //! # Errors
 //! Driver errors are translated in one place (`error.rs`): connection failures, pool and statement
 //! timeouts are `Unavailable`; serialization failures and deadlocks are retried once, then
 //! `Unavailable`; everything else is `Internal`.
 
 mod error;
+mod pool;
 
+use std::pin::Pin;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -43,11 +49,12 @@ use hexkv_core::{
     Cursor, DeleteOutcome, Entry, Key, KvStore, ListItem, ListQuery, Page, Precondition,
     PutOutcome, StoreError, Value, Version,
 };
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio::time::Instant;
 
 use crate::error::{is_retryable, is_transient, store_error};
+use crate::pool::{AcquireError, Checkout, Pool, breaks_connection};
 
 /// How to reach and use the database.
 #[derive(Clone)]
@@ -56,7 +63,7 @@ pub struct PostgresOptions {
     pub url: String,
     /// The most connections the pool opens.
     pub max_connections: u32,
-    /// Connections kept open when idle.
+    /// Connections opened at start (the pool keeps the connections it opens).
     pub min_connections: u32,
     /// How long a request waits for a free connection before failing with `Unavailable`.
     pub acquire_timeout: Duration,
@@ -152,10 +159,24 @@ pub enum ConnectError {
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// A [`KvStore`] over a PostgreSQL connection pool. Cheap to share behind an `Arc`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    pool: Pool,
 }
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PostgresStore")
+            .field("connections", &status.size)
+            .field("idle", &status.available)
+            .field("max_connections", &status.max_size)
+            .finish()
+    }
+}
+
+/// One query on a connection: a boxed future borrowing it.
+type Query<'c, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'c>>;
 
 const GET: &str = "SELECT value, version FROM hexkv_entries WHERE key = $1";
 
@@ -227,66 +248,92 @@ impl PostgresStore {
                 waited,
                 source,
             })?;
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.max(1))
-            .min_connections(options.min_connections)
-            .acquire_timeout(options.acquire_timeout)
-            // sqlx already checks every connection when it comes back to the pool (a round trip
-            // that also drains what a cancelled query left behind); a second check on the way
-            // out would cost another round trip per request (GET: 8 000 → 11 000 req/s in
-            // scripts/bench-postgres.sh).
-            .test_before_acquire(false)
-            .connect_lazy_with(connect);
-
+        let pool = pool::build(
+            connect,
+            options.max_connections as usize,
+            options.acquire_timeout,
+        )
+        .map_err(|e| ConnectError::Query(sqlx::Error::Configuration(e.into())))?;
+        let mut checkout = Checkout::get(&pool).await.map_err(|e| match e {
+            AcquireError::Connect(e) => ConnectError::Query(e),
+            AcquireError::Timeout | AcquireError::Closed => {
+                ConnectError::Query(sqlx::Error::PoolTimedOut)
+            }
+        })?;
+        let conn = checkout.start();
         let encoding: String = sqlx::query_scalar("SHOW server_encoding")
-            .fetch_one(&pool)
+            .fetch_one(&mut *conn)
             .await
             .map_err(ConnectError::Query)?;
         if encoding != "UTF8" {
             return Err(ConnectError::Encoding(encoding));
         }
         if options.migrate {
-            MIGRATOR.run(&pool).await.map_err(ConnectError::Migrate)?;
+            MIGRATOR
+                .run(&mut *conn)
+                .await
+                .map_err(ConnectError::Migrate)?;
         } else {
             let table: Option<String> =
                 sqlx::query_scalar("SELECT to_regclass('hexkv_entries')::text")
-                    .fetch_one(&pool)
+                    .fetch_one(&mut *conn)
                     .await
                     .map_err(ConnectError::Query)?;
             if table.is_none() {
                 return Err(ConnectError::SchemaMissing);
             }
         }
+        checkout.done(&Ok(()));
+        drop(checkout);
+        // Open `min_connections` now rather than on the first requests.
+        let mut warm = Vec::new();
+        for _ in 1..options.min_connections.min(options.max_connections) {
+            match Checkout::get(&pool).await {
+                Ok(c) => warm.push(c),
+                Err(_) => break,
+            }
+        }
+        drop(warm);
         Ok(Self { pool })
     }
 
-    /// The connection pool (for tests and diagnostics).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// Runs `op`, once more if it failed with a serialization failure or a deadlock (the
-    /// transaction was rolled back, so nothing was applied).
-    async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    /// Runs `op` on a pooled connection. It runs once more if it failed with a serialization
+    /// failure or a deadlock (the transaction was rolled back, so nothing was applied), or, when
+    /// `idempotent`, if the connection turned out to be broken (a stale connection after the
+    /// database restarted; the retry gets a fresh one).
+    async fn run<T, F>(&self, idempotent: bool, op: F) -> Result<T, StoreError>
     where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<T, sqlx::Error>>,
+        F: for<'c> Fn(&'c mut PgConnection) -> Query<'c, T>,
     {
-        match op().await {
-            Err(e) if is_retryable(&e) => {
-                tracing::debug!(error = %e, "retrying once after a serialization failure");
-                op().await.map_err(store_error)
+        let mut retried = false;
+        loop {
+            let mut checkout = Checkout::get(&self.pool).await.map_err(acquire_error)?;
+            let result = op(checkout.start()).await;
+            checkout.done(&result);
+            drop(checkout);
+            match result {
+                Ok(value) => return Ok(value),
+                Err(e)
+                    if !retried && (is_retryable(&e) || (idempotent && breaks_connection(&e))) =>
+                {
+                    tracing::debug!(error = %e, "retrying once");
+                    retried = true;
+                }
+                Err(e) => return Err(store_error(e)),
             }
-            result => result.map_err(store_error),
         }
     }
 
     async fn current(&self, key: &Key) -> Result<Option<Version>, StoreError> {
         let version: Option<i64> = self
-            .run(|| {
-                sqlx::query_scalar(CURRENT)
-                    .bind(key.as_str())
-                    .fetch_optional(&self.pool)
+            .run(true, |conn| {
+                let key = key.clone();
+                Box::pin(async move {
+                    sqlx::query_scalar(CURRENT)
+                        .bind(key.as_str())
+                        .fetch_optional(conn)
+                        .await
+                })
             })
             .await?;
         version.map(version_of).transpose()
@@ -299,19 +346,18 @@ impl PostgresStore {
     /// snapshot, which predates a concurrent commit that the write itself waited for. If that
     /// version would have met the precondition, it is stale: read again, and if the key changed
     /// back in between, try the write again.
-    async fn conditional<F, Fut>(
+    async fn conditional<F>(
         &self,
         key: &Key,
         precondition: Precondition,
         write: F,
     ) -> Result<Result<Version, Option<Version>>, StoreError>
     where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<Conditional, sqlx::Error>>,
+        F: for<'c> Fn(&'c mut PgConnection) -> Query<'c, Conditional>,
     {
         let mut current = None;
         for _ in 0..CONDITIONAL_ATTEMPTS {
-            let (written, snapshot) = self.run(&write).await?;
+            let (written, snapshot) = self.run(false, &write).await?;
             if let Some(v) = written {
                 return Ok(Ok(version_of(v)?));
             }
@@ -359,6 +405,14 @@ async fn wait_for_database(
     }
 }
 
+fn acquire_error(err: AcquireError) -> StoreError {
+    match err {
+        AcquireError::Connect(e) => store_error(e),
+        AcquireError::Timeout => store_error(sqlx::Error::PoolTimedOut),
+        AcquireError::Closed => store_error(sqlx::Error::PoolClosed),
+    }
+}
+
 fn version_of(v: i64) -> Result<Version, StoreError> {
     u64::try_from(v)
         .map(Version::new)
@@ -386,10 +440,14 @@ fn successor(prefix: &str) -> Option<String> {
 impl KvStore for PostgresStore {
     async fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
         let row: Option<(Vec<u8>, i64)> = self
-            .run(|| {
-                sqlx::query_as(GET)
-                    .bind(key.as_str())
-                    .fetch_optional(&self.pool)
+            .run(true, |conn| {
+                let key = key.clone();
+                Box::pin(async move {
+                    sqlx::query_as(GET)
+                        .bind(key.as_str())
+                        .fetch_optional(conn)
+                        .await
+                })
             })
             .await?;
         row.map(|(value, version)| {
@@ -410,15 +468,18 @@ impl KvStore for PostgresStore {
         value: Value,
         precondition: Precondition,
     ) -> Result<PutOutcome, StoreError> {
-        let bytes: &[u8] = value.as_bytes();
         let result = match precondition {
             Precondition::None => {
                 let (version, created): (i64, bool) = self
-                    .run(|| {
-                        sqlx::query_as(PUT)
-                            .bind(key.as_str())
-                            .bind(bytes)
-                            .fetch_one(&self.pool)
+                    .run(false, |conn| {
+                        let (key, value) = (key.clone(), value.clone());
+                        Box::pin(async move {
+                            sqlx::query_as(PUT)
+                                .bind(key.as_str())
+                                .bind(value.as_bytes())
+                                .fetch_one(conn)
+                                .await
+                        })
                     })
                     .await?;
                 return Ok(PutOutcome {
@@ -427,24 +488,13 @@ impl KvStore for PostgresStore {
                 });
             }
             Precondition::Absent => {
-                self.conditional(&key, precondition, || {
-                    sqlx::query_as(CREATE)
-                        .bind(key.as_str())
-                        .bind(bytes)
-                        .fetch_one(&self.pool)
-                })
-                .await?
+                let create = write_statement(CREATE, &key, &value, None);
+                self.conditional(&key, precondition, create).await?
             }
             Precondition::Version(expected) => {
                 let expected = expected_version(expected)?;
-                self.conditional(&key, precondition, || {
-                    sqlx::query_as(SWAP)
-                        .bind(key.as_str())
-                        .bind(bytes)
-                        .bind(expected)
-                        .fetch_one(&self.pool)
-                })
-                .await?
+                let swap = write_statement(SWAP, &key, &value, Some(expected));
+                self.conditional(&key, precondition, swap).await?
             }
         };
         match result {
@@ -464,10 +514,14 @@ impl KvStore for PostgresStore {
         match precondition {
             Precondition::None => {
                 let version: Option<i64> = self
-                    .run(|| {
-                        sqlx::query_scalar(DELETE)
-                            .bind(key.as_str())
-                            .fetch_optional(&self.pool)
+                    .run(false, |conn| {
+                        let key = key.clone();
+                        Box::pin(async move {
+                            sqlx::query_scalar(DELETE)
+                                .bind(key.as_str())
+                                .fetch_optional(conn)
+                                .await
+                        })
                     })
                     .await?;
                 match version {
@@ -484,11 +538,15 @@ impl KvStore for PostgresStore {
             Precondition::Version(expected) => {
                 let expected = expected_version(expected)?;
                 let result = self
-                    .conditional(key, precondition, || {
-                        sqlx::query_as(DELETE_IF)
-                            .bind(key.as_str())
-                            .bind(expected)
-                            .fetch_one(&self.pool)
+                    .conditional(key, precondition, |conn| {
+                        let key = key.clone();
+                        Box::pin(async move {
+                            sqlx::query_as(DELETE_IF)
+                                .bind(key.as_str())
+                                .bind(expected)
+                                .fetch_one(conn)
+                                .await
+                        })
                     })
                     .await?;
                 match result {
@@ -513,15 +571,20 @@ impl KvStore for PostgresStore {
             (None, None) => (LIST_FROM, prefix),
             (Some(after), None) => (LIST_AFTER, after),
         };
+        let lower: std::sync::Arc<str> = lower.into();
+        let upper: Option<std::sync::Arc<str>> = upper.map(Into::into);
         let fetch = i64::try_from(query.limit() + 1).unwrap_or(i64::MAX);
         let rows: Vec<(String, i64)> = self
-            .run(|| {
-                let q = sqlx::query_as(sql).bind(lower);
-                let q = match &upper {
-                    Some(upper) => q.bind(upper.as_str()),
-                    None => q,
-                };
-                q.bind(fetch).fetch_all(&self.pool)
+            .run(true, |conn| {
+                let (lower, upper) = (lower.clone(), upper.clone());
+                Box::pin(async move {
+                    let q = sqlx::query_as(sql).bind(&*lower);
+                    let q = match &upper {
+                        Some(upper) => q.bind(&**upper),
+                        None => q,
+                    };
+                    q.bind(fetch).fetch_all(conn).await
+                })
             })
             .await?;
         let more = rows.len() > query.limit();
@@ -544,14 +607,39 @@ impl KvStore for PostgresStore {
     }
 
     async fn check(&self) -> Result<(), StoreError> {
-        self.run(|| sqlx::query("SELECT 1").execute(&self.pool))
-            .await
-            .map(drop)
+        self.run(true, |conn| {
+            Box::pin(async move { sqlx::query("SELECT 1").execute(conn).await.map(drop) })
+        })
+        .await
     }
 
     async fn close(&self) -> Result<(), StoreError> {
-        self.pool.close().await;
+        self.pool.close();
         Ok(())
+    }
+}
+
+/// A conditional write (`CREATE` or `SWAP`) as a query to run on a connection; each attempt owns
+/// cheap clones (reference counts) of the key and the value.
+fn write_statement(
+    sql: &'static str,
+    key: &Key,
+    value: &Value,
+    expected: Option<i64>,
+) -> impl for<'c> Fn(&'c mut PgConnection) -> Query<'c, Conditional> {
+    let (key, value) = (key.clone(), value.clone());
+    move |conn| {
+        let (key, value) = (key.clone(), value.clone());
+        Box::pin(async move {
+            let q = sqlx::query_as(sql)
+                .bind(key.as_str())
+                .bind(value.as_bytes());
+            let q = match expected {
+                Some(v) => q.bind(v),
+                None => q,
+            };
+            q.fetch_one(conn).await
+        })
     }
 }
 
