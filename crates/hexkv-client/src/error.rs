@@ -84,6 +84,16 @@ pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+impl hexkv_resilience::Retryable for ClientError {
+    fn is_transient(&self) -> bool {
+        ClientError::is_transient(self)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        ClientError::retry_after(self)
+    }
+}
+
 impl ClientError {
     /// Whether a retry may succeed: `Unavailable` and `Throttled`.
     pub fn is_transient(&self) -> bool {

@@ -25,7 +25,6 @@ mod error;
 mod grpc;
 #[cfg(feature = "http")]
 mod http;
-pub mod retry;
 
 use std::time::Duration;
 
@@ -34,7 +33,8 @@ use tonic::transport::Channel;
 
 pub use error::ClientError;
 pub use hexkv_core::{Precondition, Version};
-pub use retry::RetryPolicy;
+use hexkv_resilience::retry;
+pub use hexkv_resilience::retry::{Jitter, RetryPolicy};
 
 /// Settings of a [`Client`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

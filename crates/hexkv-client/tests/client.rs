@@ -287,7 +287,7 @@ fn fast_retries() -> RetryPolicy {
         base_delay: Duration::from_millis(5),
         max_delay: Duration::from_millis(40),
         max_elapsed: Duration::from_secs(30),
-        retry_writes: false,
+        ..RetryPolicy::default()
     }
 }
 

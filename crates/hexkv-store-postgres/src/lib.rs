@@ -269,10 +269,20 @@ impl PostgresStore {
             return Err(ConnectError::Encoding(encoding));
         }
         if options.migrate {
+            // A migration (an index build, say) may take longer than a request may: lift the
+            // statement timeout for it, then restore the connection's own.
+            sqlx::query("SET statement_timeout = 0")
+                .execute(&mut *conn)
+                .await
+                .map_err(ConnectError::Query)?;
             MIGRATOR
                 .run(&mut *conn)
                 .await
                 .map_err(ConnectError::Migrate)?;
+            sqlx::query("RESET statement_timeout")
+                .execute(&mut *conn)
+                .await
+                .map_err(ConnectError::Query)?;
         } else {
             let table: Option<String> =
                 sqlx::query_scalar("SELECT to_regclass('hexkv_entries')::text")

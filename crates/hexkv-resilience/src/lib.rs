@@ -1,0 +1,21 @@
+//! Stability patterns, and decorators that apply them at the driven port.
+//!
+//! - [`breaker`]: a circuit breaker with half-open probes and capped, growing open delays.
+//! - [`retry`]: retry with capped exponential backoff, full or decorrelated jitter, a floor from
+//!   the failure's hint, caps on attempts and total time, and no retry of writes unless asked.
+//! - [`TimeoutStore`], [`BreakerStore`], [`BulkheadStore`]: each implements
+//!   [`hexkv_core::KvStore`] around another `KvStore`, so the composition root stacks them
+//!   (timeout → breaker → bulkhead → store) and neither the core nor the adapter knows.
+//!
+//! Every pattern reports what it refused as [`StoreError::Unavailable`] with a retry hint, which
+//! the transports turn into 503 + `Retry-After` and gRPC `UNAVAILABLE` + `RetryInfo`.
+//!
+//! [`StoreError::Unavailable`]: hexkv_core::StoreError::Unavailable
+
+pub mod breaker;
+pub mod retry;
+mod store;
+
+pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Outcome, Rejected, Transition};
+pub use retry::{Jitter, RetryPolicy, Retryable};
+pub use store::{BreakerStore, BulkheadStore, RetryStore, TimeoutStore};
