@@ -3,9 +3,11 @@
 //! - [`breaker`]: a circuit breaker with half-open probes and capped, growing open delays.
 //! - [`retry`]: retry with capped exponential backoff, full or decorrelated jitter, a floor from
 //!   the failure's hint, caps on attempts and total time, and no retry of writes unless asked.
-//! - [`TimeoutStore`], [`BreakerStore`], [`BulkheadStore`]: each implements
+//! - [`RetryStore`], [`BreakerStore`], [`TimeoutStore`], [`BulkheadStore`]: each implements
 //!   [`hexkv_core::KvStore`] around another `KvStore`, so the composition root stacks them
-//!   (timeout → breaker → bulkhead → store) and neither the core nor the adapter knows.
+//!   (retry → breaker → timeout → bulkhead → store) and neither the core nor the adapter knows.
+//!   The timeout sits inside the breaker so that a hung store trips it: a call the timeout
+//!   cancels from outside would count as nothing.
 //!
 //! Every pattern reports what it refused as [`StoreError::Unavailable`] with a retry hint, which
 //! the transports turn into 503 + `Retry-After` and gRPC `UNAVAILABLE` + `RetryInfo`.

@@ -38,10 +38,81 @@ pub struct Config {
     pub log: LogConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// Stability patterns.
+    pub resilience: ResilienceConfig,
 }
 
 /// The top-level sections, for the environment filter.
-const SECTIONS: &[&str] = &["http", "grpc", "store", "limits", "log", "shutdown"];
+const SECTIONS: &[&str] = &[
+    "http",
+    "grpc",
+    "store",
+    "limits",
+    "log",
+    "shutdown",
+    "resilience",
+];
+
+/// `[resilience]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResilienceConfig {
+    /// Around the store: retry → circuit breaker → timeout → bulkhead.
+    pub store: StoreResilienceConfig,
+}
+
+/// `[resilience.store]`: the decorators around the store port (see `docs/resilience.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreResilienceConfig {
+    /// Fail one attempt of a store call after this long (counted by the breaker); 0 turns the
+    /// timeout off.
+    pub timeout_ms: u64,
+    /// Attempts of an idempotent store call that fails with `Unavailable` (1: no retries).
+    pub retry_attempts: u32,
+    /// Ceiling of the first retry's delay (full jitter).
+    pub retry_base_delay_ms: u64,
+    /// Ceiling of any retry delay.
+    pub retry_max_delay_ms: u64,
+    /// Open the breaker after this many failures in a row (0: not on this rule).
+    pub breaker_consecutive_failures: u32,
+    /// Calls in the breaker's failure-rate window (0: no rate rule).
+    pub breaker_window: u32,
+    /// Fewest calls in the window before the rate rule applies.
+    pub breaker_min_calls: u32,
+    /// Open when this percentage of the window failed.
+    pub breaker_failure_rate_percent: u32,
+    /// First open period; it doubles with each reopening.
+    pub breaker_open_ms: u64,
+    /// Longest open period.
+    pub breaker_max_open_ms: u64,
+    /// Probes admitted when half-open; all must succeed to close.
+    pub breaker_probes: u32,
+    /// Store calls in flight at most (0: no bulkhead).
+    pub bulkhead_max_in_flight: u32,
+    /// How long a call waits for a bulkhead slot before 503 (0: refused at once).
+    pub bulkhead_max_wait_ms: u64,
+}
+
+impl Default for StoreResilienceConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 10_000,
+            retry_attempts: 3,
+            retry_base_delay_ms: 25,
+            retry_max_delay_ms: 500,
+            breaker_consecutive_failures: 5,
+            breaker_window: 20,
+            breaker_min_calls: 10,
+            breaker_failure_rate_percent: 50,
+            breaker_open_ms: 1_000,
+            breaker_max_open_ms: 30_000,
+            breaker_probes: 1,
+            bulkhead_max_in_flight: 1_024,
+            bulkhead_max_wait_ms: 100,
+        }
+    }
+}
 
 /// `[http]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -526,6 +597,28 @@ impl Config {
                 "must be above 0 (0 would mean no timeout)",
             );
         }
+        let r = &self.resilience.store;
+        if r.retry_attempts == 0 {
+            return invalid(
+                "resilience.store.retry_attempts",
+                "must be at least 1 (1: no retries)",
+            );
+        }
+        if r.breaker_failure_rate_percent == 0 || r.breaker_failure_rate_percent > 100 {
+            return invalid(
+                "resilience.store.breaker_failure_rate_percent",
+                "must be between 1 and 100",
+            );
+        }
+        if r.breaker_open_ms == 0 || r.breaker_max_open_ms < r.breaker_open_ms {
+            return invalid(
+                "resilience.store.breaker_max_open_ms",
+                "breaker_open_ms must be above 0 and at most breaker_max_open_ms",
+            );
+        }
+        if r.breaker_probes == 0 {
+            return invalid("resilience.store.breaker_probes", "must be at least 1");
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", &e.to_string());
         }
@@ -640,6 +733,28 @@ mod tests {
             jail.set_env("HEXKV_STORE__POSTGRES__MIN_CONNECTIONS", "20");
             let err = load(&Overrides::default()).unwrap_err();
             assert!(err.starts_with("store.postgres.min_connections:"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn resilience_settings_come_from_env_and_are_checked() {
+        Jail::expect_with(|jail| {
+            jail.set_env("HEXKV_RESILIENCE__STORE__TIMEOUT_MS", "250");
+            jail.set_env("HEXKV_RESILIENCE__STORE__BREAKER_PROBES", "2");
+            let c = load(&Overrides::default())?;
+            assert_eq!(c.resilience.store.timeout_ms, 250);
+            assert_eq!(c.resilience.store.breaker_probes, 2);
+            assert_eq!(c.resilience.store.retry_attempts, 3); // default
+            jail.set_env(
+                "HEXKV_RESILIENCE__STORE__BREAKER_FAILURE_RATE_PERCENT",
+                "150",
+            );
+            let err = load(&Overrides::default()).unwrap_err();
+            assert!(
+                err.starts_with("resilience.store.breaker_failure_rate_percent:"),
+                "{err}"
+            );
             Ok(())
         });
     }

@@ -243,6 +243,64 @@ impl Application {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
+    let store = open_backend(config).await?;
+    Ok(protect(store, &config.resilience.store))
+}
+
+/// Wraps the store as retry → circuit breaker → timeout → bulkhead → store.
+///
+/// The timeout sits inside the breaker, so a hung store counts as failing: a timeout outside it
+/// would cancel the breaker's call, which counts as nothing, and a store that hangs would never
+/// open the breaker. See `docs/resilience.md`.
+fn protect(store: Arc<dyn KvStore>, r: &crate::config::StoreResilienceConfig) -> Arc<dyn KvStore> {
+    use hexkv_resilience::{
+        BreakerConfig, BreakerStore, BulkheadStore, RetryPolicy, RetryStore, TimeoutStore,
+    };
+    use std::time::Duration;
+
+    let ms = Duration::from_millis;
+    let mut store = store;
+    if r.bulkhead_max_in_flight > 0 {
+        store = Arc::new(BulkheadStore::new(
+            store,
+            r.bulkhead_max_in_flight as usize,
+            ms(r.bulkhead_max_wait_ms),
+        ));
+    }
+    if r.timeout_ms > 0 {
+        store = Arc::new(TimeoutStore::new(store, ms(r.timeout_ms)));
+    }
+    if r.breaker_consecutive_failures > 0 || r.breaker_window > 0 {
+        store = Arc::new(BreakerStore::new(
+            store,
+            BreakerConfig {
+                consecutive_failures: r.breaker_consecutive_failures,
+                window: r.breaker_window as usize,
+                min_calls: r.breaker_min_calls as usize,
+                failure_rate: f64::from(r.breaker_failure_rate_percent) / 100.0,
+                open_delay: ms(r.breaker_open_ms),
+                max_open_delay: ms(r.breaker_max_open_ms),
+                half_open_probes: r.breaker_probes,
+            },
+        ));
+    }
+    if r.retry_attempts > 1 {
+        store = Arc::new(RetryStore::new(
+            store,
+            RetryPolicy {
+                max_attempts: r.retry_attempts,
+                base_delay: ms(r.retry_base_delay_ms),
+                max_delay: ms(r.retry_max_delay_ms),
+                // No new attempt starts later than one timeout after the first.
+                max_elapsed: ms(r.timeout_ms.max(r.retry_max_delay_ms)),
+                ..RetryPolicy::default()
+            },
+        ));
+    }
+    store
+}
+
+async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
     use crate::config::Backend;
 
     match config.store.backend {

@@ -347,6 +347,56 @@ impl LocalCluster {
         )
     }
 
+    /// Freezes the server (SIGSTOP to the postmaster and every backend): connections stay open
+    /// and nothing answers, as when a database host hangs.
+    pub fn pause(&self) -> Result<(), String> {
+        self.signal_all(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) -> Result<(), String> {
+        self.signal_all(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal_all(&self, signal: nix::sys::signal::Signal) -> Result<(), String> {
+        use nix::unistd::Pid;
+        let pid_file = self.data().join("postmaster.pid");
+        let text = std::fs::read_to_string(&pid_file)
+            .map_err(|e| format!("{}: {e}", pid_file.display()))?;
+        let postmaster: i32 = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or("no pid in postmaster.pid")?;
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").map_err(|e| e.to_string())? {
+            let Ok(entry) = entry else { continue };
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces.
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if ppid == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        for pid in pids {
+            nix::sys::signal::kill(Pid::from_raw(pid), signal)
+                .map_err(|e| format!("signal {signal} to {pid}: {e}"))?;
+        }
+        Ok(())
+    }
+
     fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(program);
         cmd.current_dir(&self.root)
@@ -400,6 +450,8 @@ impl LocalCluster {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
+        // A test that failed while the server was paused must not leave it frozen.
+        let _ = self.resume();
         if let Ok(mut watchdog) = self.watchdog.lock()
             && let Some((mut child, mut stdin)) = watchdog.take()
         {
