@@ -45,6 +45,20 @@ async fn read_counter(client: &Client, server: &Server) -> Option<(u64, String)>
     Some((value, etag))
 }
 
+/// GETs `path` until it answers 200 (the service recovered by itself), within a generous
+/// deadline; returns the body.
+async fn recovered(client: &Client, server: &Server, path: &str) -> bytes::Bytes {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = client.get(server.url(path)).send().await.unwrap();
+        if r.status() == StatusCode::OK {
+            return r.bytes().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "never recovered: {}", r.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Two processes, one database, many clients each doing read-increment-compare-and-swap on one
 /// key: the final count equals the number of successful swaps. No update is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -180,16 +194,10 @@ async fn requests_fail_fast_while_the_database_is_down_and_recover() {
     );
 
     cluster.start().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = client.get(server.url("/v1/kv/k")).send().await.unwrap();
-        if r.status() == StatusCode::OK {
-            assert_eq!(&r.bytes().await.unwrap()[..], b"before");
-            break;
-        }
-        assert!(Instant::now() < deadline, "never recovered: {}", r.status());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_eq!(
+        &recovered(&client, &server, "/v1/kv/k").await[..],
+        b"before"
+    );
     assert!(put("after").await.unwrap().status().is_success());
     let ready = client.get(server.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
@@ -344,15 +352,7 @@ async fn a_hung_database_trips_the_breaker_and_requests_fail_fast() {
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
 
     cluster.resume().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = get().await.unwrap();
-        if r.status() == StatusCode::OK {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never recovered: {}", r.status());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_eq!(&recovered(&client, &server, "/v1/kv/k").await[..], b"v");
     let ready = client.get(server.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
     drop(server);
