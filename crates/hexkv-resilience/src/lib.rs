@@ -1,6 +1,8 @@
 //! Stability patterns, and decorators that apply them at the driven port.
 //!
 //! - [`breaker`]: a circuit breaker with half-open probes and capped, growing open delays.
+//! - [`debounce`]: the "first" (serve a recent result) and "last" (run once a burst settles)
+//!   flavours.
 //! - [`retry`]: retry with capped exponential backoff, full or decorrelated jitter, a floor from
 //!   the failure's hint, caps on attempts and total time, and no retry of writes unless asked.
 //! - [`RetryStore`], [`BreakerStore`], [`TimeoutStore`], [`BulkheadStore`]: each implements
@@ -15,9 +17,10 @@
 //! [`StoreError::Unavailable`]: hexkv_core::StoreError::Unavailable
 
 pub mod breaker;
+pub mod debounce;
 pub mod retry;
 mod store;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Outcome, Rejected, Transition};
 pub use retry::{Jitter, RetryPolicy, Retryable};
-pub use store::{BreakerStore, BulkheadStore, RetryStore, TimeoutStore};
+pub use store::{BreakerStore, BulkheadStore, CheckCacheStore, RetryStore, TimeoutStore};

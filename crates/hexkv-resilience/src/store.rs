@@ -12,6 +12,7 @@ use hexkv_core::{
 use tokio::sync::Semaphore;
 
 use crate::breaker::{BreakerConfig, CircuitBreaker, Outcome};
+use crate::debounce::First;
 use crate::retry::{self, RetryPolicy, Retryable};
 
 impl Retryable for StoreError {
@@ -249,6 +250,67 @@ impl BulkheadStore {
 
 decorate!(BulkheadStore);
 
+/// Serves the result of the store's readiness `check` for `window` after each real check
+/// ([`First`]), so a storm of readiness probes costs the store one check per window. Every other
+/// operation passes through. A failure is kept as long as a success: the store was unready a
+/// moment ago, which is what a probe should report.
+pub struct CheckCacheStore {
+    inner: Arc<dyn KvStore>,
+    checks: First<Result<(), String>>,
+}
+
+impl CheckCacheStore {
+    /// Wraps `inner`, caching its `check` for `window`.
+    pub fn new(inner: Arc<dyn KvStore>, window: Duration) -> Self {
+        Self {
+            inner,
+            checks: First::new(window),
+        }
+    }
+}
+
+#[async_trait]
+impl KvStore for CheckCacheStore {
+    async fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn put(
+        &self,
+        key: Key,
+        value: Value,
+        precondition: Precondition,
+    ) -> Result<PutOutcome, StoreError> {
+        self.inner.put(key, value, precondition).await
+    }
+    async fn delete(
+        &self,
+        key: &Key,
+        precondition: Precondition,
+    ) -> Result<DeleteOutcome, StoreError> {
+        self.inner.delete(key, precondition).await
+    }
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        self.inner.list(query).await
+    }
+    async fn check(&self) -> Result<(), StoreError> {
+        self.checks
+            .call(|| async {
+                self.inner.check().await.map_err(|e| match e {
+                    StoreError::Unavailable { reason, .. } => reason,
+                    other => other.to_string(),
+                })
+            })
+            .await
+            .map_err(|reason| StoreError::Unavailable {
+                reason,
+                retry_after: None,
+            })
+    }
+    async fn close(&self) -> Result<(), StoreError> {
+        self.inner.close().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -414,6 +476,31 @@ mod tests {
                 .unwrap_err();
         }
         assert_eq!(store.breaker().state(), crate::BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_storm_costs_one_check_per_window() {
+        let mut inner = MockKvStore::new();
+        let mut seq = mockall::Sequence::new();
+        inner
+            .expect_check()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|| Ok(()));
+        inner
+            .expect_check()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|| Err(unavailable()));
+        let store = CheckCacheStore::new(Arc::new(inner), Duration::from_secs(1));
+        for _ in 0..100 {
+            store.check().await.unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for _ in 0..100 {
+            let err = store.check().await.unwrap_err();
+            assert!(matches!(err, StoreError::Unavailable { .. }));
+        }
     }
 
     #[tokio::test(start_paused = true)]

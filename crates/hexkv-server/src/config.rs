@@ -92,6 +92,8 @@ pub struct StoreResilienceConfig {
     pub bulkhead_max_in_flight: u32,
     /// How long a call waits for a bulkhead slot before 503 (0: refused at once).
     pub bulkhead_max_wait_ms: u64,
+    /// Serve the store's readiness check from the last result this long (0: check every probe).
+    pub check_cache_ms: u64,
 }
 
 impl Default for StoreResilienceConfig {
@@ -110,6 +112,7 @@ impl Default for StoreResilienceConfig {
             breaker_probes: 1,
             bulkhead_max_in_flight: 1_024,
             bulkhead_max_wait_ms: 100,
+            check_cache_ms: 1_000,
         }
     }
 }

@@ -247,14 +247,15 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
     Ok(protect(store, &config.resilience.store))
 }
 
-/// Wraps the store as retry → circuit breaker → timeout → bulkhead → store.
+/// Wraps the store as check cache → retry → circuit breaker → timeout → bulkhead → store.
 ///
 /// The timeout sits inside the breaker, so a hung store counts as failing: a timeout outside it
 /// would cancel the breaker's call, which counts as nothing, and a store that hangs would never
 /// open the breaker. See `docs/resilience.md`.
 fn protect(store: Arc<dyn KvStore>, r: &crate::config::StoreResilienceConfig) -> Arc<dyn KvStore> {
     use hexkv_resilience::{
-        BreakerConfig, BreakerStore, BulkheadStore, RetryPolicy, RetryStore, TimeoutStore,
+        BreakerConfig, BreakerStore, BulkheadStore, CheckCacheStore, RetryPolicy, RetryStore,
+        TimeoutStore,
     };
     use std::time::Duration;
 
@@ -296,6 +297,9 @@ fn protect(store: Arc<dyn KvStore>, r: &crate::config::StoreResilienceConfig) ->
                 ..RetryPolicy::default()
             },
         ));
+    }
+    if r.check_cache_ms > 0 {
+        store = Arc::new(CheckCacheStore::new(store, ms(r.check_cache_ms)));
     }
     store
 }
