@@ -28,6 +28,7 @@ async fn serve(api: Arc<dyn KeyValueApi>) -> Servers {
         Arc::clone(&api),
         GrpcOptions {
             max_value_bytes: MAX_VALUE,
+            max_in_flight: 0,
         },
     )
     .await;
@@ -41,6 +42,7 @@ async fn serve(api: Arc<dyn KeyValueApi>) -> Servers {
         api,
         HttpOptions {
             max_body_bytes: MAX_VALUE,
+            max_in_flight: 0,
         },
     );
     let http = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -39,6 +39,9 @@ pub struct GrpcOptions {
     /// The largest value accepted, in bytes; request and response messages are limited to this
     /// plus a small allowance for framing.
     pub max_value_bytes: usize,
+    /// Calls handled at once at most; the excess gets UNAVAILABLE (with a one-second
+    /// `RetryInfo`) at once (load shedding). 0: no limit.
+    pub max_in_flight: usize,
 }
 
 /// The `hexkv.v1.KeyValue` service over a [`KeyValueApi`].
@@ -59,6 +62,7 @@ pub struct GrpcServices {
     pub routes: tonic::service::Routes,
     /// Sets the health status; see [`GrpcServices::set_serving`].
     health: tonic_health::server::HealthReporter,
+    max_in_flight: usize,
 }
 
 /// The name health checks use for the key-value service.
@@ -81,7 +85,11 @@ impl GrpcServices {
         let routes = tonic::service::Routes::new(key_value)
             .add_service(health_service)
             .add_service(reflection);
-        let services = Self { routes, health };
+        let services = Self {
+            routes,
+            health,
+            max_in_flight: options.max_in_flight,
+        };
         services.set_serving(true).await;
         services
     }
@@ -98,9 +106,11 @@ impl GrpcServices {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
+        let shed = (self.max_in_flight > 0)
+            .then(|| hexkv_resilience::LoadShedLayer::new(self.max_in_flight, overloaded));
         tonic::transport::Server::builder()
-            .layer(tower::util::MapResponseLayer::new(
-                oversize_is_resource_exhausted,
+            .layer(tower::ServiceBuilder::new().option_layer(shed).layer(
+                tower::util::MapResponseLayer::new(oversize_is_resource_exhausted),
             ))
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(
@@ -135,6 +145,17 @@ impl HealthHandle {
         self.0.set_service_status("", status).await;
         self.0.set_service_status(SERVICE_NAME, status).await;
     }
+}
+
+/// The answer to a call shed under load: UNAVAILABLE, retry in a second.
+fn overloaded() -> tonic::codegen::http::Response<tonic::body::Body> {
+    use tonic_types::{ErrorDetails, StatusExt};
+    Status::with_error_details(
+        tonic::Code::Unavailable,
+        "the service is handling as many calls as it may; retry shortly",
+        ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1))),
+    )
+    .into_http()
 }
 
 /// Rewrites tonic's "decoded message length too large" (OUT_OF_RANGE) as RESOURCE_EXHAUSTED.

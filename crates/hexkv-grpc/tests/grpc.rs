@@ -35,6 +35,7 @@ impl App {
             Arc::new(service),
             GrpcOptions {
                 max_value_bytes: MAX_VALUE,
+                max_in_flight: 0,
             },
         )
         .await;

@@ -58,6 +58,9 @@ pub enum ApiError {
     /// A handler panicked (a bug); the panic was caught.
     #[error("the request handler failed")]
     Panicked,
+    /// Too many requests are in flight; this one was shed without being handled.
+    #[error("the service is handling as many requests as it may; retry shortly")]
+    Overloaded,
 }
 
 impl From<KeyError> for ApiError {
@@ -110,6 +113,7 @@ impl ApiError {
             ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "route_not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Panicked => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
         }
     }
 
@@ -119,6 +123,7 @@ impl ApiError {
             ApiError::Kv(KvError::Unavailable { retry_after, .. }) => {
                 Some(retry_after.unwrap_or(Duration::from_secs(1)))
             }
+            ApiError::Overloaded => Some(Duration::from_secs(1)),
             _ => None,
         }
     }

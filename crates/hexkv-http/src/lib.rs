@@ -44,10 +44,13 @@ pub struct HttpOptions {
     /// The largest request body accepted, in bytes (bodies are values, so this is the value
     /// limit); larger bodies get 413 before they are read in full.
     pub max_body_bytes: usize,
+    /// Requests handled at once at most; the excess gets 503 `overloaded` at once (load
+    /// shedding). 0: no limit.
+    pub max_in_flight: usize,
 }
 
-/// The application's router, with its middleware: request ids, a trace span per request, caught
-/// panics, and the body limit.
+/// The application's router, with its middleware: request ids, load shedding, a trace span per
+/// request, caught panics, and the body limit.
 pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> Router {
     let state = AppState { api };
     Router::new()
@@ -66,7 +69,8 @@ pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> Router {
         .with_state(state)
         // One `layer` call with the whole stack: every `Router::layer` call wraps each route in
         // another boxed, per-request-cloned service, so four calls cost four times the boxing.
-        // Outermost first: request ids, the trace span, caught panics, the body limit.
+        // Outermost first: request ids, the trace span, caught panics, load shedding, the body
+        // limit. (Shedding sits where the response is still axum's own type.)
         .layer(
             ServiceBuilder::new()
                 .layer(request_id::RequestIdLayer)
@@ -98,6 +102,11 @@ pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> Router {
                 )
                 .layer(CatchPanicLayer::custom(|_| {
                     axum::response::IntoResponse::into_response(ApiError::Panicked)
+                }))
+                .option_layer((options.max_in_flight > 0).then(|| {
+                    hexkv_resilience::LoadShedLayer::new(options.max_in_flight, || {
+                        axum::response::IntoResponse::into_response(ApiError::Overloaded)
+                    })
                 }))
                 .layer(DefaultBodyLimit::max(options.max_body_bytes)),
         )

@@ -60,6 +60,7 @@ async fn send(api: MockKeyValueApi, request: Request<Body>) -> Reply {
         Arc::new(api),
         HttpOptions {
             max_body_bytes: LIMIT,
+            max_in_flight: 0,
         },
     );
     let response = app.oneshot(request).await.expect("infallible");

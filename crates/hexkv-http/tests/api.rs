@@ -31,6 +31,7 @@ impl App {
             Arc::new(service),
             HttpOptions {
                 max_body_bytes: MAX_VALUE,
+                max_in_flight: 0,
             },
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -3,6 +3,7 @@
 //! - [`breaker`]: a circuit breaker with half-open probes and capped, growing open delays.
 //! - [`debounce`]: the "first" (serve a recent result) and "last" (run once a burst settles)
 //!   flavours.
+//! - [`shed`]: load shedding, a tower layer that REST and gRPC share.
 //! - [`retry`]: retry with capped exponential backoff, full or decorrelated jitter, a floor from
 //!   the failure's hint, caps on attempts and total time, and no retry of writes unless asked.
 //! - [`RetryStore`], [`BreakerStore`], [`TimeoutStore`], [`BulkheadStore`]: each implements
@@ -19,8 +20,10 @@
 pub mod breaker;
 pub mod debounce;
 pub mod retry;
+pub mod shed;
 mod store;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Outcome, Rejected, Transition};
 pub use retry::{Jitter, RetryPolicy, Retryable};
+pub use shed::LoadShedLayer;
 pub use store::{BreakerStore, BulkheadStore, CheckCacheStore, RetryStore, TimeoutStore};

@@ -302,12 +302,16 @@ impl Default for MemoryConfig {
 pub struct LimitsConfig {
     /// The largest value accepted, in bytes (at most 64 MiB).
     pub max_value_bytes: usize,
+    /// Requests handled at once by each front end; the excess is refused at once with 503 /
+    /// UNAVAILABLE (load shedding). 0: no limit.
+    pub max_in_flight: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_value_bytes: hexkv_core::Limits::DEFAULT_MAX_VALUE_BYTES,
+            max_in_flight: 1_024,
         }
     }
 }

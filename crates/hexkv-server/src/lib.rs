@@ -154,6 +154,7 @@ impl Application {
                 Arc::clone(&service) as Arc<dyn hexkv_core::KeyValueApi>,
                 hexkv_http::HttpOptions {
                     max_body_bytes: config.limits.max_value_bytes,
+                    max_in_flight: config.limits.max_in_flight,
                 },
             );
             let server = axum::serve(self.http.0, router).with_graceful_shutdown(stopped());
@@ -165,6 +166,7 @@ impl Application {
                 Arc::clone(&service) as Arc<dyn hexkv_core::KeyValueApi>,
                 hexkv_grpc::GrpcOptions {
                     max_value_bytes: config.limits.max_value_bytes,
+                    max_in_flight: config.limits.max_in_flight,
                 },
             )
             .await;

@@ -5,8 +5,11 @@
 //!   adapter safe.
 //! - [`model`]: a model-based property test: random operation sequences run against a store and
 //!   against a `BTreeMap`, which must agree.
+//! - [`GatedApi`]: a `KeyValueApi` whose reads wait at a gate, for front-end tests of calls in
+//!   flight.
 //! - [`postgres`] (feature `postgres`): a throwaway PostgreSQL, one fresh database per test.
 
+mod gated;
 pub mod model;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -16,6 +19,8 @@ use std::any::Any;
 use std::sync::Arc;
 
 use hexkv_core::KvStore;
+
+pub use gated::GatedApi;
 
 /// A store under test, with whatever must live as long as it (a temp dir, a database).
 pub struct StoreUnderTest {

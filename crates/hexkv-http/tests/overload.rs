@@ -1,0 +1,54 @@
+//! Load shedding over a real socket: more concurrent requests than `max_in_flight`.
+
+use std::sync::Arc;
+
+use hexkv_http::{HttpOptions, router};
+use hexkv_testkit::GatedApi;
+use reqwest::{Client, StatusCode, header};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_excess_is_refused_at_once_and_the_admitted_complete() {
+    let api = Arc::new(GatedApi::default());
+    let app = router(
+        Arc::clone(&api) as Arc<dyn hexkv_core::KeyValueApi>,
+        HttpOptions {
+            max_body_bytes: 1024,
+            max_in_flight: 2,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/v1/kv/k", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = Client::new();
+
+    // Two requests are admitted and wait at the gate.
+    let admitted: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(client.get(&url).send()))
+        .collect();
+    api.wait_entered(2).await;
+
+    // With both slots taken, more requests are refused while the gate is still closed, so they
+    // cannot have waited for a slot.
+    for _ in 0..5 {
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        assert!(r.headers().contains_key("x-request-id"));
+        let problem: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!(problem["code"], "overloaded");
+        assert!(problem["request_id"].is_string(), "{problem}");
+    }
+    assert_eq!(api.entered(), 2, "refused requests never reached the API");
+
+    api.open();
+    for request in admitted {
+        let r = request.await.unwrap().unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(&r.bytes().await.unwrap()[..], b"v");
+    }
+    // The slots are free again.
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
