@@ -29,6 +29,7 @@ async fn serve(api: Arc<dyn KeyValueApi>) -> Servers {
         GrpcOptions {
             max_value_bytes: MAX_VALUE,
             max_in_flight: 0,
+            request_timeout: None,
         },
     )
     .await;
@@ -43,6 +44,7 @@ async fn serve(api: Arc<dyn KeyValueApi>) -> Servers {
         HttpOptions {
             max_body_bytes: MAX_VALUE,
             max_in_flight: 0,
+            request_timeout: None,
         },
     );
     let http = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -42,6 +42,9 @@ pub struct GrpcOptions {
     /// Calls handled at once at most; the excess gets UNAVAILABLE (with a one-second
     /// `RetryInfo`) at once (load shedding). 0: no limit.
     pub max_in_flight: usize,
+    /// A call still running after this long gets DEADLINE_EXCEEDED and is cancelled (a shorter
+    /// `grpc-timeout` from the client applies too). `None`: no limit.
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 /// The `hexkv.v1.KeyValue` service over a [`KeyValueApi`].
@@ -63,6 +66,7 @@ pub struct GrpcServices {
     /// Sets the health status; see [`GrpcServices::set_serving`].
     health: tonic_health::server::HealthReporter,
     max_in_flight: usize,
+    request_timeout: Option<std::time::Duration>,
 }
 
 /// The name health checks use for the key-value service.
@@ -89,6 +93,7 @@ impl GrpcServices {
             routes,
             health,
             max_in_flight: options.max_in_flight,
+            request_timeout: options.request_timeout,
         };
         services.set_serving(true).await;
         services
@@ -108,10 +113,18 @@ impl GrpcServices {
     ) -> Result<(), tonic::transport::Error> {
         let shed = (self.max_in_flight > 0)
             .then(|| hexkv_resilience::LoadShedLayer::new(self.max_in_flight, overloaded));
+        let deadline = self
+            .request_timeout
+            .map(|limit| hexkv_resilience::DeadlineLayer::new(limit, deadline_exceeded));
         tonic::transport::Server::builder()
-            .layer(tower::ServiceBuilder::new().option_layer(shed).layer(
-                tower::util::MapResponseLayer::new(oversize_is_resource_exhausted),
-            ))
+            .layer(
+                tower::ServiceBuilder::new()
+                    .option_layer(deadline)
+                    .option_layer(shed)
+                    .layer(tower::util::MapResponseLayer::new(
+                        oversize_is_resource_exhausted,
+                    )),
+            )
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -156,6 +169,12 @@ fn overloaded() -> tonic::codegen::http::Response<tonic::body::Body> {
         ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1))),
     )
     .into_http()
+}
+
+/// The answer to a call past the request timeout.
+fn deadline_exceeded() -> tonic::codegen::http::Response<tonic::body::Body> {
+    Status::deadline_exceeded("the call took longer than the service allows and was cancelled")
+        .into_http()
 }
 
 /// Rewrites tonic's "decoded message length too large" (OUT_OF_RANGE) as RESOURCE_EXHAUSTED.

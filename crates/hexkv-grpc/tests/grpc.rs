@@ -36,6 +36,7 @@ impl App {
             GrpcOptions {
                 max_value_bytes: MAX_VALUE,
                 max_in_flight: 0,
+                request_timeout: None,
             },
         )
         .await;

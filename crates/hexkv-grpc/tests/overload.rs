@@ -1,4 +1,5 @@
-//! Load shedding over a real socket: more concurrent calls than `max_in_flight`.
+//! The front-end limits over a real socket: load shedding past `max_in_flight`, and the request
+//! timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ async fn the_excess_is_refused_at_once_and_the_admitted_complete() {
         GrpcOptions {
             max_value_bytes: 1024,
             max_in_flight: 2,
+            request_timeout: None,
         },
     )
     .await;
@@ -55,4 +57,34 @@ async fn the_excess_is_refused_at_once_and_the_admitted_complete() {
         assert_eq!(&entry.value[..], b"v");
     }
     get(client.clone()).await.expect("the slots are free again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_the_timeout_gets_deadline_exceeded() {
+    let api = Arc::new(GatedApi::default()); // the gate never opens
+    let services = GrpcServices::new(
+        Arc::clone(&api) as Arc<dyn hexkv_core::KeyValueApi>,
+        GrpcOptions {
+            max_value_bytes: 1024,
+            max_in_flight: 1,
+            request_timeout: Some(Duration::from_millis(200)),
+        },
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(services.serve(listener, std::future::pending()));
+    let mut client = KeyValueClient::connect(endpoint).await.unwrap();
+    for attempt in 0..3 {
+        let status = client
+            .get(pb::GetRequest {
+                key: Bytes::from_static(b"k"),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert_eq!(api.entered(), attempt + 1, "the slot was given back");
+    }
 }

@@ -58,6 +58,9 @@ pub enum ApiError {
     /// A handler panicked (a bug); the panic was caught.
     #[error("the request handler failed")]
     Panicked,
+    /// The request ran past the request timeout and was cancelled.
+    #[error("the request took longer than the service allows and was cancelled")]
+    DeadlineExceeded,
     /// Too many requests are in flight; this one was shed without being handled.
     #[error("the service is handling as many requests as it may; retry shortly")]
     Overloaded,
@@ -114,6 +117,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Panicked => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
         }
     }
 

@@ -47,6 +47,9 @@ pub struct HttpOptions {
     /// Requests handled at once at most; the excess gets 503 `overloaded` at once (load
     /// shedding). 0: no limit.
     pub max_in_flight: usize,
+    /// A request still running after this long gets 504 `deadline_exceeded` and is cancelled.
+    /// `None`: no limit.
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 /// The application's router, with its middleware: request ids, load shedding, a trace span per
@@ -69,8 +72,9 @@ pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> Router {
         .with_state(state)
         // One `layer` call with the whole stack: every `Router::layer` call wraps each route in
         // another boxed, per-request-cloned service, so four calls cost four times the boxing.
-        // Outermost first: request ids, the trace span, caught panics, load shedding, the body
-        // limit. (Shedding sits where the response is still axum's own type.)
+        // Outermost first: request ids, the trace span, caught panics, the request timeout, load
+        // shedding, the body limit. (The last three sit where the response is still axum's own
+        // type.)
         .layer(
             ServiceBuilder::new()
                 .layer(request_id::RequestIdLayer)
@@ -102,6 +106,11 @@ pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> Router {
                 )
                 .layer(CatchPanicLayer::custom(|_| {
                     axum::response::IntoResponse::into_response(ApiError::Panicked)
+                }))
+                .option_layer(options.request_timeout.map(|limit| {
+                    hexkv_resilience::DeadlineLayer::new(limit, || {
+                        axum::response::IntoResponse::into_response(ApiError::DeadlineExceeded)
+                    })
                 }))
                 .option_layer((options.max_in_flight > 0).then(|| {
                     hexkv_resilience::LoadShedLayer::new(options.max_in_flight, || {

@@ -61,6 +61,7 @@ async fn send(api: MockKeyValueApi, request: Request<Body>) -> Reply {
         HttpOptions {
             max_body_bytes: LIMIT,
             max_in_flight: 0,
+            request_timeout: None,
         },
     );
     let response = app.oneshot(request).await.expect("infallible");

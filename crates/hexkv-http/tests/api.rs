@@ -32,6 +32,7 @@ impl App {
             HttpOptions {
                 max_body_bytes: MAX_VALUE,
                 max_in_flight: 0,
+                request_timeout: None,
             },
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -1,4 +1,5 @@
-//! Load shedding over a real socket: more concurrent requests than `max_in_flight`.
+//! The front-end limits over a real socket: load shedding past `max_in_flight`, and the request
+//! timeout.
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ async fn the_excess_is_refused_at_once_and_the_admitted_complete() {
         HttpOptions {
             max_body_bytes: 1024,
             max_in_flight: 2,
+            request_timeout: None,
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -51,4 +53,32 @@ async fn the_excess_is_refused_at_once_and_the_admitted_complete() {
     // The slots are free again.
     let r = client.get(&url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_the_timeout_gets_504_and_is_cancelled() {
+    let api = Arc::new(GatedApi::default()); // the gate never opens
+    let app = router(
+        Arc::clone(&api) as Arc<dyn hexkv_core::KeyValueApi>,
+        HttpOptions {
+            max_body_bytes: 1024,
+            max_in_flight: 1,
+            request_timeout: Some(std::time::Duration::from_millis(200)),
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/v1/kv/k", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = Client::new();
+    for attempt in 0..3 {
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+        let problem: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!(problem["code"], "deadline_exceeded");
+        // The timed-out request gave its in-flight slot back (max_in_flight is 1): the next one
+        // reached the API rather than being shed.
+        assert_eq!(api.entered(), attempt + 1);
+    }
 }

@@ -4,6 +4,7 @@
 //! - [`debounce`]: the "first" (serve a recent result) and "last" (run once a burst settles)
 //!   flavours.
 //! - [`shed`]: load shedding, a tower layer that REST and gRPC share.
+//! - [`deadline`]: a request timeout, a tower layer that REST and gRPC share.
 //! - [`retry`]: retry with capped exponential backoff, full or decorrelated jitter, a floor from
 //!   the failure's hint, caps on attempts and total time, and no retry of writes unless asked.
 //! - [`RetryStore`], [`BreakerStore`], [`TimeoutStore`], [`BulkheadStore`]: each implements
@@ -18,12 +19,14 @@
 //! [`StoreError::Unavailable`]: hexkv_core::StoreError::Unavailable
 
 pub mod breaker;
+pub mod deadline;
 pub mod debounce;
 pub mod retry;
 pub mod shed;
 mod store;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Outcome, Rejected, Transition};
+pub use deadline::DeadlineLayer;
 pub use retry::{Jitter, RetryPolicy, Retryable};
 pub use shed::LoadShedLayer;
 pub use store::{BreakerStore, BulkheadStore, CheckCacheStore, RetryStore, TimeoutStore};

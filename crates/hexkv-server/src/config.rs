@@ -305,6 +305,9 @@ pub struct LimitsConfig {
     /// Requests handled at once by each front end; the excess is refused at once with 503 /
     /// UNAVAILABLE (load shedding). 0: no limit.
     pub max_in_flight: usize,
+    /// A request still running after this long gets 504 / DEADLINE_EXCEEDED and is cancelled.
+    /// 0: no limit.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -312,7 +315,15 @@ impl Default for LimitsConfig {
         Self {
             max_value_bytes: hexkv_core::Limits::DEFAULT_MAX_VALUE_BYTES,
             max_in_flight: 1_024,
+            request_timeout_ms: 30_000,
         }
+    }
+}
+
+impl LimitsConfig {
+    /// `request_timeout_ms` as a duration; `None` when 0.
+    pub fn request_timeout(&self) -> Option<Duration> {
+        (self.request_timeout_ms > 0).then(|| Duration::from_millis(self.request_timeout_ms))
     }
 }
 

@@ -155,6 +155,7 @@ impl Application {
                 hexkv_http::HttpOptions {
                     max_body_bytes: config.limits.max_value_bytes,
                     max_in_flight: config.limits.max_in_flight,
+                    request_timeout: config.limits.request_timeout(),
                 },
             );
             let server = axum::serve(self.http.0, router).with_graceful_shutdown(stopped());
@@ -167,6 +168,7 @@ impl Application {
                 hexkv_grpc::GrpcOptions {
                     max_value_bytes: config.limits.max_value_bytes,
                     max_in_flight: config.limits.max_in_flight,
+                    request_timeout: config.limits.request_timeout(),
                 },
             )
             .await;
