@@ -8,6 +8,7 @@ mod grpc;
 mod lifecycle;
 mod postgres;
 mod rest;
+mod throttle;
 
 use hexkv_e2e::Server;
 use reqwest::Client;

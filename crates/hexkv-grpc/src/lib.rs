@@ -67,6 +67,7 @@ pub struct GrpcServices {
     health: tonic_health::server::HealthReporter,
     max_in_flight: usize,
     request_timeout: Option<std::time::Duration>,
+    throttle: Option<Arc<hexkv_resilience::Throttle>>,
 }
 
 /// The name health checks use for the key-value service.
@@ -94,6 +95,7 @@ impl GrpcServices {
             health,
             max_in_flight: options.max_in_flight,
             request_timeout: options.request_timeout,
+            throttle: None,
         };
         services.set_serving(true).await;
         services
@@ -116,9 +118,13 @@ impl GrpcServices {
         let deadline = self
             .request_timeout
             .map(|limit| hexkv_resilience::DeadlineLayer::new(limit, deadline_exceeded));
+        let throttle = self
+            .throttle
+            .map(|t| hexkv_resilience::ThrottleLayer::new(t, client_key, throttled));
         tonic::transport::Server::builder()
             .layer(
                 tower::ServiceBuilder::new()
+                    .option_layer(throttle)
                     .option_layer(deadline)
                     .option_layer(shed)
                     .layer(tower::util::MapResponseLayer::new(
@@ -131,6 +137,13 @@ impl GrpcServices {
                 shutdown,
             )
             .await
+    }
+
+    /// Throttles calls per client (`RESOURCE_EXHAUSTED` with `RetryInfo`), keyed by
+    /// [`client_key`].
+    pub fn with_throttle(mut self, throttle: Arc<hexkv_resilience::Throttle>) -> Self {
+        self.throttle = Some(throttle);
+        self
     }
 
     /// A handle that changes the health status later (at shutdown).
@@ -167,6 +180,34 @@ fn overloaded() -> tonic::codegen::http::Response<tonic::body::Body> {
         tonic::Code::Unavailable,
         "the service is handling as many calls as it may; retry shortly",
         ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1))),
+    )
+    .into_http()
+}
+
+/// The throttling key of a call: its `x-api-key` metadata when present, else the client's IP
+/// address.
+pub fn client_key<B>(request: &tonic::codegen::http::Request<B>) -> String {
+    if let Some(key) = request
+        .headers()
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+    {
+        return format!("key:{key}");
+    }
+    request
+        .extensions()
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(|c| c.remote_addr())
+        .map_or_else(|| "addr:unknown".to_owned(), |a| format!("addr:{}", a.ip()))
+}
+
+/// The answer to a throttled call: RESOURCE_EXHAUSTED, with the wait as `RetryInfo`.
+fn throttled(wait: std::time::Duration) -> tonic::codegen::http::Response<tonic::body::Body> {
+    use tonic_types::{ErrorDetails, StatusExt};
+    Status::with_error_details(
+        tonic::Code::ResourceExhausted,
+        "too many calls from this client; retry later",
+        ErrorDetails::with_retry_info(Some(wait)),
     )
     .into_http()
 }

@@ -61,6 +61,9 @@ pub enum ApiError {
     /// The request ran past the request timeout and was cancelled.
     #[error("the request took longer than the service allows and was cancelled")]
     DeadlineExceeded,
+    /// The client is over its request rate; it may retry after the duration.
+    #[error("too many requests from this client; retry later")]
+    Throttled(Duration),
     /// Too many requests are in flight; this one was shed without being handled.
     #[error("the service is handling as many requests as it may; retry shortly")]
     Overloaded,
@@ -117,6 +120,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Panicked => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             ApiError::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
         }
     }
@@ -128,6 +132,7 @@ impl ApiError {
                 Some(retry_after.unwrap_or(Duration::from_secs(1)))
             }
             ApiError::Overloaded => Some(Duration::from_secs(1)),
+            ApiError::Throttled(wait) => Some(*wait),
             _ => None,
         }
     }

@@ -52,6 +52,45 @@ pub struct HttpOptions {
     pub request_timeout: Option<std::time::Duration>,
 }
 
+/// The throttling key of a request: its `x-api-key` header when present, else the client's IP
+/// address (when the server records it, `into_make_service_with_connect_info`).
+pub fn client_key(request: &Request) -> String {
+    if let Some(key) = request
+        .headers()
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+    {
+        return format!("key:{key}");
+    }
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(
+            || "addr:unknown".to_owned(),
+            |c| format!("addr:{}", c.0.ip()),
+        )
+}
+
+/// [`router`] with per-client throttling (`429 throttled` with `Retry-After`), keyed by
+/// [`client_key`].
+pub fn router_with_throttle(
+    api: Arc<dyn KeyValueApi>,
+    options: HttpOptions,
+    throttle: Option<Arc<hexkv_resilience::Throttle>>,
+) -> Router {
+    let router = router(api, options);
+    match throttle {
+        None => router,
+        Some(throttle) => router.layer(hexkv_resilience::ThrottleLayer::new(
+            throttle,
+            client_key,
+            |wait: std::time::Duration| {
+                axum::response::IntoResponse::into_response(ApiError::Throttled(wait))
+            },
+        )),
+    }
+}
+
 /// The application's router, with its middleware: request ids, load shedding, a trace span per
 /// request, caught panics, and the body limit.
 pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> Router {

@@ -5,6 +5,7 @@
 //!   flavours.
 //! - [`shed`]: load shedding, a tower layer that REST and gRPC share.
 //! - [`deadline`]: a request timeout, a tower layer that REST and gRPC share.
+//! - [`throttle`]: per-client rate limits (governor), a tower layer that REST and gRPC share.
 //! - [`retry`]: retry with capped exponential backoff, full or decorrelated jitter, a floor from
 //!   the failure's hint, caps on attempts and total time, and no retry of writes unless asked.
 //! - [`RetryStore`], [`BreakerStore`], [`TimeoutStore`], [`BulkheadStore`]: each implements
@@ -24,9 +25,11 @@ pub mod debounce;
 pub mod retry;
 pub mod shed;
 mod store;
+pub mod throttle;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Outcome, Rejected, Transition};
 pub use deadline::DeadlineLayer;
 pub use retry::{Jitter, RetryPolicy, Retryable};
 pub use shed::LoadShedLayer;
 pub use store::{BreakerStore, BulkheadStore, CheckCacheStore, RetryStore, TimeoutStore};
+pub use throttle::{Throttle, ThrottleLayer};

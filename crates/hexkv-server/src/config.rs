@@ -308,6 +308,13 @@ pub struct LimitsConfig {
     /// A request still running after this long gets 504 / DEADLINE_EXCEEDED and is cancelled.
     /// 0: no limit.
     pub request_timeout_ms: u64,
+    /// Requests per minute each client (API key, else IP address) may make on average, over
+    /// both front ends; 0: no throttling.
+    pub throttle_per_minute: u32,
+    /// The largest burst a client may make above its rate.
+    pub throttle_burst: u32,
+    /// The most clients the throttle remembers (bounds its memory).
+    pub throttle_max_clients: usize,
 }
 
 impl Default for LimitsConfig {
@@ -316,6 +323,9 @@ impl Default for LimitsConfig {
             max_value_bytes: hexkv_core::Limits::DEFAULT_MAX_VALUE_BYTES,
             max_in_flight: 1_024,
             request_timeout_ms: 30_000,
+            throttle_per_minute: 0,
+            throttle_burst: 100,
+            throttle_max_clients: 100_000,
         }
     }
 }

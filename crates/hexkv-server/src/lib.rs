@@ -147,18 +147,33 @@ impl Application {
             }
         };
         let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
+        // One throttle for both front ends: a client's rate counts its REST and gRPC requests.
+        let limits = &config.limits;
+        let throttle = (limits.throttle_per_minute > 0).then(|| {
+            Arc::new(hexkv_resilience::Throttle::new(
+                limits.throttle_per_minute,
+                limits.throttle_burst,
+                limits.throttle_max_clients,
+            ))
+        });
 
         #[cfg(feature = "http")]
         {
-            let router = hexkv_http::router(
+            let router = hexkv_http::router_with_throttle(
                 Arc::clone(&service) as Arc<dyn hexkv_core::KeyValueApi>,
                 hexkv_http::HttpOptions {
                     max_body_bytes: config.limits.max_value_bytes,
                     max_in_flight: config.limits.max_in_flight,
                     request_timeout: config.limits.request_timeout(),
                 },
+                throttle.clone(),
             );
-            let server = axum::serve(self.http.0, router).with_graceful_shutdown(stopped());
+            // Client addresses are recorded for throttling by address.
+            let server = axum::serve(
+                self.http.0,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopped());
             servers.spawn(async move { server.await.context("the HTTP server failed") });
         }
         #[cfg(feature = "grpc")]
@@ -172,6 +187,10 @@ impl Application {
                 },
             )
             .await;
+            let services = match &throttle {
+                Some(throttle) => services.with_throttle(Arc::clone(throttle)),
+                None => services,
+            };
             let health = services.health();
             let server = services.serve(self.grpc.0, stopped());
             servers.spawn(async move { server.await.context("the gRPC server failed") });

@@ -1,0 +1,202 @@
+//! Per-client throttling: a token bucket per client key (governor's keyed GCRA), as a tower
+//! layer both front ends share.
+//!
+//! Each key (an API key when the client sends one, else its address) may make `per_minute`
+//! requests a minute on average, with bursts of up to `burst`. A request over the rate is refused
+//! at once with the time until it would be admitted (REST 429 + `Retry-After`, gRPC
+//! `RESOURCE_EXHAUSTED` + `RetryInfo`), and other clients are not affected.
+//!
+//! Memory is bounded: when the limiter holds `max_clients` keys it forgets the fully replenished
+//! ones, and if that is not enough it refuses requests (for a second) until keys replenish, so a
+//! flood of fresh keys cannot grow the map.
+//!
+//! The book's throttle refills on a timer owned by one caller and keeps a plain map keyed by
+//! port without synchronisation; here the refill is computed from time on each check (GCRA) and
+//! the map is sharded and concurrent.
+
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use tower::{Layer, Service};
+
+/// A keyed rate limiter with a bound on the keys it remembers.
+pub struct Throttle<C: Clock = DefaultClock> {
+    limiter: RateLimiter<String, DefaultKeyedStateStore<String>, C, NoOpMiddleware<C::Instant>>,
+    clock: C,
+    max_clients: usize,
+}
+
+impl Throttle {
+    /// `per_minute` requests a minute per key on average, bursts of `burst`, at most
+    /// `max_clients` keys remembered.
+    pub fn new(per_minute: u32, burst: u32, max_clients: usize) -> Self {
+        Self::with_clock(per_minute, burst, max_clients, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> Throttle<C> {
+    /// As [`Throttle::new`], on `clock` (tests use a fake one).
+    pub fn with_clock(per_minute: u32, burst: u32, max_clients: usize, clock: C) -> Self {
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute.max(1)).expect("at least 1"))
+            .allow_burst(NonZeroU32::new(burst.max(1)).expect("at least 1"));
+        Self {
+            limiter: RateLimiter::dashmap_with_clock(quota, clock.clone()),
+            clock,
+            max_clients: max_clients.max(1),
+        }
+    }
+
+    /// Admits a request from `key`, or says how long it must wait.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        if self.limiter.len() >= self.max_clients {
+            self.limiter.retain_recent();
+            if self.limiter.len() >= self.max_clients {
+                // Full of clients that are all still being limited: refuse rather than grow.
+                return Err(Duration::from_secs(1));
+            }
+        }
+        self.limiter
+            .check_key(&key.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// Keys remembered now.
+    pub fn clients(&self) -> usize {
+        self.limiter.len()
+    }
+}
+
+/// Throttles requests by the key `key(&request)` returns; refused ones get `reject(wait)`.
+pub struct ThrottleLayer<K, F> {
+    throttle: Arc<Throttle>,
+    key: K,
+    reject: F,
+}
+
+impl<K: Clone, F: Clone> Clone for ThrottleLayer<K, F> {
+    fn clone(&self) -> Self {
+        Self {
+            throttle: Arc::clone(&self.throttle),
+            key: self.key.clone(),
+            reject: self.reject.clone(),
+        }
+    }
+}
+
+impl<K, F> ThrottleLayer<K, F> {
+    /// A layer over `throttle`.
+    pub fn new(throttle: Arc<Throttle>, key: K, reject: F) -> Self {
+        Self {
+            throttle,
+            key,
+            reject,
+        }
+    }
+}
+
+impl<S, K: Clone, F: Clone> Layer<S> for ThrottleLayer<K, F> {
+    type Service = Throttled<S, K, F>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Throttled {
+            inner,
+            throttle: Arc::clone(&self.throttle),
+            key: self.key.clone(),
+            reject: self.reject.clone(),
+        }
+    }
+}
+
+/// The service of [`ThrottleLayer`].
+pub struct Throttled<S, K, F> {
+    inner: S,
+    throttle: Arc<Throttle>,
+    key: K,
+    reject: F,
+}
+
+impl<S: Clone, K: Clone, F: Clone> Clone for Throttled<S, K, F> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            throttle: Arc::clone(&self.throttle),
+            key: self.key.clone(),
+            reject: self.reject.clone(),
+        }
+    }
+}
+
+impl<S, K, F, Req> Service<Req> for Throttled<S, K, F>
+where
+    S: Service<Req>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    S::Error: Send + 'static,
+    K: Fn(&Req) -> String,
+    F: Fn(Duration) -> S::Response + Clone + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        match self.throttle.check(&(self.key)(&request)) {
+            Ok(()) => Box::pin(self.inner.call(request)),
+            Err(wait) => {
+                let reject = self.reject.clone();
+                Box::pin(async move { Ok(reject(wait)) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use governor::clock::FakeRelativeClock;
+
+    use super::*;
+
+    #[test]
+    fn a_client_over_its_rate_waits_and_others_are_unaffected() {
+        let clock = FakeRelativeClock::default();
+        let throttle = Throttle::with_clock(120, 3, 100, clock.clone());
+        for _ in 0..3 {
+            throttle.check("alice").unwrap(); // the burst
+        }
+        let wait = throttle.check("alice").unwrap_err();
+        assert_eq!(wait, Duration::from_millis(500), "one token per 500 ms");
+        throttle.check("bob").unwrap();
+        clock.advance(Duration::from_millis(500));
+        throttle.check("alice").unwrap();
+        assert!(throttle.check("alice").is_err());
+    }
+
+    #[test]
+    fn the_remembered_clients_are_bounded() {
+        let clock = FakeRelativeClock::default();
+        let throttle = Throttle::with_clock(60, 1, 10, clock.clone());
+        for i in 0..10 {
+            throttle.check(&format!("client-{i}")).unwrap();
+        }
+        assert_eq!(throttle.clients(), 10);
+        // All ten are still limited: a request is refused rather than a key remembered.
+        assert!(throttle.check("newcomer").is_err());
+        assert_eq!(throttle.clients(), 10);
+        // Once they are replenished they are forgotten, and newcomers get in.
+        clock.advance(Duration::from_secs(2));
+        throttle.check("newcomer").unwrap();
+        assert!(throttle.clients() <= 10);
+    }
+}
