@@ -7,6 +7,7 @@ mod durability;
 mod grpc;
 mod lifecycle;
 mod postgres;
+mod resilience;
 mod rest;
 mod throttle;
 

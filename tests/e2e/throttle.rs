@@ -34,6 +34,10 @@ async fn a_client_over_its_rate_is_refused_and_another_is_not() {
     }
     let refused = get("alice").await.unwrap();
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let header_id = refused.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let after: u64 = refused.headers()[header::RETRY_AFTER]
         .to_str()
         .unwrap()
@@ -43,6 +47,9 @@ async fn a_client_over_its_rate_is_refused_and_another_is_not() {
     let problem: serde_json::Value =
         serde_json::from_slice(&refused.bytes().await.unwrap()).unwrap();
     assert_eq!(problem["code"], "throttled");
+    // The refusal carries its request id, in the body and the header, like every other answer.
+    let request_id = problem["request_id"].as_str().expect("a request id");
+    assert_eq!(request_id, header_id);
 
     // Another client has its own bucket.
     assert_eq!(get("bob").await.unwrap().status(), StatusCode::NOT_FOUND);

@@ -72,28 +72,27 @@ pub fn client_key(request: &Request) -> String {
 }
 
 /// [`router`] with per-client throttling (`429 throttled` with `Retry-After`), keyed by
-/// [`client_key`].
+/// [`client_key`]. The throttle sits inside the request-id and trace layers, so a refusal carries
+/// its request id and is logged like any other answer.
 pub fn router_with_throttle(
     api: Arc<dyn KeyValueApi>,
     options: HttpOptions,
     throttle: Option<Arc<hexkv_resilience::Throttle>>,
 ) -> Router {
-    let router = router(api, options);
-    match throttle {
-        None => router,
-        Some(throttle) => router.layer(hexkv_resilience::ThrottleLayer::new(
-            throttle,
-            client_key,
-            |wait: std::time::Duration| {
-                axum::response::IntoResponse::into_response(ApiError::Throttled(wait))
-            },
-        )),
-    }
+    build(api, options, throttle)
 }
 
-/// The application's router, with its middleware: request ids, load shedding, a trace span per
-/// request, caught panics, and the body limit.
+/// The application's router, with its middleware: request ids, a trace span per request, caught
+/// panics, the request timeout, load shedding, and the body limit.
 pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> Router {
+    build(api, options, None)
+}
+
+fn build(
+    api: Arc<dyn KeyValueApi>,
+    options: HttpOptions,
+    throttle: Option<Arc<hexkv_resilience::Throttle>>,
+) -> Router {
     let state = AppState { api };
     Router::new()
         .route("/v1/kv", get(kv::list_keys))
@@ -111,9 +110,9 @@ pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> Router {
         .with_state(state)
         // One `layer` call with the whole stack: every `Router::layer` call wraps each route in
         // another boxed, per-request-cloned service, so four calls cost four times the boxing.
-        // Outermost first: request ids, the trace span, caught panics, the request timeout, load
-        // shedding, the body limit. (The last three sit where the response is still axum's own
-        // type.)
+        // Outermost first: request ids, the trace span, caught panics, throttling, the request
+        // timeout, load shedding, the body limit. (The last four sit where the response is still
+        // axum's own type.)
         .layer(
             ServiceBuilder::new()
                 .layer(request_id::RequestIdLayer)
@@ -145,6 +144,15 @@ pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> Router {
                 )
                 .layer(CatchPanicLayer::custom(|_| {
                     axum::response::IntoResponse::into_response(ApiError::Panicked)
+                }))
+                .option_layer(throttle.map(|throttle| {
+                    hexkv_resilience::ThrottleLayer::new(
+                        throttle,
+                        client_key,
+                        |wait: std::time::Duration| {
+                            axum::response::IntoResponse::into_response(ApiError::Throttled(wait))
+                        },
+                    )
                 }))
                 .option_layer(options.request_timeout.map(|limit| {
                     hexkv_resilience::DeadlineLayer::new(limit, || {
