@@ -6,6 +6,7 @@ mod cli;
 mod durability;
 mod grpc;
 mod lifecycle;
+mod observability;
 mod postgres;
 mod resilience;
 mod rest;

@@ -5,6 +5,7 @@
 //! [`KvError`] to a [`Status`] in exactly one place ([`status`]). Message size limits mirror the
 //! HTTP body limit, so a value the REST API refuses is refused here too.
 
+pub mod observe;
 mod status;
 
 use std::sync::Arc;
@@ -124,6 +125,7 @@ impl GrpcServices {
         tonic::transport::Server::builder()
             .layer(
                 tower::ServiceBuilder::new()
+                    .layer(hexkv_telemetry::ObserveLayer::new(observe::GrpcObserve))
                     .option_layer(throttle)
                     .option_layer(deadline)
                     .option_layer(shed)
@@ -176,6 +178,7 @@ impl HealthHandle {
 /// The answer to a call shed under load: UNAVAILABLE, retry in a second.
 fn overloaded() -> tonic::codegen::http::Response<tonic::body::Body> {
     use tonic_types::{ErrorDetails, StatusExt};
+    metrics::counter!(hexkv_telemetry::metrics::SHED, "protocol" => "grpc").increment(1);
     Status::with_error_details(
         tonic::Code::Unavailable,
         "the service is handling as many calls as it may; retry shortly",
@@ -204,6 +207,7 @@ pub fn client_key<B>(request: &tonic::codegen::http::Request<B>) -> String {
 /// The answer to a throttled call: RESOURCE_EXHAUSTED, with the wait as `RetryInfo`.
 fn throttled(wait: std::time::Duration) -> tonic::codegen::http::Response<tonic::body::Body> {
     use tonic_types::{ErrorDetails, StatusExt};
+    metrics::counter!(hexkv_telemetry::metrics::THROTTLED, "protocol" => "grpc").increment(1);
     Status::with_error_details(
         tonic::Code::ResourceExhausted,
         "too many calls from this client; retry later",
@@ -214,6 +218,7 @@ fn throttled(wait: std::time::Duration) -> tonic::codegen::http::Response<tonic:
 
 /// The answer to a call past the request timeout.
 fn deadline_exceeded() -> tonic::codegen::http::Response<tonic::body::Body> {
+    metrics::counter!(hexkv_telemetry::metrics::TIMED_OUT, "protocol" => "grpc").increment(1);
     Status::deadline_exceeded("the call took longer than the service allows and was cancelled")
         .into_http()
 }

@@ -54,3 +54,22 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     };
     no_store((status, Json(body)).into_response())
 }
+
+/// `GET /metrics`: the Prometheus exposition (only routed when metrics are installed).
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state
+        .metrics
+        .as_ref()
+        .map(hexkv_telemetry::Metrics::render)
+        .unwrap_or_default();
+    no_store(
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            )],
+            body,
+        )
+            .into_response(),
+    )
+}

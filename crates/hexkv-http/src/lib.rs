@@ -8,6 +8,7 @@
 //! | `GET /v1/kv?prefix=&limit=&cursor=` | `{items: [{key, version}], next_cursor}` |
 //! | `GET /healthz` | liveness: the process serves HTTP; touches nothing |
 //! | `GET /readyz` | readiness: the store answers and the service is not draining |
+//! | `GET /metrics` | Prometheus text, when the router is given the metrics ([`Extras`]) |
 //!
 //! Keys may contain `/` (`/v1/kv/users/42` names the key `users/42`) and are percent-decoded.
 //! Every error is `application/problem+json` with a stable `code` and the `request_id` (see
@@ -16,19 +17,17 @@
 pub mod error;
 mod health;
 mod kv;
+pub mod observe;
 pub mod request_id;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::routing::{any, get};
 use hexkv_core::KeyValueApi;
 use tower::ServiceBuilder;
-use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
 pub use error::ApiError;
 
@@ -36,6 +35,7 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     api: Arc<dyn KeyValueApi>,
+    metrics: Option<hexkv_telemetry::Metrics>,
 }
 
 /// Settings of the HTTP adapter.
@@ -50,6 +50,15 @@ pub struct HttpOptions {
     /// A request still running after this long gets 504 `deadline_exceeded` and is cancelled.
     /// `None`: no limit.
     pub request_timeout: Option<std::time::Duration>,
+}
+
+/// The optional parts of the router.
+#[derive(Clone, Default)]
+pub struct Extras {
+    /// Per-client throttling (`429 throttled` with `Retry-After`), keyed by [`client_key`].
+    pub throttle: Option<Arc<hexkv_resilience::Throttle>>,
+    /// Serve these metrics at `GET /metrics` (Prometheus text).
+    pub metrics: Option<hexkv_telemetry::Metrics>,
 }
 
 /// The throttling key of a request: its `x-api-key` header when present, else the client's IP
@@ -71,30 +80,23 @@ pub fn client_key(request: &Request) -> String {
         )
 }
 
-/// [`router`] with per-client throttling (`429 throttled` with `Retry-After`), keyed by
-/// [`client_key`]. The throttle sits inside the request-id and trace layers, so a refusal carries
-/// its request id and is logged like any other answer.
-pub fn router_with_throttle(
-    api: Arc<dyn KeyValueApi>,
-    options: HttpOptions,
-    throttle: Option<Arc<hexkv_resilience::Throttle>>,
-) -> Router {
-    build(api, options, throttle)
-}
-
-/// The application's router, with its middleware: request ids, a trace span per request, caught
-/// panics, the request timeout, load shedding, and the body limit.
+/// The application's router without the optional parts; see [`router_with`].
 pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> Router {
-    build(api, options, None)
+    router_with(api, options, Extras::default())
 }
 
-fn build(
-    api: Arc<dyn KeyValueApi>,
-    options: HttpOptions,
-    throttle: Option<Arc<hexkv_resilience::Throttle>>,
-) -> Router {
-    let state = AppState { api };
-    Router::new()
+/// The application's router, with its middleware.
+///
+/// Every request gets a request id, a span, a log line and its metrics ([`observe`]), and a
+/// panic becomes a 500. The key-value routes are also subject to throttling, the request
+/// timeout, load shedding and the body limit; the operational routes (`/healthz`, `/readyz`,
+/// `/metrics`) are not, so that probes and scrapes keep answering while the service sheds load
+/// (a liveness probe refused under load would get a busy replica restarted).
+pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extras) -> Router {
+    let Extras { throttle, metrics } = extras;
+    let serve_metrics = metrics.is_some();
+    let state = AppState { api, metrics };
+    let key_value = Router::new()
         .route("/v1/kv", get(kv::list_keys))
         .route("/v1/kv/", any(kv::empty_key))
         .route(
@@ -103,68 +105,57 @@ fn build(
                 .put(kv::put_value)
                 .delete(kv::delete_value),
         )
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .fallback(|| async { ApiError::RouteNotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(state)
-        // One `layer` call with the whole stack: every `Router::layer` call wraps each route in
-        // another boxed, per-request-cloned service, so four calls cost four times the boxing.
-        // Outermost first: request ids, the trace span, caught panics, throttling, the request
-        // timeout, load shedding, the body limit. (The last four sit where the response is still
-        // axum's own type.)
+        // One `layer` call per group: every `Router::layer` call wraps each route in another
+        // boxed, per-request-cloned service. Outermost first: throttling, the request timeout,
+        // load shedding, the body limit.
         .layer(
             ServiceBuilder::new()
-                .layer(request_id::RequestIdLayer)
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(|request: &Request| {
-                            let route = request
-                                .extensions()
-                                .get::<MatchedPath>()
-                                .map_or("unmatched", MatchedPath::as_str);
-                            let request_id = request
-                                .headers()
-                                .get(&request_id::REQUEST_ID_HEADER)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("-");
-                            tracing::info_span!(
-                                "request",
-                                method = %request.method(),
-                                route,
-                                request_id,
-                            )
-                        })
-                        .on_request(())
-                        .on_response(
-                            DefaultOnResponse::new()
-                                .level(Level::INFO)
-                                .latency_unit(LatencyUnit::Micros),
-                        ),
-                )
-                .layer(CatchPanicLayer::custom(|_| {
-                    axum::response::IntoResponse::into_response(ApiError::Panicked)
-                }))
                 .option_layer(throttle.map(|throttle| {
                     hexkv_resilience::ThrottleLayer::new(
                         throttle,
                         client_key,
                         |wait: std::time::Duration| {
+                            metrics::counter!(hexkv_telemetry::metrics::THROTTLED, "protocol" => "http")
+                                .increment(1);
                             axum::response::IntoResponse::into_response(ApiError::Throttled(wait))
                         },
                     )
                 }))
                 .option_layer(options.request_timeout.map(|limit| {
                     hexkv_resilience::DeadlineLayer::new(limit, || {
+                        metrics::counter!(hexkv_telemetry::metrics::TIMED_OUT, "protocol" => "http")
+                            .increment(1);
                         axum::response::IntoResponse::into_response(ApiError::DeadlineExceeded)
                     })
                 }))
                 .option_layer((options.max_in_flight > 0).then(|| {
                     hexkv_resilience::LoadShedLayer::new(options.max_in_flight, || {
+                        metrics::counter!(hexkv_telemetry::metrics::SHED, "protocol" => "http")
+                            .increment(1);
                         axum::response::IntoResponse::into_response(ApiError::Overloaded)
                     })
                 }))
                 .layer(DefaultBodyLimit::max(options.max_body_bytes)),
+        );
+    let mut operational = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz));
+    if serve_metrics {
+        operational = operational.route("/metrics", get(health::metrics));
+    }
+    key_value
+        .merge(operational)
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+        // Outermost first: request ids, observation (span, log line, metrics), caught panics.
+        .layer(
+            ServiceBuilder::new()
+                .layer(request_id::RequestIdLayer)
+                .layer(hexkv_telemetry::ObserveLayer::new(observe::HttpObserve))
+                .layer(CatchPanicLayer::custom(|_| {
+                    axum::response::IntoResponse::into_response(ApiError::Panicked)
+                })),
         )
 }
 

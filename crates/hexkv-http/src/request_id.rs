@@ -1,9 +1,7 @@
 //! Request ids: every request gets one, every response and log line carries it.
 //!
-//! A client's `x-request-id` is kept when it is a sane token (1–128 characters of
-//! `[A-Za-z0-9._:-]`), so ids can be correlated across services; otherwise one is made: a random
-//! per-process prefix and a counter (`3f9a1c07d2b4e815-000000000000002a`), unique without a system call per
-//! request. The id is put back on the request (for the trace span), on the response, and in a
+//! A client's `x-request-id` is kept when it is a sane token, otherwise one is made (see
+//! [`hexkv_telemetry::request_id`]). The id is put back on the request (for the trace span), on the response, and in a
 //! task-local so that error bodies built deep in an extractor can include it without threading it
 //! through every function.
 //!
@@ -13,18 +11,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::LazyLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use axum::extract::Request;
+use axum::http::HeaderValue;
 use axum::http::Response;
-use axum::http::{HeaderName, HeaderValue};
 use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
 
-/// The header that carries the request id, both ways.
-pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+pub use hexkv_telemetry::request_id::REQUEST_ID_HEADER;
 
 tokio::task_local! {
     static REQUEST_ID: HeaderValue;
@@ -36,29 +31,6 @@ pub fn current() -> Option<String> {
         .try_with(|id| id.to_str().ok().map(str::to_owned))
         .ok()
         .flatten()
-}
-
-fn is_acceptable(id: &[u8]) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-}
-
-/// `<16 hex digits of a random per-process prefix>-<16 hex digits of a counter>`, formatted by hand
-/// into a stack buffer (this runs on every request without an id).
-fn new_id() -> HeaderValue {
-    static PREFIX: LazyLock<u64> = LazyLock::new(|| uuid::Uuid::new_v4().as_u64_pair().0);
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut id = [b'-'; 33];
-    for (i, word) in [*PREFIX, n].into_iter().enumerate() {
-        for digit in 0..16 {
-            id[i * 17 + digit] = HEX[(word >> (60 - 4 * digit)) as usize & 0xf];
-        }
-    }
-    HeaderValue::from_bytes(&id).expect("hex digits and a dash are a valid header")
 }
 
 /// Adds request ids; see the module docs.
@@ -91,14 +63,9 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        let id = match request.headers().get(&REQUEST_ID_HEADER) {
-            Some(given) if is_acceptable(given.as_bytes()) => given.clone(),
-            _ => {
-                let id = new_id();
-                request.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
-                id
-            }
-        };
+        let id =
+            hexkv_telemetry::request_id::from_client(request.headers().get(&REQUEST_ID_HEADER));
+        request.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
         ResponseFuture {
             inner: Box::pin(REQUEST_ID.scope(id.clone(), self.inner.call(request))),
             id: Some(id),
@@ -125,26 +92,5 @@ where
             response.headers_mut().insert(REQUEST_ID_HEADER, id);
         }
         Poll::Ready(Ok(response))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn acceptable_ids() {
-        assert!(is_acceptable(b"abc-123_x.y:z"));
-        assert!(!is_acceptable(b""));
-        assert!(!is_acceptable(b"has space"));
-        assert!(!is_acceptable("x".repeat(129).as_bytes()));
-    }
-
-    #[test]
-    fn made_ids_are_unique_and_acceptable() {
-        let a = new_id();
-        let b = new_id();
-        assert_ne!(a, b);
-        assert!(is_acceptable(a.as_bytes()));
     }
 }

@@ -43,6 +43,13 @@ async fn the_excess_is_refused_at_once_and_the_admitted_complete() {
         assert!(problem["request_id"].is_string(), "{problem}");
     }
     assert_eq!(api.entered(), 2, "refused requests never reached the API");
+    // Probes are not shed: a liveness probe refused under load would get a busy replica
+    // restarted.
+    let base = url.trim_end_matches("/v1/kv/k");
+    for probe in ["/healthz", "/readyz"] {
+        let r = client.get(format!("{base}{probe}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{probe} while shedding");
+    }
 
     api.open();
     for request in admitted {

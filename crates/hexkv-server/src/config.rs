@@ -36,6 +36,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// Stability patterns.
@@ -49,6 +51,7 @@ const SECTIONS: &[&str] = &[
     "store",
     "limits",
     "log",
+    "metrics",
     "shutdown",
     "resilience",
 ];
@@ -358,6 +361,8 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// Level or filter directives, as in `RUST_LOG` (`info`, `warn,hexkv_http=debug`).
     pub level: String,
+    /// Log sampling.
+    pub sampling: LogSamplingConfig,
 }
 
 impl Default for LogConfig {
@@ -365,7 +370,57 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Auto,
             level: "info".to_owned(),
+            sampling: LogSamplingConfig::default(),
         }
+    }
+}
+
+/// `[log.sampling]`: per call site, the first `first` events of each interval are written, then
+/// every `thereafter`-th; the others are dropped and counted (a report line per interval, and
+/// `hexkv_log_events_dropped_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSamplingConfig {
+    /// Events written per call site and interval before thinning (0: no sampling).
+    pub first: u64,
+    /// Then every this-many-th event (0: none).
+    pub thereafter: u64,
+    /// The interval, in milliseconds.
+    pub interval_ms: u64,
+}
+
+impl Default for LogSamplingConfig {
+    fn default() -> Self {
+        Self {
+            first: 100,
+            thereafter: 100,
+            interval_ms: 1_000,
+        }
+    }
+}
+
+impl LogSamplingConfig {
+    /// As the telemetry crate takes it.
+    pub fn to_sampling(self) -> hexkv_telemetry::Sampling {
+        hexkv_telemetry::Sampling {
+            first: self.first,
+            thereafter: self.thereafter,
+            interval: Duration::from_millis(self.interval_ms),
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Record metrics and serve them at `GET /metrics` on the REST listener.
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }
 
@@ -647,8 +702,14 @@ impl Config {
         if r.breaker_probes == 0 {
             return invalid("resilience.store.breaker_probes", "must be at least 1");
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+        if let Err(e) = hexkv_telemetry::parse_level(&self.log.level) {
             return invalid("log.level", &e.to_string());
+        }
+        if self.log.sampling.first > 0 && self.log.sampling.interval_ms == 0 {
+            return invalid(
+                "log.sampling.interval_ms",
+                "must be above 0 when sampling is on (log.sampling.first > 0)",
+            );
         }
         Ok(())
     }

@@ -43,6 +43,7 @@ pub struct Application {
     config: Config,
     service: Arc<KeyValueService>,
     store: Arc<dyn KvStore>,
+    telemetry: Option<Arc<hexkv_telemetry::Telemetry>>,
     #[cfg(feature = "http")]
     http: (TcpListener, SocketAddr),
     #[cfg(feature = "grpc")]
@@ -73,11 +74,19 @@ impl Application {
             config,
             service,
             store,
+            telemetry: None,
             #[cfg(feature = "http")]
             http,
             #[cfg(feature = "grpc")]
             grpc,
         })
+    }
+
+    /// Hands the application the process's telemetry: its metrics are served at `/metrics`
+    /// and its periodic work (the sampler's report, the exporter's upkeep) runs while serving.
+    pub fn with_telemetry(mut self, telemetry: Arc<hexkv_telemetry::Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
     }
 
     /// The address the REST API is bound to (useful with port 0).
@@ -136,8 +145,12 @@ impl Application {
             config,
             service,
             store,
+            telemetry,
             ..
         } = self;
+        if let Some(telemetry) = &telemetry {
+            telemetry.spawn_housekeeping();
+        }
         // Every server closes its listener and drains when this turns true.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = move || {
@@ -159,14 +172,17 @@ impl Application {
 
         #[cfg(feature = "http")]
         {
-            let router = hexkv_http::router_with_throttle(
+            let router = hexkv_http::router_with(
                 Arc::clone(&service) as Arc<dyn hexkv_core::KeyValueApi>,
                 hexkv_http::HttpOptions {
                     max_body_bytes: config.limits.max_value_bytes,
                     max_in_flight: config.limits.max_in_flight,
                     request_timeout: config.limits.request_timeout(),
                 },
-                throttle.clone(),
+                hexkv_http::Extras {
+                    throttle: throttle.clone(),
+                    metrics: telemetry.as_ref().and_then(|t| t.metrics().cloned()),
+                },
             );
             // Client addresses are recorded for throttling by address.
             let server = axum::serve(
@@ -267,7 +283,45 @@ impl Application {
 
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
     let store = open_backend(config).await?;
+    let backend = match config.store.backend {
+        crate::config::Backend::Memory => "memory",
+        crate::config::Backend::Postgres => "postgresql",
+    };
+    let store = Arc::new(hexkv_telemetry::InstrumentedStore::new(store, backend));
     Ok(protect(store, &config.resilience.store))
+}
+
+/// Follows the store breaker's state changes in the log and in the metrics
+/// `hexkv_store_breaker_state` and `hexkv_store_breaker_transitions_total`.
+fn observe_breaker((from, to): hexkv_resilience::breaker::Transition) {
+    use hexkv_resilience::breaker::BreakerState;
+    use hexkv_telemetry::metrics::{BREAKER_STATE, BREAKER_TRANSITIONS};
+
+    let name = |state: BreakerState| match state {
+        BreakerState::Closed => "closed",
+        BreakerState::HalfOpen => "half_open",
+        BreakerState::Open => "open",
+    };
+    let level = match to {
+        BreakerState::Closed => 0.0,
+        BreakerState::HalfOpen => 1.0,
+        BreakerState::Open => 2.0,
+    };
+    metrics::gauge!(BREAKER_STATE).set(level);
+    metrics::counter!(BREAKER_TRANSITIONS, "from" => name(from), "to" => name(to)).increment(1);
+    if to == BreakerState::Open {
+        tracing::warn!(
+            from = name(from),
+            to = name(to),
+            "store circuit breaker opened"
+        );
+    } else {
+        tracing::info!(
+            from = name(from),
+            to = name(to),
+            "store circuit breaker changed state"
+        );
+    }
 }
 
 /// Wraps the store as check cache → retry → circuit breaker → timeout → bulkhead → store.
@@ -295,18 +349,18 @@ fn protect(store: Arc<dyn KvStore>, r: &crate::config::StoreResilienceConfig) ->
         store = Arc::new(TimeoutStore::new(store, ms(r.timeout_ms)));
     }
     if r.breaker_consecutive_failures > 0 || r.breaker_window > 0 {
-        store = Arc::new(BreakerStore::new(
-            store,
-            BreakerConfig {
-                consecutive_failures: r.breaker_consecutive_failures,
-                window: r.breaker_window as usize,
-                min_calls: r.breaker_min_calls as usize,
-                failure_rate: f64::from(r.breaker_failure_rate_percent) / 100.0,
-                open_delay: ms(r.breaker_open_ms),
-                max_open_delay: ms(r.breaker_max_open_ms),
-                half_open_probes: r.breaker_probes,
-            },
-        ));
+        metrics::gauge!(hexkv_telemetry::metrics::BREAKER_STATE).set(0.0);
+        let breaker = hexkv_resilience::CircuitBreaker::new(BreakerConfig {
+            consecutive_failures: r.breaker_consecutive_failures,
+            window: r.breaker_window as usize,
+            min_calls: r.breaker_min_calls as usize,
+            failure_rate: f64::from(r.breaker_failure_rate_percent) / 100.0,
+            open_delay: ms(r.breaker_open_ms),
+            max_open_delay: ms(r.breaker_max_open_ms),
+            half_open_probes: r.breaker_probes,
+        })
+        .on_transition(observe_breaker);
+        store = Arc::new(BreakerStore::with_breaker(store, Arc::new(breaker)));
     }
     if r.retry_attempts > 1 {
         store = Arc::new(RetryStore::new(

@@ -100,10 +100,13 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config, ready_file: Option<&Path>) -> ExitCode {
-    if let Err(e) = telemetry::init(&config.log) {
-        eprintln!("hexkv: cannot set up logging: {e}");
-        return ExitCode::from(EXIT_USAGE);
-    }
+    let telemetry = match telemetry::init(&config) {
+        Ok(telemetry) => std::sync::Arc::new(telemetry),
+        Err(e) => {
+            eprintln!("hexkv: cannot set up logging: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -115,7 +118,7 @@ fn serve(config: Config, ready_file: Option<&Path>) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let app = Application::build(config).await?;
+        let app = Application::build(config).await?.with_telemetry(telemetry);
         if let Some(path) = ready_file {
             write_ready_file(path, &app)?;
         }

@@ -1,4 +1,4 @@
-//! Logging setup: one function, used by the binary.
+//! Telemetry setup for the binary: the configuration mapped onto [`hexkv_telemetry::init`].
 //!
 //! Logs are structured (`tracing`) and go to stdout, as a twelve-factor app's event stream:
 //! pretty and coloured on a terminal, one JSON object per line otherwise (`log.format = "auto"`).
@@ -6,33 +6,46 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
+use hexkv_telemetry::{BuildInfo, LogSettings, Telemetry};
 
-use crate::config::{LogConfig, LogFormat};
+use crate::config::{Config, LogFormat};
 
-/// Installs the global subscriber. Fails if one is already installed or the filter is invalid.
-pub fn init(config: &LogConfig) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&config.level)?;
-    let json = match config.format {
+/// The cargo features this binary was built with, for `hexkv_build_info`.
+pub fn features() -> String {
+    let features: &[(&str, bool)] = &[
+        ("http", cfg!(feature = "http")),
+        ("grpc", cfg!(feature = "grpc")),
+        ("memory", cfg!(feature = "memory")),
+        ("postgres", cfg!(feature = "postgres")),
+        ("cli", cfg!(feature = "cli")),
+    ];
+    features
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Installs the global subscriber and, when `metrics.enabled`, the Prometheus recorder. Fails if
+/// a subscriber is already installed or the level directives are invalid.
+pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
+    let json = match config.log.format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
-    let registry = tracing_subscriber::registry().with(filter);
-    if json {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false),
-            )
-            .try_init()?;
-    } else {
-        registry.with(tracing_subscriber::fmt::layer()).try_init()?;
-    }
-    Ok(())
+    let build = BuildInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        features: features(),
+    };
+    let telemetry = hexkv_telemetry::init(
+        &LogSettings {
+            level: config.log.level.clone(),
+            json,
+            sampling: config.log.sampling.to_sampling(),
+        },
+        config.metrics.enabled.then_some(&build),
+    )?;
+    Ok(telemetry)
 }

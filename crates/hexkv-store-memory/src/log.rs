@@ -76,6 +76,11 @@ impl LogFile for File {
 
 type Done = oneshot::Sender<Result<(), String>>;
 
+/// Records per group commit (the metric names are listed in `hexkv_telemetry::metrics`).
+const GROUP_COMMIT_RECORDS: &str = "hexkv_log_group_commit_records";
+/// Time per `fdatasync` of the log.
+const FSYNC_DURATION: &str = "hexkv_log_fsync_duration_seconds";
+
 /// A logged write waiting to be applied to the map.
 struct Applied {
     key: Key,
@@ -355,6 +360,7 @@ impl Flusher {
                         self.len += batch.len() as u64;
                         self.batches += 1;
                         self.records += applied.len() as u64;
+                        metrics::histogram!(GROUP_COMMIT_RECORDS).record(applied.len() as f64);
                         unsynced = self.policy != FsyncPolicy::Always;
                     }
                     self.finish_batch(result, applied, waiters);
@@ -362,7 +368,7 @@ impl Flusher {
                     spare = batch;
                 }
                 Work::PeriodicSync => {
-                    if let Err(e) = self.file.sync() {
+                    if let Err(e) = self.sync() {
                         self.poison(format!("periodic log sync failed: {e}"));
                     }
                     unsynced = false;
@@ -434,8 +440,16 @@ impl Flusher {
     fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
         self.file.append(batch)?;
         if self.policy == FsyncPolicy::Always {
-            self.file.sync()?;
+            self.sync()?;
         }
+        Ok(())
+    }
+
+    /// Syncs the file, timing it for `hexkv_log_fsync_duration_seconds`.
+    fn sync(&mut self) -> io::Result<()> {
+        let start = Instant::now();
+        self.file.sync()?;
+        metrics::histogram!(FSYNC_DURATION).record(start.elapsed().as_secs_f64());
         Ok(())
     }
 

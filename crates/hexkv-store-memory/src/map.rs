@@ -13,6 +13,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hexkv_core::{Cursor, Entry, Key, ListItem, ListQuery, Page, Value, Version};
@@ -28,7 +29,12 @@ type Shard = BTreeMap<Key, Slot>;
 pub(crate) struct ShardedMap {
     shards: Box<[RwLock<Shard>]>,
     hasher: BuildHasherDefault<DefaultHasher>,
+    /// Live keys, kept as writes create and delete them (for the `hexkv_keys` gauge).
+    live: AtomicUsize,
 }
+
+/// The gauge of live keys (listed with the other metrics in `hexkv_telemetry::metrics`).
+pub(crate) const KEYS_GAUGE: &str = "hexkv_keys";
 
 impl ShardedMap {
     /// A map with `shards` shards, rounded up to a power of two (at least 1).
@@ -37,6 +43,7 @@ impl ShardedMap {
         Self {
             shards: (0..n).map(|_| RwLock::new(BTreeMap::new())).collect(),
             hasher: BuildHasherDefault::default(),
+            live: AtomicUsize::new(0),
         }
     }
 
@@ -80,14 +87,33 @@ impl ShardedMap {
     /// Applies a write: `Some(value)` puts, `None` removes.
     pub(crate) fn apply(&self, key: Key, value: Option<Value>, version: Version) {
         let mut shard = self.write_shard(&key);
-        match value {
-            Some(value) => {
-                shard.insert(key, Slot { value, version });
+        let (existed, exists) = match value {
+            Some(value) => (shard.insert(key, Slot { value, version }).is_some(), true),
+            None => (shard.remove(&key).is_some(), false),
+        };
+        drop(shard);
+        self.count(existed, exists);
+    }
+
+    /// Follows a write in the count of live keys: `existed` before it, `exists` after.
+    pub(crate) fn count(&self, existed: bool, exists: bool) {
+        match (existed, exists) {
+            (false, true) => {
+                self.live.fetch_add(1, Ordering::Relaxed);
+                metrics::gauge!(KEYS_GAUGE).increment(1.0);
             }
-            None => {
-                shard.remove(&key);
+            (true, false) => {
+                self.live.fetch_sub(1, Ordering::Relaxed);
+                metrics::gauge!(KEYS_GAUGE).decrement(1.0);
             }
+            _ => {}
         }
+    }
+
+    /// Live keys (as counted by writes; equal to [`ShardedMap::len`] when no write is running).
+    #[cfg(test)]
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -205,5 +231,18 @@ mod tests {
         assert_eq!(names, ["b/10", "b/2", "b/3"]);
         assert_eq!(page.next_cursor, None);
         assert_eq!(map.len(), keys.len());
+    }
+
+    #[test]
+    fn live_keys_follow_creates_and_deletes_not_overwrites() {
+        let map = ShardedMap::new(4);
+        map.apply(key("a"), Some(Value::from("1")), Version::new(1));
+        map.apply(key("a"), Some(Value::from("2")), Version::new(2));
+        map.apply(key("b"), Some(Value::from("1")), Version::new(3));
+        assert_eq!(map.live(), 2);
+        map.apply(key("a"), None, Version::new(4));
+        map.apply(key("zz"), None, Version::new(5));
+        assert_eq!(map.live(), 1);
+        assert_eq!(map.live(), map.len());
     }
 }

@@ -263,6 +263,8 @@ impl MemoryStore {
                 shard.remove(key);
             }
         }
+        drop(shard);
+        self.map.count(current.is_some(), value.is_some());
         Ok(Written::Done {
             version,
             previous: current,

@@ -1,0 +1,78 @@
+//! How the REST adapter is observed: a `request` span with the method, the matched route and the
+//! request id, and the metrics `hexkv_http_requests_total` and
+//! `hexkv_http_request_duration_seconds` by method, route and status.
+
+use axum::extract::MatchedPath;
+use axum::http::{Method, Request, Response};
+use hexkv_telemetry::{Finished, Observe, Started};
+use metrics::Label;
+
+use crate::request_id::REQUEST_ID_HEADER;
+
+/// The [`Observe`] of the REST adapter.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpObserve;
+
+/// A method as a label: the standard ones by name, anything else as `other` (clients choose
+/// methods, and labels must stay few).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
+impl Observe for HttpObserve {
+    const REQUESTS: &'static str = hexkv_telemetry::metrics::HTTP_REQUESTS;
+    const DURATION: &'static str = hexkv_telemetry::metrics::HTTP_DURATION;
+    const STATUS_LABEL: &'static str = "status";
+
+    fn start<B>(&self, request: &Request<B>) -> Started {
+        // The matched route (`/v1/kv/{*key}`), never the raw path: keys are not logged, and
+        // labels stay few.
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str);
+        let request_id = request
+            .headers()
+            .get(&REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        let method = method_label(request.method());
+        let span = tracing::info_span!(
+            "request",
+            otel.kind = "server",
+            protocol = "http",
+            method,
+            route,
+            request_id,
+            status = tracing::field::Empty,
+            latency_us = tracing::field::Empty,
+        );
+        Started {
+            span,
+            labels: vec![
+                Label::new("method", method),
+                Label::new("route", route.to_owned()),
+            ],
+            response_header: None,
+        }
+    }
+
+    fn finish<B>(&self, response: &Response<B>) -> Finished {
+        let status = response.status();
+        Finished {
+            status: status.as_u16().to_string().into(),
+            server_error: status.is_server_error(),
+        }
+    }
+}

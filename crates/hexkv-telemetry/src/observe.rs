@@ -1,0 +1,252 @@
+//! One span, one log line and two metrics per request, for any HTTP-based front end.
+//!
+//! [`ObserveLayer`] is a tower layer over `http::Request`/`http::Response`, so axum and tonic
+//! share it; what differs between REST and gRPC (the span's fields, the metric names and labels,
+//! how a response's status is read) is an [`Observe`] implementation in each adapter. For every
+//! request it:
+//!
+//! - opens the span the adapter makes (method, route or RPC, request id…) and runs the request
+//!   inside it, so every log line and child span (service, store) carries it;
+//! - when the response is ready, records `status` and `latency_us` on the span and logs
+//!   `request finished` with them (at WARN for server errors, INFO otherwise);
+//! - counts the request and records its latency in the adapter's two metrics.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use http::{HeaderName, HeaderValue, Request, Response};
+use metrics::{Label, SharedString};
+use tower::{Layer, Service};
+use tracing::Span;
+use tracing::instrument::{Instrument, Instrumented};
+
+/// What an adapter tells [`ObserveLayer`] about its requests.
+pub trait Observe: Clone + Send + Sync + 'static {
+    /// The request counter's name.
+    const REQUESTS: &'static str;
+    /// The latency histogram's name (seconds).
+    const DURATION: &'static str;
+    /// The name of the label that carries the status.
+    const STATUS_LABEL: &'static str;
+
+    /// Starts observing `request`: its span, which must declare the fields `status` and
+    /// `latency_us` (as `tracing::field::Empty`), and the labels of its metrics besides the
+    /// status. Labels must have a bounded set of values.
+    fn start<B>(&self, request: &Request<B>) -> Started;
+
+    /// The status of `response` as a label value, and whether it is a server-side failure.
+    fn finish<B>(&self, response: &Response<B>) -> Finished;
+}
+
+/// What [`Observe::start`] returns.
+#[derive(Debug)]
+pub struct Started {
+    /// The request's span.
+    pub span: Span,
+    /// The metric labels besides the status.
+    pub labels: Vec<Label>,
+    /// A header to add to the response (the request id, when the protocol has no other layer
+    /// that adds it).
+    pub response_header: Option<(HeaderName, HeaderValue)>,
+}
+
+/// What [`Observe::finish`] returns.
+#[derive(Debug)]
+pub struct Finished {
+    /// The status label's value (`"404"`, `"NOT_FOUND"`).
+    pub status: SharedString,
+    /// A failure of the server rather than of the request (5xx; INTERNAL, UNAVAILABLE…).
+    pub server_error: bool,
+}
+
+/// The layer; see the module docs.
+#[derive(Debug, Clone)]
+pub struct ObserveLayer<O> {
+    observe: O,
+}
+
+impl<O> ObserveLayer<O> {
+    /// A layer observing requests as `observe` describes them.
+    pub fn new(observe: O) -> Self {
+        Self { observe }
+    }
+}
+
+impl<S, O: Clone> Layer<S> for ObserveLayer<O> {
+    type Service = ObserveService<S, O>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ObserveService {
+            inner,
+            observe: self.observe.clone(),
+        }
+    }
+}
+
+/// The service of [`ObserveLayer`].
+#[derive(Debug, Clone)]
+pub struct ObserveService<S, O> {
+    inner: S,
+    observe: O,
+}
+
+impl<S, O, ReqB, ResB> Service<Request<ReqB>> for ObserveService<S, O>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    O: Observe,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = ObserveFuture<S::Future, O>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        let started = self.observe.start(&request);
+        let inner = {
+            let _entered = started.span.enter();
+            self.inner.call(request)
+        };
+        ObserveFuture {
+            inner: inner.instrument(started.span),
+            observe: self.observe.clone(),
+            labels: Some(started.labels),
+            response_header: started.response_header,
+            start: Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`ObserveService`].
+    pub struct ObserveFuture<F, O> {
+        #[pin]
+        inner: Instrumented<F>,
+        observe: O,
+        labels: Option<Vec<Label>>,
+        response_header: Option<(HeaderName, HeaderValue)>,
+        start: Instant,
+    }
+}
+
+impl<F, O, ResB, E> Future for ObserveFuture<F, O>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+    O: Observe,
+{
+    type Output = Result<Response<ResB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let result = ready!(this.inner.as_mut().poll(cx));
+        let elapsed = this.start.elapsed();
+        let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let span = this.inner.span();
+        let (status, server_error) = match &result {
+            Ok(response) => {
+                let finished = this.observe.finish(response);
+                (finished.status, finished.server_error)
+            }
+            Err(_) => (SharedString::const_str("error"), true),
+        };
+        span.record("status", &*status);
+        span.record("latency_us", latency_us);
+        span.in_scope(|| {
+            if server_error {
+                tracing::warn!(status = &*status, latency_us, "request finished");
+            } else {
+                tracing::info!(status = &*status, latency_us, "request finished");
+            }
+        });
+        if let Some(mut labels) = this.labels.take() {
+            labels.push(Label::new(O::STATUS_LABEL, status));
+            metrics::counter!(O::REQUESTS, labels.iter()).increment(1);
+            metrics::histogram!(O::DURATION, labels).record(elapsed.as_secs_f64());
+        }
+        let mut result = result;
+        if let (Ok(response), Some((name, value))) = (&mut result, this.response_header.take()) {
+            response.headers_mut().insert(name, value);
+        }
+        Poll::Ready(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use tower::ServiceExt;
+
+    #[derive(Clone)]
+    struct Plain;
+
+    impl Observe for Plain {
+        const REQUESTS: &'static str = "test_requests_total";
+        const DURATION: &'static str = "test_request_duration_seconds";
+        const STATUS_LABEL: &'static str = "status";
+
+        fn start<B>(&self, request: &Request<B>) -> Started {
+            Started {
+                span: tracing::info_span!(
+                    "request",
+                    path = request.uri().path(),
+                    status = tracing::field::Empty,
+                    latency_us = tracing::field::Empty
+                ),
+                labels: vec![Label::new("path", request.uri().path().to_owned())],
+                response_header: Some((
+                    HeaderName::from_static("x-request-id"),
+                    HeaderValue::from_static("id-1"),
+                )),
+            }
+        }
+
+        fn finish<B>(&self, response: &Response<B>) -> Finished {
+            Finished {
+                status: response.status().as_u16().to_string().into(),
+                server_error: response.status().is_server_error(),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn counts_times_and_labels_each_request() {
+        let (recorder, metrics) = crate::Metrics::local().unwrap();
+        let service = tower::service_fn(|request: Request<()>| async move {
+            let status = if request.uri().path() == "/fail" {
+                503
+            } else {
+                200
+            };
+            Ok::<_, Infallible>(Response::builder().status(status).body(()).unwrap())
+        });
+        let service = ObserveLayer::new(Plain).layer(service);
+        let guard = metrics::set_default_local_recorder(&recorder);
+        for path in ["/a", "/a", "/fail"] {
+            let response = service
+                .clone()
+                .oneshot(Request::get(path).body(()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.headers()["x-request-id"], "id-1");
+        }
+        drop(guard);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"test_requests_total{path="/a",status="200"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"test_requests_total{path="/fail",status="503"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"test_request_duration_seconds_count{path="/a",status="200"} 2"#),
+            "{text}"
+        );
+    }
+}
