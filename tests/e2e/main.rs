@@ -8,6 +8,7 @@ mod grpc;
 mod lifecycle;
 mod observability;
 mod postgres;
+mod reload;
 mod resilience;
 mod rest;
 mod throttle;

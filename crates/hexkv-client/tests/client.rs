@@ -30,6 +30,8 @@ async fn serve(api: Arc<dyn KeyValueApi>) -> Servers {
             max_value_bytes: MAX_VALUE,
             max_in_flight: 0,
             request_timeout: None,
+            flags: None,
+            in_flight: None,
         },
     )
     .await;

@@ -92,6 +92,9 @@ pub enum KvError {
         /// When a retry may succeed, if known.
         retry_after: Option<Duration>,
     },
+    /// Writes are switched off (the `read_only` feature flag); reads go on.
+    #[error("the service is read-only for now: writes are refused")]
+    ReadOnly,
     /// An unexpected failure. Its cause is logged; clients see only that it happened.
     #[error("internal error")]
     Internal(#[source] BoxError),

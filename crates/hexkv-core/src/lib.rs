@@ -9,9 +9,11 @@
 //!   transports), each with its contract in its rustdoc.
 //! - [`service`]: [`KeyValueService`], the implementation of the driving port.
 //! - [`error`]: [`StoreError`] and [`KvError`].
+//! - [`flags`]: [`FeatureFlags`], switches evaluated per request and changed while running.
 
 pub mod domain;
 pub mod error;
+pub mod flags;
 pub mod ports;
 pub mod service;
 
@@ -20,6 +22,7 @@ pub use domain::{
     Precondition, PutOutcome, Value, ValueError, Version,
 };
 pub use error::{BoxError, KvError, StoreError};
+pub use flags::{FeatureFlags, Rollout};
 pub use ports::{Check, KeyValueApi, KvStore, Readiness};
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{MockKeyValueApi, MockKvStore};

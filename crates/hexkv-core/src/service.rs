@@ -1,7 +1,7 @@
 //! [`KeyValueService`]: the application core behind the driving port.
 //!
-//! It owns the rules that are configuration rather than type invariants (the value size limit) and
-//! the service's lifecycle (draining at shutdown), and delegates storage to whichever [`KvStore`]
+//! It owns the rules that are configuration rather than type invariants (the value size limit,
+//! the `read_only` feature flag) and the service's lifecycle (draining at shutdown), and delegates storage to whichever [`KvStore`]
 //! the composition root gave it. It knows no transport and no database.
 
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use crate::domain::{
     DeleteOutcome, Entry, Key, ListQuery, Page, Precondition, PutOutcome, Value, ValueError,
 };
 use crate::error::KvError;
+use crate::flags::{FeatureFlags, READ_ONLY};
 use crate::ports::{Check, KeyValueApi, KvStore, Readiness};
 
 /// Limits the service enforces on every request.
@@ -43,16 +44,35 @@ pub struct KeyValueService {
     store: Arc<dyn KvStore>,
     limits: Limits,
     draining: AtomicBool,
+    flags: Arc<FeatureFlags>,
 }
 
 impl KeyValueService {
     /// A service over `store`, enforcing `limits`.
     pub fn new(store: Arc<dyn KvStore>, limits: Limits) -> Self {
+        Self::with_flags(store, limits, Arc::new(FeatureFlags::defaults()))
+    }
+
+    /// A service that consults `flags` on every request ([`crate::flags::READ_ONLY`]).
+    pub fn with_flags(store: Arc<dyn KvStore>, limits: Limits, flags: Arc<FeatureFlags>) -> Self {
         Self {
             store,
             limits,
             draining: AtomicBool::new(false),
+            flags,
         }
+    }
+
+    /// The feature flags the service consults.
+    pub fn flags(&self) -> &Arc<FeatureFlags> {
+        &self.flags
+    }
+
+    fn writable(&self) -> Result<(), KvError> {
+        if self.flags.is_on(READ_ONLY, "") {
+            return Err(KvError::ReadOnly);
+        }
+        Ok(())
     }
 
     /// Marks the service as shutting down: readiness fails from now on, so load balancers stop
@@ -87,6 +107,7 @@ impl KeyValueApi for KeyValueService {
             }
             .into());
         }
+        self.writable()?;
         Ok(self.store.put(key, value, precondition).await?)
     }
 
@@ -95,6 +116,7 @@ impl KeyValueApi for KeyValueService {
         key: &Key,
         precondition: Precondition,
     ) -> Result<DeleteOutcome, KvError> {
+        self.writable()?;
         Ok(self.store.delete(key, precondition).await?)
     }
 
@@ -147,6 +169,33 @@ mod tests {
             .returning(|_| Ok(None));
         let err = service(store, 10).get(&key("a")).await.unwrap_err();
         assert!(matches!(err, KvError::NotFound), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn read_only_refuses_writes_before_the_store_and_serves_reads() {
+        let mut store = MockKvStore::new();
+        store.expect_put().never();
+        store.expect_delete().never();
+        store.expect_get().times(1).returning(|_| Ok(None));
+        let service = service(store, 10);
+        service
+            .flags()
+            .replace([(READ_ONLY.to_owned(), crate::Rollout::On)]);
+        let put = service
+            .put(key("a"), Value::from("v"), Precondition::None)
+            .await;
+        assert!(matches!(put, Err(KvError::ReadOnly)), "{put:?}");
+        let delete = service.delete(&key("a"), Precondition::None).await;
+        assert!(matches!(delete, Err(KvError::ReadOnly)), "{delete:?}");
+        // A value over the limit is still a 4xx: bad input first.
+        let big = service
+            .put(key("a"), Value::from("0123456789ab"), Precondition::None)
+            .await;
+        assert!(matches!(big, Err(KvError::InvalidValue(_))), "{big:?}");
+        assert!(matches!(
+            service.get(&key("a")).await,
+            Err(KvError::NotFound)
+        ));
     }
 
     #[tokio::test]

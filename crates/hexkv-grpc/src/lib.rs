@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hexkv_core::{
-    Cursor, DeleteOutcome, Key, KeyError, KeyValueApi, KvError, ListQuery, ListQueryError,
-    Precondition, Value, Version,
+    Cursor, DeleteOutcome, FeatureFlags, Key, KeyError, KeyValueApi, KvError, ListQuery,
+    ListQueryError, Precondition, Value, Version,
 };
 use tonic::{Request, Response, Status};
 
@@ -35,7 +35,7 @@ use pb::key_value_server::{KeyValue, KeyValueServer};
 const MESSAGE_OVERHEAD: usize = 4 * 1024;
 
 /// Settings of the gRPC adapter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct GrpcOptions {
     /// The largest value accepted, in bytes; request and response messages are limited to this
     /// plus a small allowance for framing.
@@ -46,18 +46,45 @@ pub struct GrpcOptions {
     /// A call still running after this long gets DEADLINE_EXCEEDED and is cancelled (a shorter
     /// `grpc-timeout` from the client applies too). `None`: no limit.
     pub request_timeout: Option<std::time::Duration>,
+    /// Feature flags consulted per call (`list_keys` gates `List`); `None`: every feature on.
+    pub flags: Option<Arc<FeatureFlags>>,
+    /// The load-shedding bound, shared so it can change while running; when given, it replaces
+    /// `max_in_flight`.
+    pub in_flight: Option<Arc<hexkv_resilience::InFlightLimit>>,
 }
 
 /// The `hexkv.v1.KeyValue` service over a [`KeyValueApi`].
 pub struct KeyValueGrpc {
     api: Arc<dyn KeyValueApi>,
+    flags: Option<Arc<FeatureFlags>>,
 }
 
 impl KeyValueGrpc {
     /// The service over `api`.
     pub fn new(api: Arc<dyn KeyValueApi>) -> Self {
-        Self { api }
+        Self { api, flags: None }
     }
+
+    /// Consults `flags` per call.
+    pub fn with_flags(mut self, flags: Option<Arc<FeatureFlags>>) -> Self {
+        self.flags = flags;
+        self
+    }
+}
+
+/// The identity feature flags roll out by: the `x-api-key` metadata, else the client's IP
+/// address (as [`client_key`] for throttling).
+fn identity<T>(request: &Request<T>) -> String {
+    if let Some(key) = request
+        .metadata()
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+    {
+        return format!("key:{key}");
+    }
+    request
+        .remote_addr()
+        .map_or_else(|| "addr:unknown".to_owned(), |a| format!("addr:{}", a.ip()))
 }
 
 /// The gRPC services hexkv serves, ready to be added to a tonic server.
@@ -66,7 +93,7 @@ pub struct GrpcServices {
     pub routes: tonic::service::Routes,
     /// Sets the health status; see [`GrpcServices::set_serving`].
     health: tonic_health::server::HealthReporter,
-    max_in_flight: usize,
+    in_flight: Option<Arc<hexkv_resilience::InFlightLimit>>,
     request_timeout: Option<std::time::Duration>,
     throttle: Option<Arc<hexkv_resilience::Throttle>>,
 }
@@ -79,7 +106,7 @@ impl GrpcServices {
     /// and `hexkv.v1.KeyValue`.
     pub async fn new(api: Arc<dyn KeyValueApi>, options: GrpcOptions) -> Self {
         let limit = options.max_value_bytes + MESSAGE_OVERHEAD;
-        let key_value = KeyValueServer::new(KeyValueGrpc::new(api))
+        let key_value = KeyValueServer::new(KeyValueGrpc::new(api).with_flags(options.flags))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -94,7 +121,10 @@ impl GrpcServices {
         let services = Self {
             routes,
             health,
-            max_in_flight: options.max_in_flight,
+            in_flight: options.in_flight.or_else(|| {
+                (options.max_in_flight > 0)
+                    .then(|| hexkv_resilience::InFlightLimit::new(options.max_in_flight))
+            }),
             request_timeout: options.request_timeout,
             throttle: None,
         };
@@ -114,8 +144,9 @@ impl GrpcServices {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
-        let shed = (self.max_in_flight > 0)
-            .then(|| hexkv_resilience::LoadShedLayer::new(self.max_in_flight, overloaded));
+        let shed = self
+            .in_flight
+            .map(|limit| hexkv_resilience::LoadShedLayer::with_limit(limit, overloaded));
         let deadline = self
             .request_timeout
             .map(|limit| hexkv_resilience::DeadlineLayer::new(limit, deadline_exceeded));
@@ -333,6 +364,14 @@ impl KeyValue for KeyValueGrpc {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
+        if let Some(flags) = &self.flags
+            && !flags.is_on(hexkv_core::flags::LIST_KEYS, &identity(&request))
+        {
+            return Err(Status::unimplemented(format!(
+                "the feature {:?} is not enabled for this client",
+                hexkv_core::flags::LIST_KEYS
+            )));
+        }
         let query = parse_list(request.into_inner())?;
         let page = self.api.list(&query).await.map_err(status)?;
         Ok(Response::new(pb::ListResponse {

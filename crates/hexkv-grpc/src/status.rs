@@ -65,6 +65,7 @@ pub fn status(err: KvError) -> Status {
             reason,
             ErrorDetails::with_retry_info(Some(retry_after.unwrap_or(Duration::from_secs(1)))),
         ),
+        KvError::ReadOnly => Status::unavailable(KvError::ReadOnly.to_string()),
         KvError::Internal(cause) => {
             tracing::error!(error = %cause, "gRPC request failed");
             Status::internal("internal error; it has been logged")

@@ -37,6 +37,8 @@ impl App {
                 max_value_bytes: MAX_VALUE,
                 max_in_flight: 0,
                 request_timeout: None,
+                flags: None,
+                in_flight: None,
             },
         )
         .await;

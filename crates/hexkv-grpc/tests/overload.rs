@@ -20,6 +20,8 @@ async fn the_excess_is_refused_at_once_and_the_admitted_complete() {
             max_value_bytes: 1024,
             max_in_flight: 2,
             request_timeout: None,
+            flags: None,
+            in_flight: None,
         },
     )
     .await;
@@ -68,6 +70,8 @@ async fn a_call_past_the_timeout_gets_deadline_exceeded() {
             max_value_bytes: 1024,
             max_in_flight: 1,
             request_timeout: Some(Duration::from_millis(200)),
+            flags: None,
+            in_flight: None,
         },
     )
     .await;

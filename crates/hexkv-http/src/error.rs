@@ -67,6 +67,9 @@ pub enum ApiError {
     /// Too many requests are in flight; this one was shed without being handled.
     #[error("the service is handling as many requests as it may; retry shortly")]
     Overloaded,
+    /// A feature flag turns this endpoint off for this client.
+    #[error("the feature {0:?} is not enabled for this client")]
+    FeatureDisabled(&'static str),
 }
 
 impl From<KeyError> for ApiError {
@@ -108,6 +111,7 @@ impl ApiError {
                 }
                 KvError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
                 KvError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                KvError::ReadOnly => (StatusCode::SERVICE_UNAVAILABLE, "read_only"),
                 KvError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
             ApiError::Header { .. } => (StatusCode::BAD_REQUEST, "invalid_header"),
@@ -122,6 +126,7 @@ impl ApiError {
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             ApiError::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+            ApiError::FeatureDisabled(_) => (StatusCode::NOT_FOUND, "feature_disabled"),
         }
     }
 
@@ -152,13 +157,23 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let request_id = request_id::current();
-        if status.is_server_error() {
+        // A bug gets an ERROR line with its cause chain; a store in trouble a WARN line with
+        // the reason. Refusals by design (read-only, shed, throttled, timed out) get only the
+        // request's own line.
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(
                 code,
                 error = %self,
                 cause = %ErrorChain(&self),
                 request_id = request_id.as_deref().unwrap_or("-"),
                 "request failed"
+            );
+        } else if matches!(self, ApiError::Kv(KvError::Unavailable { .. })) {
+            tracing::warn!(
+                code,
+                error = %self,
+                request_id = request_id.as_deref().unwrap_or("-"),
+                "request failed: the store is unavailable"
             );
         }
         let problem = Problem {

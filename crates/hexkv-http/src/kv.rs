@@ -15,6 +15,8 @@ use hexkv_core::{Cursor, Entry, Key, KeyError, ListQuery, Page, Precondition, Va
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 use serde::Serialize;
 
+use hexkv_core::flags::LIST_KEYS;
+
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -283,6 +285,11 @@ pub(crate) async fn list_keys(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    if let Some(flags) = &state.flags
+        && !flags.is_on(LIST_KEYS, &crate::client_key(&request))
+    {
+        return Err(ApiError::FeatureDisabled(LIST_KEYS));
+    }
     let query = list_query(request.uri().query())?;
     let Page { items, next_cursor } = state.api.list(&query).await?;
     let listing = Listing {

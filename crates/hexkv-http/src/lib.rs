@@ -36,6 +36,7 @@ pub use error::ApiError;
 pub struct AppState {
     api: Arc<dyn KeyValueApi>,
     metrics: Option<hexkv_telemetry::Metrics>,
+    flags: Option<Arc<hexkv_core::FeatureFlags>>,
 }
 
 /// Settings of the HTTP adapter.
@@ -59,6 +60,12 @@ pub struct Extras {
     pub throttle: Option<Arc<hexkv_resilience::Throttle>>,
     /// Serve these metrics at `GET /metrics` (Prometheus text).
     pub metrics: Option<hexkv_telemetry::Metrics>,
+    /// Feature flags consulted per request (`list_keys` gates `GET /v1/kv`); `None`: every
+    /// feature on.
+    pub flags: Option<Arc<hexkv_core::FeatureFlags>>,
+    /// The load-shedding bound, shared so it can change while running; when given, it replaces
+    /// [`HttpOptions::max_in_flight`].
+    pub in_flight: Option<Arc<hexkv_resilience::InFlightLimit>>,
 }
 
 /// The throttling key of a request: its `x-api-key` header when present, else the client's IP
@@ -93,9 +100,22 @@ pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> Router {
 /// `/metrics`) are not, so that probes and scrapes keep answering while the service sheds load
 /// (a liveness probe refused under load would get a busy replica restarted).
 pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extras) -> Router {
-    let Extras { throttle, metrics } = extras;
+    let Extras {
+        throttle,
+        metrics,
+        flags,
+        in_flight,
+    } = extras;
     let serve_metrics = metrics.is_some();
-    let state = AppState { api, metrics };
+    let state = AppState {
+        api,
+        metrics,
+        flags,
+    };
+    let in_flight = in_flight.or_else(|| {
+        (options.max_in_flight > 0)
+            .then(|| hexkv_resilience::InFlightLimit::new(options.max_in_flight))
+    });
     let key_value = Router::new()
         .route("/v1/kv", get(kv::list_keys))
         .route("/v1/kv/", any(kv::empty_key))
@@ -128,8 +148,8 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
                         axum::response::IntoResponse::into_response(ApiError::DeadlineExceeded)
                     })
                 }))
-                .option_layer((options.max_in_flight > 0).then(|| {
-                    hexkv_resilience::LoadShedLayer::new(options.max_in_flight, || {
+                .option_layer(in_flight.map(|limit| {
+                    hexkv_resilience::LoadShedLayer::with_limit(limit, || {
                         metrics::counter!(hexkv_telemetry::metrics::SHED, "protocol" => "http")
                             .increment(1);
                         axum::response::IntoResponse::into_response(ApiError::Overloaded)

@@ -104,6 +104,8 @@ enum State {
 }
 
 struct Inner {
+    /// The settings (under the lock, so they can change while running).
+    config: BreakerConfig,
     state: State,
     /// Consecutive counted failures while closed.
     failures_in_row: u32,
@@ -117,7 +119,6 @@ type Observer = Arc<dyn Fn(Transition) + Send + Sync>;
 
 /// A circuit breaker; share it (`Arc`) among the callers of one dependency.
 pub struct CircuitBreaker {
-    config: BreakerConfig,
     inner: Mutex<Inner>,
     on_transition: Option<Observer>,
 }
@@ -125,7 +126,7 @@ pub struct CircuitBreaker {
 impl std::fmt::Debug for CircuitBreaker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CircuitBreaker")
-            .field("config", &self.config)
+            .field("config", &self.config())
             .field("state", &self.state())
             .finish()
     }
@@ -143,8 +144,8 @@ impl CircuitBreaker {
     /// A closed breaker.
     pub fn new(config: BreakerConfig) -> Self {
         Self {
-            config,
             inner: Mutex::new(Inner {
+                config,
                 state: State::Closed,
                 failures_in_row: 0,
                 window: VecDeque::with_capacity(config.window),
@@ -181,6 +182,7 @@ impl CircuitBreaker {
         let mut transition = None;
         let result = {
             let mut inner = self.lock();
+            let config = inner.config;
             match inner.state {
                 State::Closed => Ok(false),
                 State::Open { until } if now < until => Err(Rejected {
@@ -197,12 +199,12 @@ impl CircuitBreaker {
                 State::HalfOpen {
                     ref mut admitted, ..
                 } => {
-                    if *admitted < self.config.half_open_probes.max(1) {
+                    if *admitted < config.half_open_probes.max(1) {
                         *admitted += 1;
                         Ok(true)
                     } else {
                         Err(Rejected {
-                            retry_after: self.config.open_delay,
+                            retry_after: config.open_delay,
                         })
                     }
                 }
@@ -225,20 +227,28 @@ impl CircuitBreaker {
 
     /// The delay of the n-th opening in a row (1-based), capped, without overflow.
     pub fn open_delay(&self, opening: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(opening.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.config
-            .open_delay
-            .checked_mul(factor)
-            .unwrap_or(self.config.max_open_delay)
-            .min(self.config.max_open_delay)
+        delay(&self.lock().config, opening)
+    }
+
+    /// The current settings.
+    pub fn config(&self) -> BreakerConfig {
+        self.lock().config
+    }
+
+    /// Replaces the settings while running (a configuration reload). The state is kept; the
+    /// new thresholds apply from the next outcome, the new delays from the next opening.
+    pub fn set_config(&self, config: BreakerConfig) {
+        let mut inner = self.lock();
+        while inner.window.len() > config.window {
+            inner.window.pop_front();
+        }
+        inner.config = config;
     }
 
     fn open(&self, inner: &mut Inner, now: Instant) {
         inner.reopenings = inner.reopenings.saturating_add(1);
         inner.state = State::Open {
-            until: now + self.open_delay(inner.reopenings),
+            until: now + delay(&inner.config, inner.reopenings),
         };
         inner.failures_in_row = 0;
         inner.window.clear();
@@ -249,6 +259,7 @@ impl CircuitBreaker {
         let mut transition = None;
         {
             let mut inner = self.lock();
+            let config = inner.config;
             match (&mut inner.state, probe) {
                 (
                     State::HalfOpen {
@@ -259,7 +270,7 @@ impl CircuitBreaker {
                 ) => match outcome {
                     Outcome::Success => {
                         *succeeded += 1;
-                        if *succeeded >= self.config.half_open_probes.max(1) {
+                        if *succeeded >= config.half_open_probes.max(1) {
                             inner.state = State::Closed;
                             inner.reopenings = 0;
                             transition = Some((BreakerState::HalfOpen, BreakerState::Closed));
@@ -278,8 +289,8 @@ impl CircuitBreaker {
                     }
                     let failed = outcome == Outcome::Failure;
                     inner.failures_in_row = if failed { inner.failures_in_row + 1 } else { 0 };
-                    if self.config.window > 0 {
-                        if inner.window.len() == self.config.window {
+                    if config.window > 0 {
+                        while inner.window.len() >= config.window {
                             inner.window.pop_front();
                         }
                         inner.window.push_back(failed);
@@ -297,7 +308,7 @@ impl CircuitBreaker {
     }
 
     fn should_open(&self, inner: &Inner) -> bool {
-        let c = &self.config;
+        let c = &inner.config;
         if c.consecutive_failures > 0 && inner.failures_in_row >= c.consecutive_failures {
             return true;
         }
@@ -308,6 +319,18 @@ impl CircuitBreaker {
         let failures = inner.window.iter().filter(|f| **f).count();
         failures as f64 / calls as f64 >= c.failure_rate
     }
+}
+
+/// The delay of the n-th opening in a row (1-based) under `config`, capped, without overflow.
+fn delay(config: &BreakerConfig, opening: u32) -> Duration {
+    let factor = 1u32
+        .checked_shl(opening.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    config
+        .open_delay
+        .checked_mul(factor)
+        .unwrap_or(config.max_open_delay)
+        .min(config.max_open_delay)
 }
 
 impl Permit<'_> {
@@ -363,6 +386,30 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Open);
         let rejected = b.acquire().err().unwrap();
         assert_eq!(rejected.retry_after, Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn settings_change_while_running() {
+        let b = CircuitBreaker::new(BreakerConfig {
+            consecutive_failures: 5,
+            ..config()
+        });
+        fail(&b, 2);
+        // A lower threshold applies from the next outcome; the count so far is kept.
+        b.set_config(BreakerConfig {
+            consecutive_failures: 3,
+            open_delay: Duration::from_secs(5),
+            max_open_delay: Duration::from_secs(5),
+            ..config()
+        });
+        assert_eq!(b.config().consecutive_failures, 3);
+        assert_eq!(b.state(), BreakerState::Closed);
+        fail(&b, 1);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(
+            b.acquire().err().unwrap().retry_after,
+            Duration::from_secs(5)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -30,6 +30,6 @@ pub mod throttle;
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Outcome, Rejected, Transition};
 pub use deadline::DeadlineLayer;
 pub use retry::{Jitter, RetryPolicy, Retryable};
-pub use shed::LoadShedLayer;
+pub use shed::{InFlightLimit, LoadShedLayer};
 pub use store::{BreakerStore, BulkheadStore, CheckCacheStore, RetryStore, TimeoutStore};
 pub use throttle::{Throttle, ThrottleLayer};

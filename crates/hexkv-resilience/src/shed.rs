@@ -5,30 +5,90 @@
 //! the excess immediately (503 with `Retry-After`, gRPC `UNAVAILABLE` with `RetryInfo`) keeps the
 //! admitted requests fast and lets clients back off or go to another replica. The layer is
 //! generic over the request and response types, so REST (axum) and gRPC (tonic) share it; each
-//! front end supplies its own refusal.
+//! front end supplies its own refusal. The bound is an [`InFlightLimit`] that can change while
+//! running (a configuration reload).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
-use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
-/// Admits at most `max_in_flight` requests at a time; the rest get `reject()` at once.
+/// The bound of a [`LoadShedLayer`] and its count of requests in flight.
+#[derive(Debug)]
+pub struct InFlightLimit {
+    max: AtomicUsize,
+    in_flight: AtomicUsize,
+}
+
+impl InFlightLimit {
+    /// A bound of `max` requests in flight (0: no bound).
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max: AtomicUsize::new(max),
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    /// Changes the bound. Lowering it below the requests in flight refuses new ones until
+    /// enough have finished; none is cut.
+    pub fn set(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    /// The bound (0: none).
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
+        let max = self.max.load(Ordering::Relaxed);
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if max != 0 && before >= max {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(Arc::clone(self)))
+    }
+}
+
+/// One admitted request; gives its place back when dropped.
+struct Slot(Arc<InFlightLimit>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Admits at most the limit's requests at a time; the rest get `reject()` at once.
 #[derive(Clone)]
 pub struct LoadShedLayer<F> {
-    slots: Arc<Semaphore>,
+    limit: Arc<InFlightLimit>,
     reject: F,
 }
 
 impl<F> LoadShedLayer<F> {
-    /// A layer admitting `max_in_flight` concurrent requests (at least one).
+    /// A layer admitting `max_in_flight` concurrent requests (0: no bound).
     pub fn new(max_in_flight: usize, reject: F) -> Self {
-        Self {
-            slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
-            reject,
-        }
+        Self::with_limit(InFlightLimit::new(max_in_flight), reject)
+    }
+
+    /// A layer over a shared, changeable limit.
+    pub fn with_limit(limit: Arc<InFlightLimit>, reject: F) -> Self {
+        Self { limit, reject }
+    }
+
+    /// The limit, to change it later.
+    pub fn limit(&self) -> &Arc<InFlightLimit> {
+        &self.limit
     }
 }
 
@@ -38,7 +98,7 @@ impl<S, F: Clone> Layer<S> for LoadShedLayer<F> {
     fn layer(&self, inner: S) -> Self::Service {
         LoadShed {
             inner,
-            slots: Arc::clone(&self.slots),
+            limit: Arc::clone(&self.limit),
             reject: self.reject.clone(),
         }
     }
@@ -48,7 +108,7 @@ impl<S, F: Clone> Layer<S> for LoadShedLayer<F> {
 #[derive(Clone)]
 pub struct LoadShed<S, F> {
     inner: S,
-    slots: Arc<Semaphore>,
+    limit: Arc<InFlightLimit>,
     reject: F,
 }
 
@@ -69,8 +129,8 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(slot) => {
+        match self.limit.try_acquire() {
+            Some(slot) => {
                 let response = self.inner.call(request);
                 Box::pin(async move {
                     let response = response.await;
@@ -78,8 +138,7 @@ where
                     response
                 })
             }
-            // Built inside the future, where the request's task-locals (its request id) are set.
-            Err(_) => {
+            None => {
                 let reject = self.reject.clone();
                 Box::pin(async move { Ok(reject()) })
             }
@@ -125,5 +184,27 @@ mod tests {
 
         // The slots are free again.
         assert_eq!(service.clone().oneshot(()).await.unwrap(), "done");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bound_changes_while_running() {
+        let layer = LoadShedLayer::new(1, || "overloaded");
+        let service = layer.layer(slow());
+        let first = tokio::spawn(service.clone().oneshot(()));
+        tokio::task::yield_now().await;
+        assert_eq!(layer.limit().in_flight(), 1);
+        assert_eq!(service.clone().oneshot(()).await.unwrap(), "overloaded");
+        // Raised: a second request gets in beside the first.
+        layer.limit().set(2);
+        let second = tokio::spawn(service.clone().oneshot(()));
+        tokio::task::yield_now().await;
+        assert_eq!(layer.limit().in_flight(), 2);
+        // 0: no bound at all.
+        layer.limit().set(0);
+        let third = tokio::spawn(service.clone().oneshot(()));
+        for call in [first, second, third] {
+            assert_eq!(call.await.unwrap().unwrap(), "done");
+        }
+        assert_eq!(layer.limit().in_flight(), 0);
     }
 }

@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,16 +27,26 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use tower::{Layer, Service};
 
-/// A keyed rate limiter with a bound on the keys it remembers.
+type Keyed<C> =
+    RateLimiter<String, DefaultKeyedStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// The limiter of one set of settings.
+struct Limits<C: Clock> {
+    limiter: Keyed<C>,
+    settings: (u32, u32, usize),
+}
+
+/// A keyed rate limiter with a bound on the keys it remembers. Its settings can change while
+/// running ([`Throttle::set`]); a change starts every client's bucket afresh.
 pub struct Throttle<C: Clock = DefaultClock> {
-    limiter: RateLimiter<String, DefaultKeyedStateStore<String>, C, NoOpMiddleware<C::Instant>>,
+    /// `None`: throttling is off.
+    limits: RwLock<Option<Limits<C>>>,
     clock: C,
-    max_clients: usize,
 }
 
 impl Throttle {
     /// `per_minute` requests a minute per key on average, bursts of `burst`, at most
-    /// `max_clients` keys remembered.
+    /// `max_clients` keys remembered. `per_minute` 0: off (every request admitted).
     pub fn new(per_minute: u32, burst: u32, max_clients: usize) -> Self {
         Self::with_clock(per_minute, burst, max_clients, DefaultClock::default())
     }
@@ -45,32 +55,71 @@ impl Throttle {
 impl<C: Clock + Clone> Throttle<C> {
     /// As [`Throttle::new`], on `clock` (tests use a fake one).
     pub fn with_clock(per_minute: u32, burst: u32, max_clients: usize, clock: C) -> Self {
-        let quota = Quota::per_minute(NonZeroU32::new(per_minute.max(1)).expect("at least 1"))
-            .allow_burst(NonZeroU32::new(burst.max(1)).expect("at least 1"));
-        Self {
-            limiter: RateLimiter::dashmap_with_clock(quota, clock.clone()),
+        let throttle = Self {
+            limits: RwLock::new(None),
             clock,
-            max_clients: max_clients.max(1),
+        };
+        throttle.set(per_minute, burst, max_clients);
+        throttle
+    }
+
+    /// Changes the settings (`per_minute` 0 turns throttling off). The same settings again
+    /// change nothing; new ones start every client's bucket afresh.
+    pub fn set(&self, per_minute: u32, burst: u32, max_clients: usize) {
+        let settings = (per_minute, burst, max_clients);
+        let mut limits = self.limits.write().unwrap_or_else(|e| e.into_inner());
+        if limits.as_ref().map(|l| l.settings) == Some(settings)
+            || (per_minute == 0 && limits.is_none())
+        {
+            return;
         }
+        *limits = (per_minute > 0).then(|| {
+            let quota = Quota::per_minute(NonZeroU32::new(per_minute).expect("above 0"))
+                .allow_burst(NonZeroU32::new(burst.max(1)).expect("at least 1"));
+            Limits {
+                limiter: RateLimiter::dashmap_with_clock(quota, self.clock.clone()),
+                settings: (per_minute, burst, max_clients.max(1)),
+            }
+        });
+    }
+
+    /// Whether throttling is on.
+    pub fn is_on(&self) -> bool {
+        self.limits
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     /// Admits a request from `key`, or says how long it must wait.
     pub fn check(&self, key: &str) -> Result<(), Duration> {
-        if self.limiter.len() >= self.max_clients {
-            self.limiter.retain_recent();
-            if self.limiter.len() >= self.max_clients {
+        let limits = self.limits.read().unwrap_or_else(|e| e.into_inner());
+        let Some(Limits {
+            limiter,
+            settings: (_, _, max_clients),
+        }) = limits.as_ref()
+        else {
+            return Ok(());
+        };
+        if limiter.len() >= *max_clients {
+            limiter.retain_recent();
+            if limiter.len() >= *max_clients {
                 // Full of clients that are all still being limited: refuse rather than grow.
                 return Err(Duration::from_secs(1));
             }
         }
-        self.limiter
+        limiter
             .check_key(&key.to_owned())
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
     /// Keys remembered now.
     pub fn clients(&self) -> usize {
-        self.limiter.len()
+        self.limits
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, |l| l.limiter.len())
     }
 }
 
@@ -152,6 +201,10 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
+        if !self.throttle.is_on() {
+            // Off: no key is computed, nothing is remembered.
+            return Box::pin(self.inner.call(request));
+        }
         match self.throttle.check(&(self.key)(&request)) {
             Ok(()) => Box::pin(self.inner.call(request)),
             Err(wait) => {
@@ -198,5 +251,26 @@ mod tests {
         clock.advance(Duration::from_secs(2));
         throttle.check("newcomer").unwrap();
         assert!(throttle.clients() <= 10);
+    }
+
+    #[test]
+    fn settings_change_while_running_and_zero_turns_it_off() {
+        let clock = FakeRelativeClock::default();
+        let throttle = Throttle::with_clock(0, 1, 10, clock.clone());
+        assert!(!throttle.is_on());
+        assert!((0..100).all(|_| throttle.check("alice").is_ok()));
+        throttle.set(60, 1, 10);
+        assert!(throttle.is_on());
+        throttle.check("alice").unwrap();
+        assert!(throttle.check("alice").is_err());
+        // The same settings again keep the buckets.
+        throttle.set(60, 1, 10);
+        assert!(throttle.check("alice").is_err());
+        // A larger burst starts them afresh.
+        throttle.set(60, 3, 10);
+        assert!((0..3).all(|_| throttle.check("alice").is_ok()));
+        assert!(throttle.check("alice").is_err());
+        throttle.set(0, 3, 10);
+        assert!(throttle.check("alice").is_ok());
     }
 }

@@ -14,6 +14,7 @@
 //! section, like the `HEXKV_PORT` that Kubernetes injects for a Service called `hexkv`, are ignored.
 //! Every error names the key and the reason. `docs/configuration.md` lists every setting.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use figment::providers::{Env, Format, Serialized, Toml, Yaml};
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The REST front end.
@@ -38,10 +39,28 @@ pub struct Config {
     pub log: LogConfig,
     /// Prometheus metrics.
     pub metrics: MetricsConfig,
+    /// Feature flags, by name: `true`, `false`, or a percentage of clients (0–100).
+    pub flags: BTreeMap<String, FlagSetting>,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// Stability patterns.
     pub resilience: ResilienceConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: HttpConfig::default(),
+            grpc: GrpcConfig::default(),
+            store: StoreConfig::default(),
+            limits: LimitsConfig::default(),
+            log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
+            flags: default_flags(),
+            shutdown: ShutdownConfig::default(),
+            resilience: ResilienceConfig::default(),
+        }
+    }
 }
 
 /// The top-level sections, for the environment filter.
@@ -52,6 +71,7 @@ const SECTIONS: &[&str] = &[
     "limits",
     "log",
     "metrics",
+    "flags",
     "shutdown",
     "resilience",
 ];
@@ -410,6 +430,42 @@ impl LogSamplingConfig {
     }
 }
 
+/// A feature flag's setting in `[flags]`: on, off, or on for a percentage of clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FlagSetting {
+    /// On or off for everyone.
+    Switch(bool),
+    /// On for this percentage of clients (0–100), chosen by a stable hash of their identity.
+    Percent(u8),
+}
+
+impl FlagSetting {
+    /// As the core evaluates it.
+    pub fn rollout(self) -> hexkv_core::Rollout {
+        match self {
+            FlagSetting::Switch(true) | FlagSetting::Percent(100..) => hexkv_core::Rollout::On,
+            FlagSetting::Switch(false) | FlagSetting::Percent(0) => hexkv_core::Rollout::Off,
+            FlagSetting::Percent(p) => hexkv_core::Rollout::Percent(p),
+        }
+    }
+}
+
+/// The defaults of the flags the service knows ([`hexkv_core::flags::KNOWN`]).
+fn default_flags() -> BTreeMap<String, FlagSetting> {
+    hexkv_core::flags::KNOWN
+        .iter()
+        .map(|(name, rollout)| {
+            let setting = match rollout {
+                hexkv_core::Rollout::On => FlagSetting::Switch(true),
+                hexkv_core::Rollout::Off => FlagSetting::Switch(false),
+                hexkv_core::Rollout::Percent(p) => FlagSetting::Percent(*p),
+            };
+            ((*name).to_owned(), setting)
+        })
+        .collect()
+}
+
 /// `[metrics]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -567,7 +623,7 @@ pub enum ConfigError {
     #[error("{key}: {reason}")]
     Invalid {
         /// The dotted key, e.g. `store.memory.fsync_interval_ms`.
-        key: &'static str,
+        key: String,
         /// Why.
         reason: String,
     },
@@ -613,11 +669,24 @@ impl Config {
         Ok(config)
     }
 
+    /// Loads and validates one file over the defaults, ignoring the environment and flags
+    /// (`hexkv config check FILE`).
+    pub fn load_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let defaults = Figment::from(Serialized::defaults(Config::default()));
+        let figment = match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => defaults.merge(Yaml::file_exact(path)),
+            _ => defaults.merge(Toml::file_exact(path)),
+        };
+        let config: Config = figment.extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: &str| {
+        let invalid = |key: &str, reason: &str| {
             Err(ConfigError::Invalid {
-                key,
+                key: key.to_owned(),
                 reason: reason.to_owned(),
             })
         };
@@ -701,6 +770,24 @@ impl Config {
         }
         if r.breaker_probes == 0 {
             return invalid("resilience.store.breaker_probes", "must be at least 1");
+        }
+        for (name, setting) in &self.flags {
+            if !hexkv_core::flags::KNOWN
+                .iter()
+                .any(|(known, _)| known == name)
+            {
+                let names: Vec<&str> = hexkv_core::flags::KNOWN.iter().map(|(n, _)| *n).collect();
+                return invalid(
+                    &format!("flags.{name}"),
+                    &format!("no such feature flag; the flags are {}", names.join(", ")),
+                );
+            }
+            if let FlagSetting::Percent(p @ 101..) = setting {
+                return invalid(
+                    &format!("flags.{name}"),
+                    &format!("a percentage is 0 to 100, got {p}"),
+                );
+            }
         }
         if let Err(e) = hexkv_telemetry::parse_level(&self.log.level) {
             return invalid("log.level", &e.to_string());

@@ -24,6 +24,7 @@ compile_error!("hexkv-server needs a store: enable the `memory` or the `postgres
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
+pub mod reload;
 pub mod telemetry;
 
 use std::future::Future;
@@ -43,7 +44,10 @@ pub struct Application {
     config: Config,
     service: Arc<KeyValueService>,
     store: Arc<dyn KvStore>,
+    breaker: Option<Arc<hexkv_resilience::CircuitBreaker>>,
+    flags: Arc<hexkv_core::FeatureFlags>,
     telemetry: Option<Arc<hexkv_telemetry::Telemetry>>,
+    reload: Option<config::Overrides>,
     #[cfg(feature = "http")]
     http: (TcpListener, SocketAddr),
     #[cfg(feature = "grpc")]
@@ -61,11 +65,22 @@ async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<(TcpListener, Socke
 impl Application {
     /// Opens the store and binds the listeners.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let store = open_store(&config).await?;
+        let (store, breaker) = open_store(&config).await?;
         let limits = Limits {
             max_value_bytes: config.limits.max_value_bytes,
         };
-        let service = Arc::new(KeyValueService::new(Arc::clone(&store), limits));
+        let flags = Arc::new(hexkv_core::FeatureFlags::default());
+        flags.replace(
+            config
+                .flags
+                .iter()
+                .map(|(name, setting)| (name.clone(), setting.rollout())),
+        );
+        let service = Arc::new(KeyValueService::with_flags(
+            Arc::clone(&store),
+            limits,
+            Arc::clone(&flags),
+        ));
         #[cfg(feature = "http")]
         let http = bind(config.http.listen, "http.listen").await?;
         #[cfg(feature = "grpc")]
@@ -74,7 +89,10 @@ impl Application {
             config,
             service,
             store,
+            breaker,
+            flags,
             telemetry: None,
+            reload: None,
             #[cfg(feature = "http")]
             http,
             #[cfg(feature = "grpc")]
@@ -86,6 +104,13 @@ impl Application {
     /// and its periodic work (the sampler's report, the exporter's upkeep) runs while serving.
     pub fn with_telemetry(mut self, telemetry: Arc<hexkv_telemetry::Telemetry>) -> Self {
         self.telemetry = Some(telemetry);
+        self
+    }
+
+    /// Reloads the configuration while serving, from the layers `overrides` names (the same as
+    /// at start): on SIGHUP, and when the configuration file changes. See [`reload`].
+    pub fn with_reload(mut self, overrides: config::Overrides) -> Self {
+        self.reload = Some(overrides);
         self
     }
 
@@ -145,7 +170,10 @@ impl Application {
             config,
             service,
             store,
+            breaker,
+            flags,
             telemetry,
+            reload,
             ..
         } = self;
         if let Some(telemetry) = &telemetry {
@@ -161,14 +189,28 @@ impl Application {
         };
         let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
         // One throttle for both front ends: a client's rate counts its REST and gRPC requests.
+        // It always exists (off while `throttle_per_minute` is 0) so a reload can turn it on.
         let limits = &config.limits;
-        let throttle = (limits.throttle_per_minute > 0).then(|| {
-            Arc::new(hexkv_resilience::Throttle::new(
-                limits.throttle_per_minute,
-                limits.throttle_burst,
-                limits.throttle_max_clients,
-            ))
-        });
+        let throttle = Arc::new(hexkv_resilience::Throttle::new(
+            limits.throttle_per_minute,
+            limits.throttle_burst,
+            limits.throttle_max_clients,
+        ));
+        // Each front end's load-shedding bound, changeable by a reload.
+        let mut in_flight = Vec::new();
+        let _reload_triggers = match reload {
+            None => None,
+            Some(overrides) => {
+                let live = reload::Live {
+                    telemetry: telemetry.clone(),
+                    throttle: Arc::clone(&throttle),
+                    in_flight: Vec::new(),
+                    breaker: breaker.clone(),
+                    flags: Arc::clone(&flags),
+                };
+                Some((overrides, live))
+            }
+        };
 
         #[cfg(feature = "http")]
         {
@@ -180,8 +222,14 @@ impl Application {
                     request_timeout: config.limits.request_timeout(),
                 },
                 hexkv_http::Extras {
-                    throttle: throttle.clone(),
+                    throttle: Some(Arc::clone(&throttle)),
                     metrics: telemetry.as_ref().and_then(|t| t.metrics().cloned()),
+                    flags: Some(Arc::clone(&flags)),
+                    in_flight: Some({
+                        let limit = hexkv_resilience::InFlightLimit::new(limits.max_in_flight);
+                        in_flight.push(Arc::clone(&limit));
+                        limit
+                    }),
                 },
             );
             // Client addresses are recorded for throttling by address.
@@ -200,13 +248,16 @@ impl Application {
                     max_value_bytes: config.limits.max_value_bytes,
                     max_in_flight: config.limits.max_in_flight,
                     request_timeout: config.limits.request_timeout(),
+                    flags: Some(Arc::clone(&flags)),
+                    in_flight: Some({
+                        let limit = hexkv_resilience::InFlightLimit::new(limits.max_in_flight);
+                        in_flight.push(Arc::clone(&limit));
+                        limit
+                    }),
                 },
             )
-            .await;
-            let services = match &throttle {
-                Some(throttle) => services.with_throttle(Arc::clone(throttle)),
-                None => services,
-            };
+            .await
+            .with_throttle(Arc::clone(&throttle));
             let health = services.health();
             let server = services.serve(self.grpc.0, stopped());
             servers.spawn(async move { server.await.context("the gRPC server failed") });
@@ -215,6 +266,15 @@ impl Application {
         for (front_end, addr) in &addresses {
             tracing::info!(front_end, %addr, "listening");
         }
+        // Reloads start once the servers (and their bounds) exist; they stop with this scope.
+        let _reload_triggers = match _reload_triggers {
+            None => None,
+            Some((overrides, mut live)) => {
+                live.in_flight = in_flight;
+                let reloader = Arc::new(reload::Reloader::new(overrides, config.clone(), live));
+                Some(reload::spawn_triggers(reloader)?)
+            }
+        };
 
         let readiness_delay = config.shutdown.readiness_delay();
         let draining = Arc::clone(&service);
@@ -281,7 +341,13 @@ impl Application {
     }
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
+/// The store, wrapped in its instrumentation and resilience decorators, and its breaker.
+type Protected = (
+    Arc<dyn KvStore>,
+    Option<Arc<hexkv_resilience::CircuitBreaker>>,
+);
+
+async fn open_store(config: &Config) -> anyhow::Result<Protected> {
     let store = open_backend(config).await?;
     let backend = match config.store.backend {
         crate::config::Backend::Memory => "memory",
@@ -329,15 +395,16 @@ fn observe_breaker((from, to): hexkv_resilience::breaker::Transition) {
 /// The timeout sits inside the breaker, so a hung store counts as failing: a timeout outside it
 /// would cancel the breaker's call, which counts as nothing, and a store that hangs would never
 /// open the breaker. See `docs/resilience.md`.
-fn protect(store: Arc<dyn KvStore>, r: &crate::config::StoreResilienceConfig) -> Arc<dyn KvStore> {
+fn protect(store: Arc<dyn KvStore>, r: &crate::config::StoreResilienceConfig) -> Protected {
     use hexkv_resilience::{
-        BreakerConfig, BreakerStore, BulkheadStore, CheckCacheStore, RetryPolicy, RetryStore,
+        BreakerStore, BulkheadStore, CheckCacheStore, CircuitBreaker, RetryPolicy, RetryStore,
         TimeoutStore,
     };
     use std::time::Duration;
 
     let ms = Duration::from_millis;
     let mut store = store;
+    let mut breaker = None;
     if r.bulkhead_max_in_flight > 0 {
         store = Arc::new(BulkheadStore::new(
             store,
@@ -350,17 +417,10 @@ fn protect(store: Arc<dyn KvStore>, r: &crate::config::StoreResilienceConfig) ->
     }
     if r.breaker_consecutive_failures > 0 || r.breaker_window > 0 {
         metrics::gauge!(hexkv_telemetry::metrics::BREAKER_STATE).set(0.0);
-        let breaker = hexkv_resilience::CircuitBreaker::new(BreakerConfig {
-            consecutive_failures: r.breaker_consecutive_failures,
-            window: r.breaker_window as usize,
-            min_calls: r.breaker_min_calls as usize,
-            failure_rate: f64::from(r.breaker_failure_rate_percent) / 100.0,
-            open_delay: ms(r.breaker_open_ms),
-            max_open_delay: ms(r.breaker_max_open_ms),
-            half_open_probes: r.breaker_probes,
-        })
-        .on_transition(observe_breaker);
-        store = Arc::new(BreakerStore::with_breaker(store, Arc::new(breaker)));
+        let shared =
+            Arc::new(CircuitBreaker::new(reload::breaker_config(r)).on_transition(observe_breaker));
+        store = Arc::new(BreakerStore::with_breaker(store, Arc::clone(&shared)));
+        breaker = Some(shared);
     }
     if r.retry_attempts > 1 {
         store = Arc::new(RetryStore::new(
@@ -378,7 +438,7 @@ fn protect(store: Arc<dyn KvStore>, r: &crate::config::StoreResilienceConfig) ->
     if r.check_cache_ms > 0 {
         store = Arc::new(CheckCacheStore::new(store, ms(r.check_cache_ms)));
     }
-    store
+    (store, breaker)
 }
 
 async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {

@@ -1,7 +1,8 @@
 //! The `hexkv` binary: a durable key-value service over REST and gRPC.
 //!
-//! `hexkv` (or `hexkv serve`) runs the service; `hexkv config show` prints the effective
-//! configuration; `hexkv get|put|delete|list` are the command-line client (see
+//! `hexkv` (or `hexkv serve`) runs the service (SIGHUP or a change of its `--config` file
+//! reloads the configuration); `hexkv config show` prints the effective configuration and
+//! `hexkv config check FILE` validates a file; `hexkv get|put|delete|list` are the command-line client (see
 //! [`hexkv_server::cli`] for their exit codes). Exit codes of the service: 0 success, 1 the
 //! service failed (to start or while running), 2 usage error or invalid configuration.
 
@@ -57,6 +58,12 @@ enum ConfigAction {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Check a configuration file (over the defaults, without the environment): exit 0 and
+    /// print `ok`, or exit 2 with the key and the reason.
+    Check {
+        /// The file (TOML, or YAML for .yaml/.yml).
+        file: PathBuf,
+    },
 }
 
 /// mimalloc rather than the system allocator: a request allocates a few dozen small, short-lived
@@ -82,6 +89,20 @@ fn main() -> ExitCode {
         Some(Command::Config {
             action: ConfigAction::Show { overrides },
         }) => (overrides.or(top.overrides), None, true),
+        Some(Command::Config {
+            action: ConfigAction::Check { file },
+        }) => {
+            return match Config::load_file(&file) {
+                Ok(_) => {
+                    println!("{}: ok", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hexkv: {}: {e}", file.display());
+                    ExitCode::from(EXIT_USAGE)
+                }
+            };
+        }
         #[cfg(feature = "cli")]
         Some(Command::Client(command)) => return ExitCode::from(hexkv_server::cli::run(command)),
     };
@@ -96,10 +117,10 @@ fn main() -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
-    serve(config, ready_file.as_deref())
+    serve(config, overrides, ready_file.as_deref())
 }
 
-fn serve(config: Config, ready_file: Option<&Path>) -> ExitCode {
+fn serve(config: Config, overrides: Overrides, ready_file: Option<&Path>) -> ExitCode {
     let telemetry = match telemetry::init(&config) {
         Ok(telemetry) => std::sync::Arc::new(telemetry),
         Err(e) => {
@@ -118,7 +139,10 @@ fn serve(config: Config, ready_file: Option<&Path>) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let app = Application::build(config).await?.with_telemetry(telemetry);
+        let app = Application::build(config)
+            .await?
+            .with_telemetry(telemetry)
+            .with_reload(overrides);
         if let Some(path) = ready_file {
             write_ready_file(path, &app)?;
         }
