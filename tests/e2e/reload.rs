@@ -257,3 +257,28 @@ async fn a_percentage_rollout_gates_the_listing_per_client() {
     }
     assert!(on > 0 && off > 0, "on {on}, off {off}");
 }
+
+/// `hexkv config check FILE` validates a file before it is deployed or reloaded.
+#[test]
+fn config_check_validates_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[flags]\nlist_keys = 30\n[limits]\nmax_in_flight = 64\n",
+    )
+    .unwrap();
+    let out = hexkv_e2e::run_hexkv(&["config", "check", good.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[flags]\nlist_keys = 130\n").unwrap();
+    let out = hexkv_e2e::run_hexkv(&["config", "check", bad.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("flags.list_keys") && stderr.contains("0 to 100"),
+        "{stderr}"
+    );
+}
