@@ -12,6 +12,7 @@ mod reload;
 mod resilience;
 mod rest;
 mod throttle;
+mod traces;
 
 use hexkv_e2e::Server;
 use reqwest::Client;

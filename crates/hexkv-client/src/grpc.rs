@@ -47,6 +47,8 @@ impl GrpcTransport {
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.timeout);
+        #[cfg(feature = "otlp")]
+        crate::trace_context::inject_grpc(request.metadata_mut());
         request
     }
 

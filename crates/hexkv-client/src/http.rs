@@ -106,7 +106,10 @@ impl HttpTransport {
     }
 
     fn request(&self, method: Method, url: &str) -> RequestBuilder {
-        self.http.request(method, url).timeout(self.timeout)
+        let request = self.http.request(method, url).timeout(self.timeout);
+        #[cfg(feature = "otlp")]
+        let request = request.headers(crate::trace_context::http_headers());
+        request
     }
 
     /// Sends one attempt; a non-success status becomes its [`ClientError`].

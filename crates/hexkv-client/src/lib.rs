@@ -17,6 +17,9 @@
 //! `Retry-After`), within a cap on attempts and on total time ([`RetryPolicy`]). Reads, listings
 //! and unconditional deletes are retried; writes only if [`RetryPolicy::retry_writes`] is set.
 //!
+//! With the `otlp` feature, each call carries the W3C trace context (`traceparent`) of the
+//! caller's current `tracing` span, so the server's spans join the caller's trace.
+//!
 //! Both transports give the same results and the same [`ClientError`]s, with two differences
 //! the REST API imposes: [`Client::delete`] cannot tell whether the key existed (`None`), and
 //! the keys `.` and `..` cannot be named in a URL.
@@ -25,6 +28,8 @@ mod error;
 mod grpc;
 #[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "otlp")]
+mod trace_context;
 
 use std::time::Duration;
 

@@ -78,6 +78,7 @@ impl Observe for GrpcObserve {
         let id = from_client(request.headers().get(&REQUEST_ID_HEADER));
         let span = tracing::info_span!(
             "request",
+            otel.name = %format_args!("{service}/{method}"),
             otel.kind = "server",
             protocol = "grpc",
             rpc.service = service,

@@ -50,6 +50,7 @@ impl Observe for HttpObserve {
         let method = method_label(request.method());
         let span = tracing::info_span!(
             "request",
+            otel.name = %format_args!("{method} {route}"),
             otel.kind = "server",
             protocol = "http",
             method,

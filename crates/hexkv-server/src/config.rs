@@ -24,7 +24,7 @@ use figment::providers::{Env, Format, Serialized, Toml, Yaml};
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The REST front end.
@@ -39,6 +39,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Prometheus metrics.
     pub metrics: MetricsConfig,
+    /// Traces.
+    pub telemetry: TelemetryConfig,
     /// Feature flags, by name: `true`, `false`, or a percentage of clients (0–100).
     pub flags: BTreeMap<String, FlagSetting>,
     /// Graceful shutdown.
@@ -56,6 +58,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
+            telemetry: TelemetryConfig::default(),
             flags: default_flags(),
             shutdown: ShutdownConfig::default(),
             resilience: ResilienceConfig::default(),
@@ -71,6 +74,7 @@ const SECTIONS: &[&str] = &[
     "limits",
     "log",
     "metrics",
+    "telemetry",
     "flags",
     "shutdown",
     "resilience",
@@ -466,6 +470,33 @@ fn default_flags() -> BTreeMap<String, FlagSetting> {
         .collect()
 }
 
+/// `[telemetry]`: OpenTelemetry traces over OTLP (binaries built with the `otlp` feature).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Export traces (`OTEL_SDK_DISABLED=true` turns them off regardless).
+    pub traces: bool,
+    /// The OTLP/gRPC endpoint; empty: `OTEL_EXPORTER_OTLP_ENDPOINT`, else
+    /// `http://localhost:4317`.
+    pub otlp_endpoint: String,
+    /// `service.name` of the spans (`OTEL_SERVICE_NAME` wins when set).
+    pub service_name: String,
+    /// The share of new traces recorded, 0.0 to 1.0 (a caller's sampled trace is always
+    /// continued).
+    pub sample_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            traces: false,
+            otlp_endpoint: String::new(),
+            service_name: "hexkv".to_owned(),
+            sample_ratio: 1.0,
+        }
+    }
+}
+
 /// `[metrics]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -788,6 +819,21 @@ impl Config {
                     &format!("a percentage is 0 to 100, got {p}"),
                 );
             }
+        }
+        if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
+            return invalid(
+                "telemetry.sample_ratio",
+                &format!(
+                    "must be between 0.0 and 1.0, got {}",
+                    self.telemetry.sample_ratio
+                ),
+            );
+        }
+        if self.telemetry.traces && !cfg!(feature = "otlp") {
+            return invalid(
+                "telemetry.traces",
+                "this binary was built without the `otlp` cargo feature",
+            );
         }
         if let Err(e) = hexkv_telemetry::parse_level(&self.log.level) {
             return invalid("log.level", &e.to_string());

@@ -188,6 +188,12 @@ impl Application {
             }
         };
         let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
+        // The front ends call the service through a span per call (the "service" step of a
+        // trace).
+        let api: Arc<dyn hexkv_core::KeyValueApi> =
+            Arc::new(hexkv_telemetry::InstrumentedApi::new(
+                Arc::clone(&service) as Arc<dyn hexkv_core::KeyValueApi>
+            ));
         // One throttle for both front ends: a client's rate counts its REST and gRPC requests.
         // It always exists (off while `throttle_per_minute` is 0) so a reload can turn it on.
         let limits = &config.limits;
@@ -215,7 +221,7 @@ impl Application {
         #[cfg(feature = "http")]
         {
             let router = hexkv_http::router_with(
-                Arc::clone(&service) as Arc<dyn hexkv_core::KeyValueApi>,
+                Arc::clone(&api),
                 hexkv_http::HttpOptions {
                     max_body_bytes: config.limits.max_value_bytes,
                     max_in_flight: config.limits.max_in_flight,
@@ -243,7 +249,7 @@ impl Application {
         #[cfg(feature = "grpc")]
         let grpc_health = {
             let services = hexkv_grpc::GrpcServices::new(
-                Arc::clone(&service) as Arc<dyn hexkv_core::KeyValueApi>,
+                Arc::clone(&api),
                 hexkv_grpc::GrpcOptions {
                     max_value_bytes: config.limits.max_value_bytes,
                     max_in_flight: config.limits.max_in_flight,

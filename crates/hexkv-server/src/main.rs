@@ -121,13 +121,6 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config, overrides: Overrides, ready_file: Option<&Path>) -> ExitCode {
-    let telemetry = match telemetry::init(&config) {
-        Ok(telemetry) => std::sync::Arc::new(telemetry),
-        Err(e) => {
-            eprintln!("hexkv: cannot set up logging: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -138,6 +131,18 @@ fn serve(config: Config, overrides: Overrides, ready_file: Option<&Path>) -> Exi
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    // Telemetry is set up inside the runtime: the trace exporter runs on it.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        match telemetry::init(&config) {
+            Ok(telemetry) => std::sync::Arc::new(telemetry),
+            Err(e) => {
+                eprintln!("hexkv: cannot set up telemetry: {e:#}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    };
+    let flush = std::sync::Arc::clone(&telemetry);
     let result = runtime.block_on(async {
         let app = Application::build(config)
             .await?
@@ -167,6 +172,10 @@ fn serve(config: Config, overrides: Overrides, ready_file: Option<&Path>) -> Exi
             },
         )
         .await
+    });
+    // The last spans (the shutdown's own) are exported before the process ends.
+    runtime.block_on(async move {
+        let _ = tokio::task::spawn_blocking(move || flush.shutdown()).await;
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,6 +18,7 @@ pub fn features() -> String {
         ("memory", cfg!(feature = "memory")),
         ("postgres", cfg!(feature = "postgres")),
         ("cli", cfg!(feature = "cli")),
+        ("otlp", cfg!(feature = "otlp")),
     ];
     features
         .iter()
@@ -27,8 +28,9 @@ pub fn features() -> String {
         .join(",")
 }
 
-/// Installs the global subscriber and, when `metrics.enabled`, the Prometheus recorder. Fails if
-/// a subscriber is already installed or the level directives are invalid.
+/// Installs the global subscriber, the Prometheus recorder when `metrics.enabled`, and trace
+/// export when `telemetry.traces` (and `OTEL_SDK_DISABLED` is not `true`). Fails if a subscriber
+/// is already installed or the settings are unusable. Call inside the tokio runtime.
 pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
     let json = match config.log.format {
         LogFormat::Json => true,
@@ -39,13 +41,28 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         features: features(),
     };
-    let telemetry = hexkv_telemetry::init(
-        &LogSettings {
-            level: config.log.level.clone(),
-            json,
-            sampling: config.log.sampling.to_sampling(),
-        },
-        config.metrics.enabled.then_some(&build),
-    )?;
-    Ok(telemetry)
+    let log = LogSettings {
+        level: config.log.level.clone(),
+        json,
+        sampling: config.log.sampling.to_sampling(),
+    };
+    let build = config.metrics.enabled.then_some(&build);
+    #[cfg(feature = "otlp")]
+    {
+        let disabled =
+            std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+        let t = &config.telemetry;
+        let traces = (t.traces && !disabled).then(|| hexkv_telemetry::TraceSettings {
+            endpoint: (!t.otlp_endpoint.is_empty()).then(|| t.otlp_endpoint.clone()),
+            service_name: t.service_name.clone(),
+            sample_ratio: t.sample_ratio,
+        });
+        Ok(hexkv_telemetry::init_with_traces(
+            &log,
+            build,
+            traces.as_ref(),
+        )?)
+    }
+    #[cfg(not(feature = "otlp"))]
+    Ok(hexkv_telemetry::init(&log, build)?)
 }

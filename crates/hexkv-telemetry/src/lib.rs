@@ -13,11 +13,14 @@
 //!
 //! Values are never logged: spans and events carry keys' lengths at most, never values.
 
+mod api;
 pub mod metrics;
 pub mod observe;
 pub mod request_id;
 pub mod sampling;
 mod store;
+#[cfg(feature = "otlp")]
+pub mod traces;
 
 use std::sync::Arc;
 
@@ -25,10 +28,13 @@ use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
+pub use crate::api::InstrumentedApi;
 pub use crate::metrics::Metrics;
 pub use crate::observe::{Finished, Observe, ObserveLayer, Started};
 pub use crate::sampling::{Sampler, Sampling};
 pub use crate::store::InstrumentedStore;
+#[cfg(feature = "otlp")]
+pub use crate::traces::TraceSettings;
 
 /// How logs are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +73,9 @@ pub enum TelemetryError {
     /// The metrics recorder could not be installed.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    /// The trace exporter could not be set up.
+    #[error("cannot set up trace export: {0}")]
+    Traces(String),
 }
 
 /// Parses level directives, as [`init`] and [`Telemetry::set_level`] do: for validating
@@ -86,14 +95,43 @@ pub struct Telemetry {
     level: reload::Handle<EnvFilter, Registry>,
     sampler: Arc<Sampler>,
     metrics: Option<Metrics>,
+    #[cfg(feature = "otlp")]
+    traces: Option<traces::Traces>,
 }
+
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
 /// Installs the global log subscriber (and, with `build`, the Prometheus recorder with
 /// `hexkv_build_info`). Call once per process.
 pub fn init(log: &LogSettings, build: Option<&BuildInfo>) -> Result<Telemetry, TelemetryError> {
+    init_with(log, build, Vec::new())
+}
+
+/// As [`init`], and with `traces`, exports spans over OTLP and accepts W3C trace context on
+/// requests. Call inside a tokio runtime (the exporter runs on it).
+#[cfg(feature = "otlp")]
+pub fn init_with_traces(
+    log: &LogSettings,
+    build: Option<&BuildInfo>,
+    traces: Option<&TraceSettings>,
+) -> Result<Telemetry, TelemetryError> {
+    let Some(settings) = traces else {
+        return init_with(log, build, Vec::new());
+    };
+    let (layer, traces) = traces::layer::<Registry>(settings)?;
+    let mut telemetry = init_with(log, build, vec![layer])?;
+    telemetry.traces = Some(traces);
+    Ok(telemetry)
+}
+
+fn init_with(
+    log: &LogSettings,
+    build: Option<&BuildInfo>,
+    mut layers: Vec<BoxedLayer>,
+) -> Result<Telemetry, TelemetryError> {
     let (filter, level) = reload::Layer::new(parse_level(&log.level)?);
     let sampler = Arc::new(Sampler::new(log.sampling));
-    let output: Box<dyn Layer<Registry> + Send + Sync> = if log.json {
+    let output: BoxedLayer = if log.json {
         tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
@@ -110,14 +148,17 @@ pub fn init(log: &LogSettings, build: Option<&BuildInfo>) -> Result<Telemetry, T
     let metrics = build
         .map(|b| Metrics::install(&b.version, &b.features))
         .transpose()?;
+    layers.insert(0, output.boxed());
     tracing_subscriber::registry()
-        .with(vec![output.boxed()])
+        .with(layers)
         .try_init()
         .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
     Ok(Telemetry {
         level,
         sampler,
         metrics,
+        #[cfg(feature = "otlp")]
+        traces: None,
     })
 }
 
@@ -143,6 +184,15 @@ impl Telemetry {
     /// The Prometheus recorder, when installed.
     pub fn metrics(&self) -> Option<&Metrics> {
         self.metrics.as_ref()
+    }
+
+    /// Exports the spans still buffered and stops the trace exporter (blocking, a few seconds at
+    /// most). Call once, at shutdown, from a thread that may block.
+    pub fn shutdown(&self) {
+        #[cfg(feature = "otlp")]
+        if let Some(traces) = &self.traces {
+            traces.shutdown();
+        }
     }
 
     /// Starts the periodic work on the current tokio runtime: the sampler's report of dropped

@@ -107,6 +107,8 @@ where
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let started = self.observe.start(&request);
+        #[cfg(feature = "otlp")]
+        crate::traces::continue_trace(&started.span, request.headers());
         let inner = {
             let _entered = started.span.enter();
             self.inner.call(request)

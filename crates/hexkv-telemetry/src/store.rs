@@ -37,7 +37,8 @@ impl InstrumentedStore {
     ) -> Result<T, StoreError> {
         let span = tracing::debug_span!(
             "store",
-            otel.name = operation,
+            otel.name = %format_args!("store {operation}"),
+            otel.kind = "client",
             db.system = self.backend,
             db.operation = operation,
             outcome = tracing::field::Empty,
