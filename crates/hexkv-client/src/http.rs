@@ -285,6 +285,11 @@ fn problem_error(status: StatusCode, retry_after: Option<Duration>, p: Problem) 
     };
     match (status, p.code.as_str()) {
         (StatusCode::NOT_FOUND, "not_found") => ClientError::NotFound,
+        // A feature turned off for this client: what gRPC says with UNIMPLEMENTED.
+        (StatusCode::NOT_FOUND, "feature_disabled") => ClientError::Other {
+            code: tonic::Code::Unimplemented,
+            message,
+        },
         (StatusCode::PRECONDITION_FAILED, _) => ClientError::PreconditionFailed {
             current: p.current_version.flatten().map(Version::new),
         },
@@ -370,6 +375,13 @@ mod tests {
             e(StatusCode::NOT_FOUND, "route_not_found", None),
             ClientError::Other {
                 code: Code::NotFound,
+                ..
+            }
+        ));
+        assert!(matches!(
+            e(StatusCode::NOT_FOUND, "feature_disabled", None),
+            ClientError::Other {
+                code: Code::Unimplemented,
                 ..
             }
         ));
