@@ -67,7 +67,11 @@ pub fn status(err: KvError) -> Status {
         ),
         KvError::ReadOnly => Status::unavailable(KvError::ReadOnly.to_string()),
         KvError::Internal(cause) => {
-            tracing::error!(error = %cause, "gRPC request failed");
+            tracing::error!(
+                error = %cause,
+                cause = %hexkv_telemetry::ErrorChain(cause.as_ref()),
+                "gRPC request failed"
+            );
             Status::internal("internal error; it has been logged")
         }
     }

@@ -164,7 +164,7 @@ impl IntoResponse for ApiError {
             tracing::error!(
                 code,
                 error = %self,
-                cause = %ErrorChain(&self),
+                cause = %hexkv_telemetry::ErrorChain(&self),
                 request_id = request_id.as_deref().unwrap_or("-"),
                 "request failed"
             );
@@ -196,20 +196,5 @@ impl IntoResponse for ApiError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
-    }
-}
-
-/// Displays an error with every cause in its chain: `outer: inner: root`.
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
     }
 }

@@ -257,6 +257,7 @@ decorate!(BulkheadStore);
 pub struct CheckCacheStore {
     inner: Arc<dyn KvStore>,
     checks: First<Result<(), String>>,
+    timeout: Option<Duration>,
 }
 
 impl CheckCacheStore {
@@ -265,7 +266,15 @@ impl CheckCacheStore {
         Self {
             inner,
             checks: First::new(window),
+            timeout: None,
         }
+    }
+
+    /// Fails a check that takes longer than `limit` (a readiness probe must answer quickly
+    /// even when the store hangs; the failure is cached like any other result).
+    pub fn with_timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
     }
 }
 
@@ -295,7 +304,19 @@ impl KvStore for CheckCacheStore {
     async fn check(&self) -> Result<(), StoreError> {
         self.checks
             .call(|| async {
-                self.inner.check().await.map_err(|e| match e {
+                let check = self.inner.check();
+                let result = match self.timeout {
+                    None => check.await,
+                    Some(limit) => tokio::time::timeout(limit, check)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(StoreError::unavailable(format!(
+                                "the store check did not answer within {} ms",
+                                limit.as_millis()
+                            )))
+                        }),
+                };
+                result.map_err(|e| match e {
                     StoreError::Unavailable { reason, .. } => reason,
                     other => other.to_string(),
                 })
@@ -501,6 +522,17 @@ mod tests {
             let err = store.check().await.unwrap_err();
             assert!(matches!(err, StoreError::Unavailable { .. }));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_check_fails_after_its_timeout() {
+        let (inner, _) = stuck();
+        let store = CheckCacheStore::new(inner, Duration::from_secs(1))
+            .with_timeout(Duration::from_millis(300));
+        let started = tokio::time::Instant::now();
+        let err = store.check().await.unwrap_err();
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+        assert!(err.to_string().contains("within 300 ms"), "{err}");
     }
 
     #[tokio::test(start_paused = true)]

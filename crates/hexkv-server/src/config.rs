@@ -121,6 +121,8 @@ pub struct StoreResilienceConfig {
     pub bulkhead_max_wait_ms: u64,
     /// Serve the store's readiness check from the last result this long (0: check every probe).
     pub check_cache_ms: u64,
+    /// Fail the store's readiness check after this long (0: wait for `timeout_ms`).
+    pub check_timeout_ms: u64,
 }
 
 impl Default for StoreResilienceConfig {
@@ -140,6 +142,7 @@ impl Default for StoreResilienceConfig {
             bulkhead_max_in_flight: 1_024,
             bulkhead_max_wait_ms: 100,
             check_cache_ms: 1_000,
+            check_timeout_ms: 2_000,
         }
     }
 }

@@ -441,8 +441,13 @@ fn protect(store: Arc<dyn KvStore>, r: &crate::config::StoreResilienceConfig) ->
             },
         ));
     }
-    if r.check_cache_ms > 0 {
-        store = Arc::new(CheckCacheStore::new(store, ms(r.check_cache_ms)));
+    if r.check_cache_ms > 0 || r.check_timeout_ms > 0 {
+        let checks = CheckCacheStore::new(store, ms(r.check_cache_ms));
+        store = Arc::new(if r.check_timeout_ms > 0 {
+            checks.with_timeout(ms(r.check_timeout_ms))
+        } else {
+            checks
+        });
     }
     (store, breaker)
 }

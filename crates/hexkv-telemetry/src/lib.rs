@@ -89,6 +89,22 @@ pub fn parse_level(directives: &str) -> Result<EnvFilter, TelemetryError> {
         })
 }
 
+/// An error and its causes on one line (`outer: middle: root`), for logs.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
 /// The handle [`init`] returns: changes settings while running.
 #[derive(Debug)]
 pub struct Telemetry {
