@@ -75,6 +75,9 @@ pub enum ClientCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Load the service and report throughput, errors and latency quantiles (see
+    /// docs/benchmarks.md).
+    Bench(Box<BenchArgs>),
     /// List the keys starting with PREFIX (every key without it), in key order.
     List {
         /// The prefix.
@@ -87,6 +90,82 @@ pub enum ClientCommand {
         #[command(flatten)]
         connection: Connection,
     },
+}
+
+/// The flags of `hexkv bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What each request does.
+    #[arg(long, value_enum, default_value_t = BenchWorkload::Get)]
+    workload: BenchWorkload,
+    /// The share of reads in the `mixed` workload.
+    #[arg(long, value_name = "RATIO", default_value_t = 0.9)]
+    read_ratio: f64,
+    /// Distinct keys.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    keys: u64,
+    /// Bytes per key.
+    #[arg(long, value_name = "BYTES", default_value_t = 16)]
+    key_size: usize,
+    /// Bytes per value.
+    #[arg(long, value_name = "BYTES", default_value_t = 100)]
+    value_size: usize,
+    /// Key access distribution.
+    #[arg(long, value_enum, default_value_t = BenchDistribution::Uniform)]
+    distribution: BenchDistribution,
+    /// The Zipf exponent (with `--distribution zipf`).
+    #[arg(long, value_name = "S", default_value_t = 0.99)]
+    zipf_exponent: f64,
+    /// Concurrent workers: requests in flight at most.
+    #[arg(long, short = 'c', value_name = "N", default_value_t = 64)]
+    concurrency: usize,
+    /// Connections (gRPC channels) the workers share; over HTTP each worker may open its own.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    connections: usize,
+    /// A fixed request rate (open loop: latency counts from when each request was due);
+    /// without it each worker sends as soon as its last answer came (closed loop).
+    #[arg(long, value_name = "PER_SECOND")]
+    rate: Option<f64>,
+    /// Seconds to measure (default 10, unless --requests is given).
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// Requests to measure.
+    #[arg(long, value_name = "N")]
+    requests: Option<u64>,
+    /// Seconds of load before measuring.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    warmup: f64,
+    /// Key prefix.
+    #[arg(long, default_value = "bench/")]
+    prefix: String,
+    /// Do not write every key before the run.
+    #[arg(long)]
+    no_preload: bool,
+    /// Where the service is.
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// `--workload`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchWorkload {
+    /// Reads.
+    Get,
+    /// Unconditional writes.
+    Put,
+    /// Reads and writes (`--read-ratio`).
+    Mixed,
+    /// Read, then compare-and-swap.
+    Cas,
+}
+
+/// `--distribution`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchDistribution {
+    /// Every key equally often.
+    Uniform,
+    /// A few hot keys (`--zipf-exponent`).
+    Zipf,
 }
 
 /// `--if-version N` or `--create-only`.
@@ -143,6 +222,7 @@ impl ClientCommand {
             | Self::Put { connection, .. }
             | Self::Delete { connection, .. }
             | Self::List { connection, .. } => connection,
+            Self::Bench(args) => &args.connection,
         }
     }
 }
@@ -205,10 +285,13 @@ impl From<io::Error> for Failure {
 /// Runs a client command; returns the process exit code.
 pub fn run(command: ClientCommand) -> u8 {
     let output = command.connection().output;
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The load generator needs every core; a single call does not.
+    let mut builder = if matches!(command, ClientCommand::Bench(_)) {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("hexkv: cannot start the runtime: {e}");
@@ -241,10 +324,17 @@ fn report(failure: &Failure, output: Output) {
 }
 
 async fn connect(connection: &Connection) -> Result<Client, Failure> {
-    let options = ClientOptions {
-        timeout: Duration::from_millis(connection.timeout_ms.max(1)),
-        ..ClientOptions::default()
-    };
+    connect_with(
+        connection,
+        ClientOptions {
+            timeout: Duration::from_millis(connection.timeout_ms.max(1)),
+            ..ClientOptions::default()
+        },
+    )
+    .await
+}
+
+async fn connect_with(connection: &Connection, options: ClientOptions) -> Result<Client, Failure> {
     let client = match connection.protocol {
         Protocol::Grpc => {
             let endpoint = connection
@@ -325,8 +415,88 @@ async fn execute(command: ClientCommand, out: &mut impl Write) -> Result<(), Fai
             let client = connect(connection).await?;
             list(&client, prefix, *limit, output, out).await?;
         }
+        ClientCommand::Bench(args) => bench(args, out).await?,
     }
     out.flush()?;
+    Ok(())
+}
+
+/// `hexkv bench`: builds the spec, connects, runs, prints the report.
+async fn bench(args: &BenchArgs, out: &mut impl Write) -> Result<(), Failure> {
+    use hexkv_bench::{Distribution, Spec, Workload};
+    let usage = |m: String| Failure::new(EXIT_USAGE, "invalid_argument", m);
+    let seconds = |s: f64, what: &str| {
+        Duration::try_from_secs_f64(s).map_err(|_| usage(format!("{what}: {s} is not a duration")))
+    };
+    let spec = Spec {
+        workload: match args.workload {
+            BenchWorkload::Get => Workload::Get,
+            BenchWorkload::Put => Workload::Put,
+            BenchWorkload::Mixed => Workload::Mixed {
+                read_ratio: args.read_ratio,
+            },
+            BenchWorkload::Cas => Workload::Cas,
+        },
+        keys: args.keys,
+        key_size: args.key_size,
+        value_size: args.value_size,
+        distribution: match args.distribution {
+            BenchDistribution::Uniform => Distribution::Uniform,
+            BenchDistribution::Zipf => Distribution::Zipf {
+                exponent: args.zipf_exponent,
+            },
+        },
+        concurrency: args.concurrency,
+        rate: args.rate,
+        duration: match (args.duration, args.requests) {
+            (Some(d), _) => Some(seconds(d, "--duration")?),
+            (None, Some(_)) => None,
+            (None, None) => Some(Duration::from_secs(10)),
+        },
+        requests: args.requests,
+        warmup: seconds(args.warmup, "--warmup")?,
+        prefix: args.prefix.clone(),
+        preload: !args.no_preload,
+    };
+    // Every failure counts as it happens: no retries.
+    let options = ClientOptions {
+        timeout: Duration::from_millis(args.connection.timeout_ms.max(1)),
+        retry: hexkv_client::RetryPolicy {
+            max_attempts: 1,
+            ..hexkv_client::RetryPolicy::default()
+        },
+        ..ClientOptions::default()
+    };
+    let mut clients = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        clients.push(connect_with(&args.connection, options).await?);
+    }
+    let protocol = match args.connection.protocol {
+        Protocol::Grpc => "grpc",
+        Protocol::Http => "http",
+    };
+    let progress = args.connection.output == Output::Text;
+    let report = hexkv_bench::run(clients, protocol, spec, progress)
+        .await
+        .map_err(|e| {
+            if e.starts_with("preloading") {
+                Failure::new(EXIT_UNAVAILABLE, "unavailable", e)
+            } else {
+                usage(e)
+            }
+        })?;
+    match args.connection.output {
+        Output::Text => write!(out, "{}", report.table())?,
+        Output::Json => writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&report).map_err(|e| Failure::new(
+                EXIT_FAILURE,
+                "json",
+                e.to_string()
+            ))?
+        )?,
+    }
     Ok(())
 }
 
