@@ -123,7 +123,8 @@ async fn metrics_count_known_traffic() {
     );
     let text = r.text().await.unwrap();
     let m = parse(&text);
-    let http_total = "hexkv_http_requests_total";
+    // The histogram's `_count` series counts the requests.
+    let http_total = "hexkv_http_request_duration_seconds_count";
     let route = "/v1/kv/{*key}";
     let series = |method, route, status| [("method", method), ("route", route), ("status", status)];
     assert_eq!(
@@ -139,13 +140,12 @@ async fn metrics_count_known_traffic() {
         value(&m, http_total, &series("GET", "unmatched", "404")),
         1.0
     );
-    assert_eq!(
+    assert!(
         value(
             &m,
-            "hexkv_http_request_duration_seconds_count",
+            "hexkv_http_request_duration_seconds_sum",
             &series("PUT", route, "201")
-        ),
-        3.0
+        ) > 0.0
     );
     let rpc = |code| {
         [
@@ -154,15 +154,9 @@ async fn metrics_count_known_traffic() {
             ("service", "hexkv.v1.KeyValue"),
         ]
     };
-    assert_eq!(value(&m, "hexkv_grpc_requests_total", &rpc("OK")), 1.0);
-    assert_eq!(
-        value(&m, "hexkv_grpc_requests_total", &rpc("NOT_FOUND")),
-        1.0
-    );
-    assert_eq!(
-        value(&m, "hexkv_grpc_request_duration_seconds_count", &rpc("OK")),
-        1.0
-    );
+    let grpc_total = "hexkv_grpc_request_duration_seconds_count";
+    assert_eq!(value(&m, grpc_total, &rpc("OK")), 1.0);
+    assert_eq!(value(&m, grpc_total, &rpc("NOT_FOUND")), 1.0);
 
     // The store saw 3 puts, 5 gets (3 over REST, 2 over gRPC) and a delete.
     let store = |op| [("backend", "memory"), ("operation", op), ("outcome", "ok")];

@@ -1,6 +1,6 @@
 //! How the gRPC adapter is observed: a `request` span with the service, the method and the
-//! request id, and the metrics `hexkv_grpc_requests_total` and
-//! `hexkv_grpc_request_duration_seconds` by service, method and status code.
+//! request id, and the metrics `hexkv_grpc_request_duration_seconds` (whose `_count` counts
+//! the calls) by service, method and status code.
 //!
 //! The request id is the client's `x-request-id` metadata when it sends a sane one, else a new
 //! one; either way it is returned in the response metadata. The code is read from the response
@@ -69,7 +69,6 @@ pub fn code_name(code: i32) -> &'static str {
 }
 
 impl Observe for GrpcObserve {
-    const REQUESTS: &'static str = hexkv_telemetry::metrics::GRPC_REQUESTS;
     const DURATION: &'static str = hexkv_telemetry::metrics::GRPC_DURATION;
     const STATUS_LABEL: &'static str = "code";
 

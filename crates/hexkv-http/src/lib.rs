@@ -116,7 +116,7 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
         (options.max_in_flight > 0)
             .then(|| hexkv_resilience::InFlightLimit::new(options.max_in_flight))
     });
-    let key_value = Router::new()
+    let mut router = Router::new()
         .route("/v1/kv", get(kv::list_keys))
         .route("/v1/kv/", any(kv::empty_key))
         .route(
@@ -125,58 +125,63 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
                 .put(kv::put_value)
                 .delete(kv::delete_value),
         )
-        // One `layer` call per group: every `Router::layer` call wraps each route in another
-        // boxed, per-request-cloned service. Outermost first: throttling, the request timeout,
-        // load shedding, the body limit.
-        .layer(
-            ServiceBuilder::new()
-                .option_layer(throttle.map(|throttle| {
-                    hexkv_resilience::ThrottleLayer::new(
-                        throttle,
-                        client_key,
-                        |wait: std::time::Duration| {
-                            metrics::counter!(hexkv_telemetry::metrics::THROTTLED, "protocol" => "http")
-                                .increment(1);
-                            axum::response::IntoResponse::into_response(ApiError::Throttled(wait))
-                        },
-                    )
-                }))
-                .option_layer(options.request_timeout.map(|limit| {
-                    hexkv_resilience::DeadlineLayer::new(limit, || {
-                        metrics::counter!(hexkv_telemetry::metrics::TIMED_OUT, "protocol" => "http")
-                            .increment(1);
-                        axum::response::IntoResponse::into_response(ApiError::DeadlineExceeded)
-                    })
-                }))
-                .option_layer(in_flight.map(|limit| {
-                    hexkv_resilience::LoadShedLayer::with_limit(limit, || {
-                        metrics::counter!(hexkv_telemetry::metrics::SHED, "protocol" => "http")
-                            .increment(1);
-                        axum::response::IntoResponse::into_response(ApiError::Overloaded)
-                    })
-                }))
-                .layer(DefaultBodyLimit::max(options.max_body_bytes)),
-        );
-    let mut operational = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
     if serve_metrics {
-        operational = operational.route("/metrics", get(health::metrics));
+        router = router.route("/metrics", get(health::metrics));
     }
-    key_value
-        .merge(operational)
+    // The protection of the key-value routes, outermost first: throttling, the request timeout,
+    // load shedding, the body limit. The operational routes bypass it.
+    let guard = ServiceBuilder::new()
+        .option_layer(throttle.map(|throttle| {
+            hexkv_resilience::ThrottleLayer::new(
+                throttle,
+                client_key,
+                |wait: std::time::Duration| {
+                    metrics::counter!(hexkv_telemetry::metrics::THROTTLED, "protocol" => "http")
+                        .increment(1);
+                    axum::response::IntoResponse::into_response(ApiError::Throttled(wait))
+                },
+            )
+        }))
+        .option_layer(options.request_timeout.map(|limit| {
+            hexkv_resilience::DeadlineLayer::new(limit, || {
+                metrics::counter!(hexkv_telemetry::metrics::TIMED_OUT, "protocol" => "http")
+                    .increment(1);
+                axum::response::IntoResponse::into_response(ApiError::DeadlineExceeded)
+            })
+        }))
+        .option_layer(in_flight.map(|limit| {
+            hexkv_resilience::LoadShedLayer::with_limit(limit, || {
+                metrics::counter!(hexkv_telemetry::metrics::SHED, "protocol" => "http")
+                    .increment(1);
+                axum::response::IntoResponse::into_response(ApiError::Overloaded)
+            })
+        }))
+        .layer(DefaultBodyLimit::max(options.max_body_bytes));
+    router
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
-        // Outermost first: request ids, observation (span, log line, metrics), caught panics.
+        // One `layer` call with the whole stack: every `Router::layer` call wraps each route in
+        // another boxed, per-request-cloned service. Outermost first: request ids, observation
+        // (span, log line, metrics), caught panics, then the guard (bypassed by probes and
+        // scrapes).
         .layer(
             ServiceBuilder::new()
                 .layer(request_id::RequestIdLayer)
                 .layer(hexkv_telemetry::ObserveLayer::new(observe::HttpObserve))
                 .layer(CatchPanicLayer::custom(|_| {
                     axum::response::IntoResponse::into_response(ApiError::Panicked)
-                })),
+                }))
+                .layer(hexkv_resilience::BypassLayer::new(guard, is_operational)),
         )
+}
+
+/// The routes that probes and scrapers call, which load shedding, throttling and the request
+/// timeout leave alone.
+fn is_operational(request: &Request) -> bool {
+    matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics")
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! How the REST adapter is observed: a `request` span with the method, the matched route and the
-//! request id, and the metrics `hexkv_http_requests_total` and
-//! `hexkv_http_request_duration_seconds` by method, route and status.
+//! request id, and the metrics `hexkv_http_request_duration_seconds` (whose `_count` counts
+//! the requests) by method, route and status.
 
 use axum::extract::MatchedPath;
 use axum::http::{Method, Request, Response};
 use hexkv_telemetry::{Finished, Observe, Started};
-use metrics::Label;
+use metrics::{Label, SharedString};
 
 use crate::request_id::REQUEST_ID_HEADER;
 
@@ -30,8 +30,43 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// A route as a label, without an allocation for the routes hexkv has.
+fn route_label(route: &str) -> SharedString {
+    match route {
+        "/v1/kv/{*key}" => SharedString::const_str("/v1/kv/{*key}"),
+        "/v1/kv" => SharedString::const_str("/v1/kv"),
+        "/v1/kv/" => SharedString::const_str("/v1/kv/"),
+        "/healthz" => SharedString::const_str("/healthz"),
+        "/readyz" => SharedString::const_str("/readyz"),
+        "/metrics" => SharedString::const_str("/metrics"),
+        "unmatched" => SharedString::const_str("unmatched"),
+        other => SharedString::from_owned(other.to_owned()),
+    }
+}
+
+/// A status as a label, without an allocation for the statuses hexkv answers.
+fn status_label(status: u16) -> SharedString {
+    let known = match status {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        304 => "304",
+        400 => "400",
+        404 => "404",
+        405 => "405",
+        412 => "412",
+        413 => "413",
+        414 => "414",
+        429 => "429",
+        500 => "500",
+        503 => "503",
+        504 => "504",
+        other => return SharedString::from_owned(other.to_string()),
+    };
+    SharedString::const_str(known)
+}
+
 impl Observe for HttpObserve {
-    const REQUESTS: &'static str = hexkv_telemetry::metrics::HTTP_REQUESTS;
     const DURATION: &'static str = hexkv_telemetry::metrics::HTTP_DURATION;
     const STATUS_LABEL: &'static str = "status";
 
@@ -63,7 +98,7 @@ impl Observe for HttpObserve {
             span,
             labels: vec![
                 Label::new("method", method),
-                Label::new("route", route.to_owned()),
+                Label::new("route", route_label(route)),
             ],
             response_header: None,
         }
@@ -72,7 +107,7 @@ impl Observe for HttpObserve {
     fn finish<B>(&self, response: &Response<B>) -> Finished {
         let status = response.status();
         Finished {
-            status: status.as_u16().to_string().into(),
+            status: status_label(status.as_u16()),
             server_error: status.is_server_error(),
         }
     }

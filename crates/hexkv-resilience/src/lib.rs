@@ -20,6 +20,7 @@
 //! [`StoreError::Unavailable`]: hexkv_core::StoreError::Unavailable
 
 pub mod breaker;
+pub mod bypass;
 pub mod deadline;
 pub mod debounce;
 pub mod retry;
@@ -28,6 +29,7 @@ mod store;
 pub mod throttle;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Outcome, Rejected, Transition};
+pub use bypass::BypassLayer;
 pub use deadline::DeadlineLayer;
 pub use retry::{Jitter, RetryPolicy, Retryable};
 pub use shed::{InFlightLimit, LoadShedLayer};

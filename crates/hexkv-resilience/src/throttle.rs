@@ -186,30 +186,70 @@ impl<S: Clone, K: Clone, F: Clone> Clone for Throttled<S, K, F> {
 impl<S, K, F, Req> Service<Req> for Throttled<S, K, F>
 where
     S: Service<Req>,
-    S::Future: Send + 'static,
-    S::Response: Send + 'static,
-    S::Error: Send + 'static,
     K: Fn(&Req) -> String,
-    F: Fn(Duration) -> S::Response + Clone + Send + 'static,
+    F: Fn(Duration) -> S::Response + Clone,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = ThrottledFuture<S::Future, F>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
+        // Off: no key is computed, nothing is remembered, nothing is allocated.
         if !self.throttle.is_on() {
-            // Off: no key is computed, nothing is remembered.
-            return Box::pin(self.inner.call(request));
+            return ThrottledFuture::Admitted {
+                inner: self.inner.call(request),
+            };
         }
         match self.throttle.check(&(self.key)(&request)) {
-            Ok(()) => Box::pin(self.inner.call(request)),
-            Err(wait) => {
-                let reject = self.reject.clone();
-                Box::pin(async move { Ok(reject(wait)) })
+            Ok(()) => ThrottledFuture::Admitted {
+                inner: self.inner.call(request),
+            },
+            // The refusal is built when the future is polled, inside whatever context the
+            // outer layers set up for the request (the REST request id, for one).
+            Err(wait) => ThrottledFuture::Refused {
+                reject: Some(self.reject.clone()),
+                wait,
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Throttled`]: the inner service's (`inner`), or the refusal
+    /// (`reject(wait)`, made when first polled).
+    #[allow(missing_docs)]
+    #[project = ThrottledProj]
+    pub enum ThrottledFuture<Fut, F> {
+        /// Admitted: the inner service answers.
+        Admitted {
+            #[pin]
+            inner: Fut,
+        },
+        /// Refused.
+        Refused {
+            reject: Option<F>,
+            wait: Duration,
+        },
+    }
+}
+
+impl<Fut, F, R, E> Future for ThrottledFuture<Fut, F>
+where
+    Fut: Future<Output = Result<R, E>>,
+    F: Fn(Duration) -> R,
+{
+    type Output = Result<R, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ThrottledProj::Admitted { inner } => inner.poll(cx),
+            ThrottledProj::Refused { reject, wait } => {
+                let reject = reject.take().expect("polled after completion");
+                Poll::Ready(Ok(reject(*wait)))
             }
         }
     }

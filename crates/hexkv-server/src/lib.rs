@@ -188,12 +188,15 @@ impl Application {
             }
         };
         let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
-        // The front ends call the service through a span per call (the "service" step of a
-        // trace).
-        let api: Arc<dyn hexkv_core::KeyValueApi> =
+        // With traces on, the front ends call the service through a span per call (the
+        // "service" step of a trace); without, they call it directly.
+        let api: Arc<dyn hexkv_core::KeyValueApi> = if config.telemetry.traces {
             Arc::new(hexkv_telemetry::InstrumentedApi::new(
                 Arc::clone(&service) as Arc<dyn hexkv_core::KeyValueApi>
-            ));
+            ))
+        } else {
+            Arc::clone(&service) as Arc<dyn hexkv_core::KeyValueApi>
+        };
         // One throttle for both front ends: a client's rate counts its REST and gRPC requests.
         // It always exists (off while `throttle_per_minute` is 0) so a reload can turn it on.
         let limits = &config.limits;

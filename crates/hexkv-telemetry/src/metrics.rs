@@ -8,10 +8,8 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `hexkv_http_requests_total` | counter | `method`, `route`, `status` |
-//! | `hexkv_http_request_duration_seconds` | histogram | `method`, `route`, `status` |
-//! | `hexkv_grpc_requests_total` | counter | `service`, `method`, `code` |
-//! | `hexkv_grpc_request_duration_seconds` | histogram | `service`, `method`, `code` |
+//! | `hexkv_http_request_duration_seconds` | histogram (its `_count`: requests) | `method`, `route`, `status` |
+//! | `hexkv_grpc_request_duration_seconds` | histogram (its `_count`: calls) | `service`, `method`, `code` |
 //! | `hexkv_store_operation_duration_seconds` | histogram | `backend`, `operation`, `outcome` |
 //! | `hexkv_store_breaker_state` | gauge | — (0 closed, 1 half-open, 2 open) |
 //! | `hexkv_store_breaker_transitions_total` | counter | `from`, `to` |
@@ -28,13 +26,9 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Requests over REST, by method, matched route and status code.
-pub const HTTP_REQUESTS: &str = "hexkv_http_requests_total";
-/// REST request latency.
+/// REST request latency, by method, matched route and status code; `_count` counts requests.
 pub const HTTP_DURATION: &str = "hexkv_http_request_duration_seconds";
-/// Calls over gRPC, by service, method and status code name.
-pub const GRPC_REQUESTS: &str = "hexkv_grpc_requests_total";
-/// gRPC call latency.
+/// gRPC call latency, by service, method and status code name; `_count` counts calls.
 pub const GRPC_DURATION: &str = "hexkv_grpc_request_duration_seconds";
 /// Store operation latency, by backend, operation and outcome.
 pub const STORE_DURATION: &str = "hexkv_store_operation_duration_seconds";

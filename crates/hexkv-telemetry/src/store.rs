@@ -18,23 +18,53 @@ use tracing::Instrument;
 ///
 /// Placed directly around the backend, inside the resilience decorators, it measures the store
 /// itself: each retry attempt is a call, and a call refused by an open breaker never reaches it.
+///
+/// Its histograms are registered when it is built (every operation and outcome, so the series
+/// exist from the start and a call costs no registry lookup): install the metrics recorder
+/// before building it.
 pub struct InstrumentedStore {
     inner: Arc<dyn KvStore>,
     backend: &'static str,
+    /// By operation, then outcome (the orders of `OPERATIONS` and `OUTCOMES`).
+    histograms: Vec<Vec<metrics::Histogram>>,
 }
+
+const OPERATIONS: [&str; 5] = ["get", "put", "delete", "list", "check"];
+const OUTCOMES: [&str; 4] = ["ok", "precondition_failed", "unavailable", "internal"];
 
 impl InstrumentedStore {
     /// Wraps `inner`; `backend` names it in spans (`db.system`) and metrics (`postgresql`,
     /// `memory`).
     pub fn new(inner: Arc<dyn KvStore>, backend: &'static str) -> Self {
-        Self { inner, backend }
+        let histograms = OPERATIONS
+            .iter()
+            .map(|operation| {
+                OUTCOMES
+                    .iter()
+                    .map(|outcome| {
+                        metrics::histogram!(
+                            crate::metrics::STORE_DURATION,
+                            "backend" => backend,
+                            "operation" => *operation,
+                            "outcome" => *outcome,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        Self {
+            inner,
+            backend,
+            histograms,
+        }
     }
 
     async fn observe<T>(
         &self,
-        operation: &'static str,
+        op: usize,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        let operation = OPERATIONS[op];
         let span = tracing::debug_span!(
             "store",
             otel.name = %format_args!("store {operation}"),
@@ -46,19 +76,13 @@ impl InstrumentedStore {
         let start = Instant::now();
         let result = call.instrument(span.clone()).await;
         let outcome = match &result {
-            Ok(_) => "ok",
-            Err(StoreError::PreconditionFailed { .. }) => "precondition_failed",
-            Err(StoreError::Unavailable { .. }) => "unavailable",
-            Err(StoreError::Internal(_)) => "internal",
+            Ok(_) => 0,
+            Err(StoreError::PreconditionFailed { .. }) => 1,
+            Err(StoreError::Unavailable { .. }) => 2,
+            Err(StoreError::Internal(_)) => 3,
         };
-        span.record("outcome", outcome);
-        metrics::histogram!(
-            crate::metrics::STORE_DURATION,
-            "backend" => self.backend,
-            "operation" => operation,
-            "outcome" => outcome,
-        )
-        .record(start.elapsed().as_secs_f64());
+        span.record("outcome", OUTCOMES[outcome]);
+        self.histograms[op][outcome].record(start.elapsed().as_secs_f64());
         result
     }
 }
@@ -66,7 +90,7 @@ impl InstrumentedStore {
 #[async_trait]
 impl KvStore for InstrumentedStore {
     async fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
-        self.observe("get", self.inner.get(key)).await
+        self.observe(0, self.inner.get(key)).await
     }
 
     async fn put(
@@ -75,7 +99,7 @@ impl KvStore for InstrumentedStore {
         value: Value,
         precondition: Precondition,
     ) -> Result<PutOutcome, StoreError> {
-        self.observe("put", self.inner.put(key, value, precondition))
+        self.observe(1, self.inner.put(key, value, precondition))
             .await
     }
 
@@ -84,16 +108,15 @@ impl KvStore for InstrumentedStore {
         key: &Key,
         precondition: Precondition,
     ) -> Result<DeleteOutcome, StoreError> {
-        self.observe("delete", self.inner.delete(key, precondition))
-            .await
+        self.observe(2, self.inner.delete(key, precondition)).await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
-        self.observe("list", self.inner.list(query)).await
+        self.observe(3, self.inner.list(query)).await
     }
 
     async fn check(&self) -> Result<(), StoreError> {
-        self.observe("check", self.inner.check()).await
+        self.observe(4, self.inner.check()).await
     }
 
     async fn close(&self) -> Result<(), StoreError> {
@@ -113,9 +136,9 @@ mod tests {
         mock.expect_check()
             .times(2)
             .returning(|| Err(StoreError::unavailable("down")));
-        let store = InstrumentedStore::new(Arc::new(mock), "memory");
         let (recorder, metrics) = crate::Metrics::local().unwrap();
         let guard = metrics::set_default_local_recorder(&recorder);
+        let store = InstrumentedStore::new(Arc::new(mock), "memory");
         assert!(store.get(&Key::new("k").unwrap()).await.unwrap().is_none());
         assert!(store.check().await.is_err());
         assert!(store.check().await.is_err());
