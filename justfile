@@ -27,11 +27,16 @@ check-features:
     cargo check -p hexkv-server --no-default-features --features http,grpc,memory
     cargo check -p hexkv-server --no-default-features --features http,grpc,memory,postgres
     cargo check -p hexkv-server --no-default-features --features http,memory,cli
+    cargo check -p hexkv-server --no-default-features --features grpc,memory,otlp
     cargo check -p hexkv-core --no-default-features
 
 # REST throughput against a bare axum handler, in one run (needs wrk). See docs/benchmarks.md.
 bench:
     scripts/bench-http.sh
+
+# Resident memory with a million keys, and the start-up replay of their log. See docs/benchmarks.md.
+bench-memory:
+    scripts/bench-memory.sh
 
 # REST on PostgreSQL beside pgbench on the same server (needs wrk). See docs/benchmarks.md.
 bench-pg:

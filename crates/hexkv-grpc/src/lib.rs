@@ -75,16 +75,13 @@ impl KeyValueGrpc {
 /// The identity feature flags roll out by: the `x-api-key` metadata, else the client's IP
 /// address (as [`client_key`] for throttling).
 fn identity<T>(request: &Request<T>) -> String {
-    if let Some(key) = request
-        .metadata()
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-    {
-        return format!("key:{key}");
-    }
-    request
-        .remote_addr()
-        .map_or_else(|| "addr:unknown".to_owned(), |a| format!("addr:{}", a.ip()))
+    hexkv_resilience::client_identity(
+        request
+            .metadata()
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok()),
+        request.remote_addr().map(|a| a.ip()),
+    )
 }
 
 /// The gRPC services hexkv serves, ready to be added to a tonic server.
@@ -221,18 +218,17 @@ fn overloaded() -> tonic::codegen::http::Response<tonic::body::Body> {
 /// The throttling key of a call: its `x-api-key` metadata when present, else the client's IP
 /// address.
 pub fn client_key<B>(request: &tonic::codegen::http::Request<B>) -> String {
-    if let Some(key) = request
-        .headers()
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-    {
-        return format!("key:{key}");
-    }
-    request
-        .extensions()
-        .get::<tonic::transport::server::TcpConnectInfo>()
-        .and_then(|c| c.remote_addr())
-        .map_or_else(|| "addr:unknown".to_owned(), |a| format!("addr:{}", a.ip()))
+    hexkv_resilience::client_identity(
+        request
+            .headers()
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok()),
+        request
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|c| c.remote_addr())
+            .map(|a| a.ip()),
+    )
 }
 
 /// The answer to a throttled call: RESOURCE_EXHAUSTED, with the wait as `RetryInfo`.

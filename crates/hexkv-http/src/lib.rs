@@ -71,20 +71,16 @@ pub struct Extras {
 /// The throttling key of a request: its `x-api-key` header when present, else the client's IP
 /// address (when the server records it, `into_make_service_with_connect_info`).
 pub fn client_key(request: &Request) -> String {
-    if let Some(key) = request
-        .headers()
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-    {
-        return format!("key:{key}");
-    }
-    request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map_or_else(
-            || "addr:unknown".to_owned(),
-            |c| format!("addr:{}", c.0.ip()),
-        )
+    hexkv_resilience::client_identity(
+        request
+            .headers()
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok()),
+        request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip()),
+    )
 }
 
 /// The application's router without the optional parts; see [`router_with`].

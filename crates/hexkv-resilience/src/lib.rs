@@ -34,4 +34,4 @@ pub use deadline::DeadlineLayer;
 pub use retry::{Jitter, RetryPolicy, Retryable};
 pub use shed::{InFlightLimit, LoadShedLayer};
 pub use store::{BreakerStore, BulkheadStore, CheckCacheStore, RetryStore, TimeoutStore};
-pub use throttle::{Throttle, ThrottleLayer};
+pub use throttle::{Throttle, ThrottleLayer, client_identity};

@@ -27,6 +27,16 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use tower::{Layer, Service};
 
+/// A client's identity, for throttling and feature-flag rollouts alike: its API key when it
+/// sends one (`key:…`), else its IP address (`addr:…`), else `addr:unknown`.
+pub fn client_identity(api_key: Option<&str>, ip: Option<std::net::IpAddr>) -> String {
+    match (api_key, ip) {
+        (Some(key), _) => format!("key:{key}"),
+        (None, Some(ip)) => format!("addr:{ip}"),
+        (None, None) => "addr:unknown".to_owned(),
+    }
+}
+
 type Keyed<C> =
     RateLimiter<String, DefaultKeyedStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
