@@ -2,9 +2,9 @@
 //!
 //! Keys are spread over a power-of-two number of shards by hash; each shard is an ordered
 //! `BTreeMap` behind a `std::sync::RwLock`. Point reads and writes touch one shard, so readers and
-//! writers of different keys rarely meet on a lock. A listing fans out to every shard (each returns
-//! its own sorted run of at most `limit + 1` keys from the cursor) and fans the runs back in with a
-//! k-way merge, so a page costs `O(shards × limit)` whatever the map's size.
+//! writers of different keys rarely meet on a lock. A listing fans out to every shard (a range
+//! from the cursor in each) and fans the ranges back in with a lazy k-way merge, so a page costs
+//! `O(limit × log shards)` whatever the map's size, and only the page's keys are copied.
 //!
 //! The locks are std's, not tokio's: they are held only for in-memory work, never across an
 //! `.await`, and a blocking lock is cheaper than an async one for such short sections.
@@ -121,12 +121,51 @@ impl ShardedMap {
     }
 
     /// One page of the listing `query` asks for: fan out to the shards, fan in by key.
+    ///
+    /// Every shard is read-locked (in index order, so two listings cannot deadlock; writers
+    /// hold one shard at a time) while the shards' ranges are merged lazily through a heap, so
+    /// only the keys that make the page are cloned: `O(limit × log shards)` work, not
+    /// `O(shards × limit)`, and the page is one consistent view of the map.
     pub(crate) fn list(&self, query: &ListQuery) -> Page {
         let limit = query.limit();
-        let runs: Vec<Vec<ListItem>> = (0..self.shards.len())
-            .map(|i| shard_run(&self.read(i), query, limit + 1))
+        let prefix = query.prefix();
+        let start: Bound<&str> = match query.cursor() {
+            Some(cursor) if cursor.after_key().as_str() >= prefix => {
+                Bound::Excluded(cursor.after_key().as_str())
+            }
+            _ => Bound::Included(prefix),
+        };
+        let guards: Vec<RwLockReadGuard<'_, Shard>> =
+            (0..self.shards.len()).map(|i| self.read(i)).collect();
+        let mut runs: Vec<_> = guards
+            .iter()
+            .map(|shard| {
+                shard
+                    .range::<str, _>((start, Bound::Unbounded))
+                    .take_while(|(key, _)| key.as_str().starts_with(prefix))
+            })
             .collect();
-        let mut items = merge_runs(runs, limit + 1);
+        let mut heap = BinaryHeap::with_capacity(runs.len());
+        for (i, run) in runs.iter_mut().enumerate() {
+            if let Some((key, slot)) = run.next() {
+                heap.push(Reverse((key, slot.version, i)));
+            }
+        }
+        let mut items = Vec::with_capacity((limit + 1).min(1024));
+        while items.len() <= limit {
+            let Some(Reverse((key, version, i))) = heap.pop() else {
+                break;
+            };
+            if let Some((next, slot)) = runs[i].next() {
+                heap.push(Reverse((next, slot.version, i)));
+            }
+            items.push(ListItem {
+                key: key.clone(),
+                version,
+            });
+        }
+        drop(runs);
+        drop(guards);
         let next_cursor = if items.len() > limit {
             items.truncate(limit);
             items.last().map(|last| Cursor::after(last.key.clone()))
@@ -134,68 +173,6 @@ impl ShardedMap {
             None
         };
         Page { items, next_cursor }
-    }
-}
-
-/// The first `take` keys of one shard that belong to the listing, in order.
-fn shard_run(shard: &Shard, query: &ListQuery, take: usize) -> Vec<ListItem> {
-    let prefix = query.prefix();
-    let start: Bound<&str> = match query.cursor() {
-        Some(cursor) if cursor.after_key().as_str() >= prefix => {
-            Bound::Excluded(cursor.after_key().as_str())
-        }
-        _ => Bound::Included(prefix),
-    };
-    shard
-        .range::<str, _>((start, Bound::Unbounded))
-        .take_while(|(key, _)| key.as_str().starts_with(prefix))
-        .take(take)
-        .map(|(key, slot)| ListItem {
-            key: key.clone(),
-            version: slot.version,
-        })
-        .collect()
-}
-
-/// Merges sorted runs into one sorted list of at most `take` items.
-fn merge_runs(runs: Vec<Vec<ListItem>>, take: usize) -> Vec<ListItem> {
-    let mut iters: Vec<_> = runs.into_iter().map(Vec::into_iter).collect();
-    let mut heap = BinaryHeap::with_capacity(iters.len());
-    for (i, it) in iters.iter_mut().enumerate() {
-        if let Some(item) = it.next() {
-            heap.push(Reverse(HeapItem(item, i)));
-        }
-    }
-    let mut out = Vec::with_capacity(take.min(1024));
-    while out.len() < take {
-        let Some(Reverse(HeapItem(item, i))) = heap.pop() else {
-            break;
-        };
-        if let Some(next) = iters[i].next() {
-            heap.push(Reverse(HeapItem(next, i)));
-        }
-        out.push(item);
-    }
-    out
-}
-
-/// A run's head in the merge heap, ordered by key (keys are unique across shards).
-struct HeapItem(ListItem, usize);
-
-impl PartialEq for HeapItem {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.key == other.0.key
-    }
-}
-impl Eq for HeapItem {}
-impl PartialOrd for HeapItem {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for HeapItem {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.key.cmp(&other.0.key)
     }
 }
 
