@@ -206,20 +206,8 @@ impl Application {
             limits.throttle_max_clients,
         ));
         // Each front end's load-shedding bound, changeable by a reload.
-        let mut in_flight = Vec::new();
-        let _reload_triggers = match reload {
-            None => None,
-            Some(overrides) => {
-                let live = reload::Live {
-                    telemetry: telemetry.clone(),
-                    throttle: Arc::clone(&throttle),
-                    in_flight: Vec::new(),
-                    breaker: breaker.clone(),
-                    flags: Arc::clone(&flags),
-                };
-                Some((overrides, live))
-            }
-        };
+        let http_in_flight = hexkv_resilience::InFlightLimit::new(limits.max_in_flight);
+        let grpc_in_flight = hexkv_resilience::InFlightLimit::new(limits.max_in_flight);
 
         #[cfg(feature = "http")]
         {
@@ -234,11 +222,7 @@ impl Application {
                     throttle: Some(Arc::clone(&throttle)),
                     metrics: telemetry.as_ref().and_then(|t| t.metrics().cloned()),
                     flags: Some(Arc::clone(&flags)),
-                    in_flight: Some({
-                        let limit = hexkv_resilience::InFlightLimit::new(limits.max_in_flight);
-                        in_flight.push(Arc::clone(&limit));
-                        limit
-                    }),
+                    in_flight: Some(Arc::clone(&http_in_flight)),
                 },
             );
             // Client addresses are recorded for throttling by address.
@@ -258,11 +242,7 @@ impl Application {
                     max_in_flight: config.limits.max_in_flight,
                     request_timeout: config.limits.request_timeout(),
                     flags: Some(Arc::clone(&flags)),
-                    in_flight: Some({
-                        let limit = hexkv_resilience::InFlightLimit::new(limits.max_in_flight);
-                        in_flight.push(Arc::clone(&limit));
-                        limit
-                    }),
+                    in_flight: Some(Arc::clone(&grpc_in_flight)),
                 },
             )
             .await
@@ -275,11 +255,17 @@ impl Application {
         for (front_end, addr) in &addresses {
             tracing::info!(front_end, %addr, "listening");
         }
-        // Reloads start once the servers (and their bounds) exist; they stop with this scope.
-        let _reload_triggers = match _reload_triggers {
+        // Reloads start once the servers listen; the triggers stop with this scope.
+        let _reload_triggers = match reload {
             None => None,
-            Some((overrides, mut live)) => {
-                live.in_flight = in_flight;
+            Some(overrides) => {
+                let live = reload::Live {
+                    telemetry: telemetry.clone(),
+                    throttle: Arc::clone(&throttle),
+                    in_flight: vec![http_in_flight, grpc_in_flight],
+                    breaker: breaker.clone(),
+                    flags: Arc::clone(&flags),
+                };
                 let reloader = Arc::new(reload::Reloader::new(overrides, config.clone(), live));
                 Some(reload::spawn_triggers(reloader)?)
             }
