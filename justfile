@@ -34,6 +34,10 @@ check-features:
 bench:
     scripts/bench-http.sh
 
+# gRPC against REST with hexkv bench: peak throughput, and latency at half the peak. See docs/benchmarks.md.
+bench-protocols:
+    scripts/bench-protocols.sh
+
 # Resident memory with a million keys, and the start-up replay of their log. See docs/benchmarks.md.
 bench-memory:
     scripts/bench-memory.sh
