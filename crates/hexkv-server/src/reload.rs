@@ -420,42 +420,45 @@ mod tests {
     }
 
     #[test]
+    // Inside a figment `Jail`: the configuration tests set `HEXKV_*` variables in theirs, and
+    // the jail's lock keeps them from leaking into the reloads here.
+    #[allow(clippy::result_large_err)]
     fn an_invalid_file_is_refused_and_a_restart_setting_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("hexkv.toml");
-        std::fs::write(&file, "[limits]\nmax_in_flight = 5\n").unwrap();
-        let overrides = Overrides {
-            config: Some(file.clone()),
-            ..Overrides::default()
-        };
-        let running = Config::load(&overrides).unwrap();
-        let reloader = Reloader::new(overrides, running, live());
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("hexkv.toml", "[limits]\nmax_in_flight = 5\n")?;
+            let overrides = Overrides {
+                config: Some(jail.directory().join("hexkv.toml")),
+                ..Overrides::default()
+            };
+            let running = Config::load(&overrides).unwrap();
+            let reloader = Reloader::new(overrides, running, live());
 
-        std::fs::write(&file, "[limits]\nmax_in_flight = \"many\"\n").unwrap();
-        assert!(matches!(reloader.reload(), Reloaded::Refused(_)));
-        assert_eq!(reloader.live.in_flight[0].max(), 8, "unchanged");
+            jail.create_file("hexkv.toml", "[limits]\nmax_in_flight = \"many\"\n")?;
+            assert!(matches!(reloader.reload(), Reloaded::Refused(_)));
+            assert_eq!(reloader.live.in_flight[0].max(), 8, "unchanged");
 
-        std::fs::write(
-            &file,
-            "[limits]\nmax_in_flight = 6\n[http]\nlisten = \"127.0.0.1:9\"\n",
-        )
-        .unwrap();
-        assert_eq!(
-            reloader.reload(),
-            Reloaded::Done {
-                applied: vec!["limits.max_in_flight".into()],
-                restart: vec!["http.listen".into()],
-            }
-        );
-        assert_eq!(reloader.live.in_flight[0].max(), 6);
-        // The restart-only change is reported again (it is still not in effect); the live one
-        // is not.
-        assert_eq!(
-            reloader.reload(),
-            Reloaded::Done {
-                applied: vec![],
-                restart: vec!["http.listen".into()],
-            }
-        );
+            jail.create_file(
+                "hexkv.toml",
+                "[limits]\nmax_in_flight = 6\n[http]\nlisten = \"127.0.0.1:9\"\n",
+            )?;
+            assert_eq!(
+                reloader.reload(),
+                Reloaded::Done {
+                    applied: vec!["limits.max_in_flight".into()],
+                    restart: vec!["http.listen".into()],
+                }
+            );
+            assert_eq!(reloader.live.in_flight[0].max(), 6);
+            // The restart-only change is reported again (it is still not in effect); the live
+            // one is not.
+            assert_eq!(
+                reloader.reload(),
+                Reloaded::Done {
+                    applied: vec![],
+                    restart: vec!["http.listen".into()],
+                }
+            );
+            Ok(())
+        });
     }
 }
