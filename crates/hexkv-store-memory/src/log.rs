@@ -222,7 +222,10 @@ impl Log {
             st.last_version += 1;
             let version = Version::new(st.last_version);
             let (op, value) = match change {
-                Change::Put(value) => (Op::Put(value.as_bytes()), Some(value.clone())),
+                Change::Put(value) => (
+                    Op::Put(value.as_bytes()),
+                    Some(crate::store::compact(value)),
+                ),
                 Change::Delete => (Op::Delete, None),
             };
             encode(

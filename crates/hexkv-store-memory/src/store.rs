@@ -120,6 +120,14 @@ pub struct OpenReport {
     pub truncated_bytes: u64,
 }
 
+/// The copy of a value the map keeps: its own exact-size buffer. A value handed in by a
+/// transport is often a slice of a larger shared buffer (hyper's connection read buffer), which
+/// storing the slice would pin for as long as the key lives; and a clone of a `Bytes` made from a
+/// `Vec` allocates a shared header, 32 bytes per key that a fresh copy does not need.
+pub(crate) fn compact(value: &Value) -> Value {
+    Value::from(Bytes::copy_from_slice(value.as_bytes()))
+}
+
 impl MemoryStore {
     /// The default number of map shards.
     pub const DEFAULT_SHARDS: usize = 16;
@@ -254,7 +262,7 @@ impl MemoryStore {
         match value {
             Some(value) => {
                 let slot = Slot {
-                    value: value.clone(),
+                    value: compact(value),
                     version,
                 };
                 shard.insert(key.clone(), slot);
@@ -308,10 +316,7 @@ impl KvStore for MemoryStore {
                 value.len()
             )));
         }
-        // Keep a compact copy: a value handed in by a transport is often a slice of a larger
-        // shared buffer (hyper's connection read buffer), and storing the slice would pin that
-        // whole buffer for as long as the key lives.
-        let value = Value::from(Bytes::copy_from_slice(value.as_bytes()));
+        // The map keeps a compact copy (`compact`), made where the value is stored.
         match self.change(&key, Some(&value), precondition).await? {
             Written::Done { version, previous } => Ok(PutOutcome {
                 version,
