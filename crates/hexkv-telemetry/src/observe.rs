@@ -12,8 +12,11 @@
 //! - records its latency in the adapter's histogram, whose `_count` series counts the requests
 //!   (one registry lookup per request rather than two for a separate counter).
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::pin::Pin;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -60,16 +63,64 @@ pub struct Finished {
     pub server_error: bool,
 }
 
+/// The histogram handles already registered, by label set: a request records through its
+/// handle without the registry's lookup (which builds a key, clones its labels and hashes them).
+/// Bounded: past `MAX_CACHED` label sets, requests go through the registry.
+#[derive(Default)]
+struct Handles {
+    map: RwLock<HashMap<u64, (Vec<Label>, metrics::Histogram)>>,
+    hasher: std::hash::RandomState,
+}
+
+const MAX_CACHED: usize = 4096;
+
+impl Handles {
+    fn histogram(&self, name: &'static str, labels: Vec<Label>) -> metrics::Histogram {
+        let mut hasher = self.hasher.build_hasher();
+        for label in &labels {
+            label.key().hash(&mut hasher);
+            label.value().hash(&mut hasher);
+        }
+        let hash = hasher.finish();
+        {
+            let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((known, handle)) = map.get(&hash)
+                && *known == labels
+            {
+                return handle.clone();
+            }
+        }
+        let handle = metrics::histogram!(name, labels.iter());
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() < MAX_CACHED {
+            map.insert(hash, (labels, handle.clone()));
+        }
+        handle
+    }
+}
+
 /// The layer; see the module docs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ObserveLayer<O> {
     observe: O,
+    handles: Arc<Handles>,
+}
+
+impl<O: std::fmt::Debug> std::fmt::Debug for ObserveLayer<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObserveLayer")
+            .field("observe", &self.observe)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<O> ObserveLayer<O> {
     /// A layer observing requests as `observe` describes them.
     pub fn new(observe: O) -> Self {
-        Self { observe }
+        Self {
+            observe,
+            handles: Arc::default(),
+        }
     }
 }
 
@@ -80,15 +131,17 @@ impl<S, O: Clone> Layer<S> for ObserveLayer<O> {
         ObserveService {
             inner,
             observe: self.observe.clone(),
+            handles: Arc::clone(&self.handles),
         }
     }
 }
 
 /// The service of [`ObserveLayer`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ObserveService<S, O> {
     inner: S,
     observe: O,
+    handles: Arc<Handles>,
 }
 
 impl<S, O, ReqB, ResB> Service<Request<ReqB>> for ObserveService<S, O>
@@ -115,6 +168,7 @@ where
         ObserveFuture {
             inner: inner.instrument(started.span),
             observe: self.observe.clone(),
+            handles: Arc::clone(&self.handles),
             labels: Some(started.labels),
             response_header: started.response_header,
             start: Instant::now(),
@@ -128,6 +182,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Instrumented<F>,
         observe: O,
+        handles: Arc<Handles>,
         labels: Option<Vec<Label>>,
         response_header: Option<(HeaderName, HeaderValue)>,
         start: Instant,
@@ -165,7 +220,9 @@ where
         });
         if let Some(mut labels) = this.labels.take() {
             labels.push(Label::new(O::STATUS_LABEL, status));
-            metrics::histogram!(O::DURATION, labels).record(elapsed.as_secs_f64());
+            this.handles
+                .histogram(O::DURATION, labels)
+                .record(elapsed.as_secs_f64());
         }
         let mut result = result;
         if let (Ok(response), Some((name, value))) = (&mut result, this.response_header.take()) {
