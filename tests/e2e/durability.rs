@@ -99,6 +99,9 @@ async fn kill_9_loses_no_acknowledged_write() {
     }
 }
 
+/// The log segment a new data directory starts with.
+const FIRST_SEGMENT: &str = "kv-0000000001.log";
+
 /// The byte offsets of the records in a log file (after the 16-byte header).
 fn record_offsets(log: &[u8]) -> Vec<usize> {
     let mut offsets = Vec::new();
@@ -125,7 +128,7 @@ async fn write_three(data: &std::path::Path) -> Vec<u8> {
         assert_eq!(status, StatusCode::CREATED);
     }
     assert!(server.terminate().success());
-    std::fs::read(data.join("kv.log")).expect("log")
+    std::fs::read(data.join(FIRST_SEGMENT)).expect("log")
 }
 
 #[tokio::test]
@@ -135,7 +138,7 @@ async fn torn_last_record_is_cut_with_a_warning() {
     let offsets = record_offsets(&log);
     // Cut the last record in half, as a crash in the middle of a write leaves it.
     let torn = offsets[2] + (log.len() - offsets[2]) / 2;
-    std::fs::write(data.join("kv.log"), &log[..torn]).unwrap();
+    std::fs::write(data.join(FIRST_SEGMENT), &log[..torn]).unwrap();
 
     let server = Server::start(&data, &[], &[]);
     let client = Client::new();
@@ -164,7 +167,7 @@ async fn corrupted_middle_record_stops_the_start() {
     let mut log = write_three(&data).await;
     let offsets = record_offsets(&log);
     log[offsets[1] + 20] ^= 0x55; // a byte inside the second record
-    std::fs::write(data.join("kv.log"), &log).unwrap();
+    std::fs::write(data.join(FIRST_SEGMENT), &log).unwrap();
 
     let failure = match Server::try_start(&data, &[], &[]) {
         Ok(_) => panic!("hexkv started on a corrupted log"),
@@ -173,12 +176,12 @@ async fn corrupted_middle_record_stops_the_start() {
     assert_eq!(failure.status.code(), Some(1));
     let expected = format!("corrupt record at byte offset {}", offsets[1]);
     assert!(
-        failure.stderr.contains(&expected) && failure.stderr.contains("kv.log"),
+        failure.stderr.contains(&expected) && failure.stderr.contains(FIRST_SEGMENT),
         "the error must name the file and offset:\n{}",
         failure.stderr
     );
     // The file was left untouched for the operator.
-    assert_eq!(std::fs::read(data.join("kv.log")).unwrap(), log);
+    assert_eq!(std::fs::read(data.join(FIRST_SEGMENT)).unwrap(), log);
 
     // The explicit repair option cuts the log at the damage.
     let server = Server::start(&data, &["--repair-log"], &[]);
@@ -186,4 +189,83 @@ async fn corrupted_middle_record_stops_the_start() {
     assert!(get(&client, &server, "a").await.is_some());
     assert_eq!(get(&client, &server, "b").await, None);
     assert_eq!(get(&client, &server, "c").await, None);
+}
+
+/// The served store compacts its log by itself, `hexkv compact` does it offline, and a restart
+/// loads the snapshot and the log after it with every write in place.
+#[tokio::test]
+async fn compaction_by_the_service_and_offline_keeps_every_write() {
+    let (_tmp, data) = data_dir();
+    let env = [("HEXKV_STORE__MEMORY__COMPACTION__MIN_LOG_BYTES", "8192")];
+    let server = Server::start(&data, &[], &env);
+    let client = Client::new();
+    let mut latest: HashMap<String, (u64, Vec<u8>)> = HashMap::new();
+    // 300 writes over 10 keys: about 40 KiB of log for 1.3 KiB of data.
+    for i in 0..300 {
+        let key = format!("k{}", i % 10);
+        let value = format!("value {i:0>100}").into_bytes();
+        let (status, version) = put(&client, &server, &key, value.clone()).await;
+        assert!(status.is_success());
+        latest.insert(key, (version.unwrap(), value));
+    }
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"hexkv_compactions_total{outcome="ok"}"#),
+        "no compaction counted:\n{metrics}"
+    );
+    assert!(server.terminate().success());
+    let snapshots = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".snap"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(snapshots(&data).len(), 1);
+
+    // Offline: one more snapshot replaces the first, and names itself.
+    let out = hexkv_e2e::run_hexkv(&["compact", "--data-dir", data.to_str().unwrap()], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(".snap: 10 keys"), "{stdout}");
+    assert_eq!(snapshots(&data).len(), 1);
+
+    let server = Server::start(&data, &[], &env);
+    for (key, expected) in &latest {
+        assert_eq!(get(&client, &server, key).await.as_ref(), Some(expected));
+    }
+    let logs = server.logs();
+    assert!(
+        logs.contains("store opened") && logs.contains(r#""snapshot_keys":10"#),
+        "start-up must load the snapshot:\n{logs}"
+    );
+    let highest = latest.values().map(|(v, _)| *v).max().unwrap();
+    let (_, next) = put(&client, &server, "after", b"x".to_vec()).await;
+    assert!(
+        next.unwrap() > highest,
+        "versions continue after the snapshot"
+    );
+}
+
+/// `hexkv compact` refuses a data directory the service holds, and says why.
+#[tokio::test]
+async fn offline_compaction_refuses_a_running_service() {
+    let (_tmp, data) = data_dir();
+    let server = Server::start(&data, &[], &[]);
+    let out = hexkv_e2e::run_hexkv(&["compact", "--data-dir", data.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another hexkv"), "{stderr}");
+    assert!(server.terminate().success());
 }

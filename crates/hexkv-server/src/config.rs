@@ -311,6 +311,30 @@ pub struct MemoryConfig {
     /// Start even if the log has a corrupt record followed by valid ones, cutting the log there
     /// (the records after it are lost). For recovery by an operator only.
     pub repair: bool,
+    /// When the log is compacted into a snapshot.
+    pub compaction: CompactionConfig,
+}
+
+/// `[store.memory.compaction]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompactionConfig {
+    /// Compact by itself when the log outgrows the data (else only `hexkv compact`).
+    pub automatic: bool,
+    /// Compact once the log written since the last snapshot is this many times the live data…
+    pub factor: u32,
+    /// …and at least this many bytes.
+    pub min_log_bytes: u64,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        Self {
+            automatic: true,
+            factor: 2,
+            min_log_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 impl Default for MemoryConfig {
@@ -322,6 +346,7 @@ impl Default for MemoryConfig {
             ephemeral: false,
             shards: 16,
             repair: false,
+            compaction: CompactionConfig::default(),
         }
     }
 }
@@ -739,6 +764,12 @@ impl Config {
             return invalid(
                 "store.memory.fsync_interval_ms",
                 "must be above 0 when fsync = \"interval\"",
+            );
+        }
+        if !(1..=100).contains(&memory.compaction.factor) {
+            return invalid(
+                "store.memory.compaction.factor",
+                "must be between 1 and 100",
             );
         }
         if !(1..=4096).contains(&memory.shards) {

@@ -485,18 +485,14 @@ async fn open_postgres(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
     Ok(Arc::new(store))
 }
 
+/// The durable memory store's options from `[store.memory]`.
 #[cfg(feature = "memory")]
-async fn open_memory(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
-    use hexkv_store_memory::{DurableOptions, FsyncPolicy, MemoryStore};
+fn durable_options(memory: &config::MemoryConfig) -> hexkv_store_memory::DurableOptions {
+    use hexkv_store_memory::{CompactionPolicy, DurableOptions, FsyncPolicy};
 
     use crate::config::Fsync;
 
-    let memory = &config.store.memory;
-    if memory.ephemeral {
-        tracing::warn!("store.memory.ephemeral = true: nothing is kept across restarts");
-        return Ok(Arc::new(MemoryStore::ephemeral(memory.shards)));
-    }
-    let options = DurableOptions {
+    DurableOptions {
         dir: memory.data_dir.clone(),
         fsync: match memory.fsync {
             Fsync::Always => FsyncPolicy::Always,
@@ -507,13 +503,57 @@ async fn open_memory(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
         },
         repair: memory.repair,
         shards: memory.shards,
-    };
+        compaction: CompactionPolicy {
+            automatic: memory.compaction.automatic,
+            factor: memory.compaction.factor,
+            min_log_bytes: memory.compaction.min_log_bytes,
+        },
+    }
+}
+
+/// `hexkv compact`: opens the memory store's data directory (the service must be stopped, the
+/// directory is locked while open), compacts its log into a snapshot, and closes it.
+#[cfg(feature = "memory")]
+pub fn compact_offline(config: &Config) -> anyhow::Result<hexkv_store_memory::CompactionReport> {
+    use hexkv_store_memory::MemoryStore;
+
+    let memory = &config.store.memory;
+    anyhow::ensure!(
+        !memory.ephemeral,
+        "store.memory.ephemeral = true: there is no log to compact"
+    );
+    let options = durable_options(memory);
+    let (store, _) = MemoryStore::open(&options)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    runtime.block_on(async {
+        let report = store
+            .compact()
+            .await?
+            .context("a durable store always compacts")?;
+        store.close().await?;
+        Ok(report)
+    })
+}
+
+#[cfg(feature = "memory")]
+async fn open_memory(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
+    use hexkv_store_memory::MemoryStore;
+
+    let memory = &config.store.memory;
+    if memory.ephemeral {
+        tracing::warn!("store.memory.ephemeral = true: nothing is kept across restarts");
+        return Ok(Arc::new(MemoryStore::ephemeral(memory.shards)));
+    }
+    let options = durable_options(memory);
     let started = Instant::now();
     let (store, report) = tokio::task::spawn_blocking(move || MemoryStore::open(&options))
         .await
         .context("opening the store panicked")??;
     tracing::info!(
         path = %report.path.display(),
+        snapshot = report.snapshot.as_ref().map(|s| s.path.display().to_string()),
+        snapshot_keys = report.snapshot.as_ref().map(|s| s.entries),
+        segments = report.segments,
         records = report.records,
         keys = report.keys,
         last_version = report.last_version.get(),

@@ -2,7 +2,8 @@
 //!
 //! `hexkv` (or `hexkv serve`) runs the service (SIGHUP or a change of its `--config` file
 //! reloads the configuration); `hexkv config show` prints the effective configuration and
-//! `hexkv config check FILE` validates a file; `hexkv get|put|delete|list` are the command-line client (see
+//! `hexkv config check FILE` validates a file; `hexkv compact` compacts the memory store's log
+//! offline; `hexkv get|put|delete|list` are the command-line client (see
 //! [`hexkv_server::cli`] for their exit codes). Exit codes of the service: 0 success, 1 the
 //! service failed (to start or while running), 2 usage error or invalid configuration.
 
@@ -45,6 +46,13 @@ enum Command {
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+    /// Compact the memory store's log into a snapshot, offline: the service must be stopped
+    /// (it runs compaction by itself while serving; see docs/durability.md).
+    #[cfg(feature = "memory")]
+    Compact {
+        #[command(flatten)]
+        overrides: Overrides,
     },
     #[cfg(feature = "cli")]
     #[command(flatten)]
@@ -103,6 +111,10 @@ fn main() -> ExitCode {
                 }
             };
         }
+        #[cfg(feature = "memory")]
+        Some(Command::Compact { overrides }) => {
+            return compact(&overrides.or(top.overrides));
+        }
         #[cfg(feature = "cli")]
         Some(Command::Client(command)) => return ExitCode::from(hexkv_server::cli::run(command)),
     };
@@ -118,6 +130,35 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     serve(config, overrides, ready_file.as_deref())
+}
+
+#[cfg(feature = "memory")]
+fn compact(overrides: &Overrides) -> ExitCode {
+    let config = match Config::load(overrides) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("hexkv: invalid configuration: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match hexkv_server::compact_offline(&config) {
+        Ok(report) => {
+            println!(
+                "{}: {} keys, {} bytes, covers version {}; {} files removed in {} ms",
+                report.snapshot.display(),
+                report.entries,
+                report.bytes,
+                report.covered_version,
+                report.removed_files,
+                report.duration.as_millis()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hexkv: compaction failed: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 fn serve(config: Config, overrides: Overrides, ready_file: Option<&Path>) -> ExitCode {

@@ -92,6 +92,15 @@ fn sharded_against_one_lock(c: &mut Criterion) {
     group.finish();
 }
 
+/// A durable store with `fsync = never` (no disk wait), 64 shards, compaction only on request.
+fn options(dir: &std::path::Path) -> DurableOptions {
+    let mut options = DurableOptions::new(dir);
+    options.fsync = FsyncPolicy::Never;
+    options.shards = 64;
+    options.compaction.automatic = false;
+    options
+}
+
 /// Durable writes with `fsync = never` (no disk wait), `concurrent` writers at once: how the
 /// log's group commit turns concurrency into larger batches.
 fn group_commit(c: &mut Criterion) {
@@ -99,13 +108,7 @@ fn group_commit(c: &mut Criterion) {
     let mut group = c.benchmark_group("durable put, fsync never");
     for concurrent in [1u64, 16, 256] {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = MemoryStore::open(&DurableOptions {
-            dir: dir.path().to_owned(),
-            fsync: FsyncPolicy::Never,
-            repair: false,
-            shards: 64,
-        })
-        .unwrap();
+        let (store, _) = MemoryStore::open(&options(dir.path())).unwrap();
         let store = Arc::new(store);
         group.throughput(Throughput::Elements(concurrent * 64));
         group.bench_function(BenchmarkId::new("writers", concurrent), |b| {
@@ -122,12 +125,7 @@ fn replay(c: &mut Criterion) {
     const RECORDS: u64 = 100_000;
     let rt = runtime(2);
     let dir = tempfile::tempdir().unwrap();
-    let options = DurableOptions {
-        dir: dir.path().to_owned(),
-        fsync: FsyncPolicy::Never,
-        repair: false,
-        shards: 64,
-    };
+    let options = options(dir.path());
     {
         let (store, _) = MemoryStore::open(&options).unwrap();
         let store = Arc::new(store);
@@ -160,6 +158,31 @@ fn replay(c: &mut Criterion) {
                 let (store, report) = MemoryStore::open(&options).unwrap();
                 total += started.elapsed();
                 assert_eq!(report.records, RECORDS);
+                rt.block_on(store.close()).unwrap();
+            }
+            total
+        })
+    });
+
+    // The same data compacted: what a snapshot costs to write, and to start from.
+    let (store, _) = MemoryStore::open(&options).unwrap();
+    group.bench_function("compact 100 000 keys", |b| {
+        b.to_async(&rt).iter(|| async {
+            let report = store.compact().await.unwrap().unwrap();
+            assert_eq!(report.entries, RECORDS);
+        })
+    });
+    rt.block_on(store.close()).unwrap();
+    drop(store);
+    group.bench_function("load a snapshot of 100 000 keys", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                let started = Instant::now();
+                let (store, report) = MemoryStore::open(&options).unwrap();
+                total += started.elapsed();
+                assert_eq!(report.snapshot.map(|s| s.entries), Some(RECORDS));
+                assert_eq!(report.records, 0);
                 rt.block_on(store.close()).unwrap();
             }
             total

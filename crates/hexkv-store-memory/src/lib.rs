@@ -18,17 +18,26 @@
 //!    unless [`DurableOptions::repair`] is set.
 //! 4. **Failure.** A failed write or fsync acknowledges nothing, leaves the visible state unchanged,
 //!    and reports `Unavailable`; the file is cut back so the failed records never replay.
+//! 5. **Bounded.** When the log outgrows the live data by [`CompactionPolicy::factor`], the map
+//!    is written to a snapshot (temporary file, sync, rename, directory sync) while reads and
+//!    writes go on, and the log it covers is removed; open loads the snapshot, then replays the
+//!    log written after it. A crash at any step loses nothing (the `compaction` module says why).
 //!
-//! One process at a time: the log file is locked while open ([`OpenError::Locked`]).
+//! One process at a time: the data directory is locked while open ([`OpenError::Locked`]).
 
+mod compaction;
+mod dir;
 mod log;
 mod map;
 mod record;
 mod recovery;
+mod snapshot;
 mod store;
 
+pub use compaction::{CompactionPolicy, CompactionReport};
+pub use dir::{segment_file_name, snapshot_file_name};
 pub use log::FsyncPolicy;
-pub use store::{DurableOptions, LOG_FILE_NAME, MemoryStore, OpenError, OpenReport};
+pub use store::{DurableOptions, MemoryStore, OpenError, OpenReport, SnapshotLoaded};
 
 /// The largest value a record may carry: the hard ceiling of the configurable value limit.
 pub const MAX_VALUE_BYTES: usize = hexkv_core::Limits::HARD_MAX_VALUE_BYTES;

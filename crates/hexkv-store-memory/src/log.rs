@@ -22,10 +22,17 @@
 //! start. Writes then resume. If the truncation fails too, or a periodic sync under
 //! `fsync = interval` fails (acknowledged writes may then be lost), the log is poisoned: writes fail
 //! until a restart, and readiness reports it.
+//!
+//! # Compaction
+//! After a batch, the flusher checks whether the log is due for compaction (or one was asked
+//! for); if so it rotates to a new segment between two batches and hands the snapshot to a
+//! compaction thread (see the `compaction` module). It runs one compaction at a time.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -33,8 +40,9 @@ use std::time::{Duration, Instant};
 use hexkv_core::{Key, Precondition, StoreError, Value, Version};
 use tokio::sync::oneshot;
 
+use crate::compaction::{CompactionPolicy, CompactionReport, Job};
 use crate::map::ShardedMap;
-use crate::record::{Op, Record, encode};
+use crate::record::{HEADER_LEN, Op, Record, encode};
 
 /// When the log is synced to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,28 +66,24 @@ pub(crate) trait LogFile: Send + 'static {
     fn sync(&mut self) -> io::Result<()>;
     /// Cuts the file to `len` bytes and makes that durable.
     fn truncate(&mut self, len: u64) -> io::Result<()>;
-}
-
-/// The real file, opened in append mode (so writes after a truncation land at the new end).
-impl LogFile for File {
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.write_all(bytes)
-    }
-    fn sync(&mut self) -> io::Result<()> {
-        self.sync_data()
-    }
-    fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.set_len(len)?;
-        self.sync_all()
-    }
+    /// Syncs this segment, then continues in a new one (header written and durable); returns the
+    /// new segment's number.
+    fn rotate(&mut self) -> io::Result<u64>;
 }
 
 type Done = oneshot::Sender<Result<(), String>>;
+type CompactDone = oneshot::Sender<Result<CompactionReport, String>>;
 
 /// Records per group commit (the metric names are listed in `hexkv_telemetry::metrics`).
 const GROUP_COMMIT_RECORDS: &str = "hexkv_log_group_commit_records";
 /// Time per `fdatasync` of the log.
 const FSYNC_DURATION: &str = "hexkv_log_fsync_duration_seconds";
+/// Compactions by outcome (`ok`, `error`).
+const COMPACTIONS: &str = "hexkv_compactions_total";
+/// Time per compaction (snapshot and clean-up).
+const COMPACTION_DURATION: &str = "hexkv_compaction_duration_seconds";
+/// Bytes of log not covered by a snapshot (what start-up replays after the snapshot).
+const LOG_BYTES: &str = "hexkv_log_bytes";
 
 /// A logged write waiting to be applied to the map.
 struct Applied {
@@ -103,6 +107,10 @@ struct State {
     close: Option<Option<Done>>,
     /// Why writes are refused until a restart.
     poisoned: Option<String>,
+    /// Callers of `compact` waiting for a compaction to start.
+    compact_requests: Vec<CompactDone>,
+    /// The result of the compaction thread, for the flusher to take.
+    compaction_finished: Option<Result<CompactionReport, String>>,
     /// Whether the flusher is blocked on the condvar. Writers signal it only then: a condvar
     /// notify is a system call even with no waiter, and while the flusher is busy writing or
     /// syncing it will find the new records without being told.
@@ -152,16 +160,36 @@ pub(crate) enum Written {
     NothingToDelete,
 }
 
+/// Where the log starts: what open found and how the log is to behave.
+pub(crate) struct Setup {
+    /// The segment to append to.
+    pub(crate) file: Box<dyn LogFile>,
+    /// Its valid length.
+    pub(crate) len: u64,
+    /// Bytes of log records not covered by a snapshot, in every segment.
+    pub(crate) uncovered: u64,
+    /// The last version written; versions continue after it.
+    pub(crate) last_version: u64,
+    pub(crate) policy: FsyncPolicy,
+    pub(crate) compaction: CompactionPolicy,
+    /// The data directory, and its lock (held until the flusher stops).
+    pub(crate) dir: PathBuf,
+    pub(crate) lock: File,
+}
+
 impl Log {
-    /// Starts the flusher over `file`, whose first `len` bytes are the valid log; versions
-    /// continue after `last_version`.
-    pub(crate) fn start(
-        file: Box<dyn LogFile>,
-        len: u64,
-        last_version: u64,
-        policy: FsyncPolicy,
-        map: Arc<ShardedMap>,
-    ) -> io::Result<Self> {
+    /// Starts the flusher; versions continue after `setup.last_version`.
+    pub(crate) fn start(setup: Setup, map: Arc<ShardedMap>) -> io::Result<Self> {
+        let Setup {
+            file,
+            len,
+            uncovered,
+            last_version,
+            policy,
+            compaction,
+            dir,
+            lock,
+        } = setup;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 buf: Vec::new(),
@@ -171,6 +199,8 @@ impl Log {
                 last_version,
                 close: None,
                 poisoned: None,
+                compact_requests: Vec::new(),
+                compaction_finished: None,
                 flusher_waiting: false,
             }),
             wake: Condvar::new(),
@@ -183,7 +213,16 @@ impl Log {
             policy,
             batches: 0,
             records: 0,
+            compaction,
+            dir,
+            _lock: lock,
+            uncovered,
+            rotated: 0,
+            retry_at: 0,
+            applied_version: last_version,
+            running: None,
         };
+        metrics::gauge!(LOG_BYTES).set(uncovered as f64);
         let flusher = thread::Builder::new()
             .name("hexkv-log".into())
             .spawn(move || flusher.run())?;
@@ -264,6 +303,30 @@ impl Log {
         }
     }
 
+    /// Compacts the log now (or after the compaction under way), and waits for it to finish.
+    pub(crate) async fn compact(&self) -> Result<CompactionReport, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let wake = {
+            let mut st = self.shared.lock();
+            if let Some(why) = &st.poisoned {
+                return Err(StoreError::unavailable(why.clone()));
+            }
+            if st.close.is_some() {
+                return Err(StoreError::unavailable("the store is closed"));
+            }
+            st.compact_requests.push(tx);
+            st.flusher_waiting
+        };
+        if wake {
+            self.shared.wake.notify_one();
+        }
+        match rx.await {
+            Ok(Ok(report)) => Ok(report),
+            Ok(Err(why)) => Err(StoreError::unavailable(why)),
+            Err(_) => Err(StoreError::unavailable("the log writer stopped")),
+        }
+    }
+
     /// Why writes are refused, if they are.
     pub(crate) fn health(&self) -> Result<(), StoreError> {
         let st = self.shared.lock();
@@ -319,12 +382,35 @@ struct Flusher {
     /// Batches written and records in them, for the close report (group commit's batching).
     batches: u64,
     records: u64,
+    compaction: CompactionPolicy,
+    dir: PathBuf,
+    /// The data directory's lock, released when the flusher ends.
+    _lock: File,
+    /// Bytes of log not covered by a snapshot.
+    uncovered: u64,
+    /// `uncovered` at the last rotation: covered once the compaction under way succeeds.
+    rotated: u64,
+    /// After a failed compaction, the next waits until `uncovered` reaches this.
+    retry_at: u64,
+    /// The version of the last write applied to the map.
+    applied_version: u64,
+    /// The compaction under way.
+    running: Option<Running>,
+}
+
+/// A compaction thread at work, and who waits for it.
+struct Running {
+    thread: thread::JoinHandle<()>,
+    cancel: Arc<AtomicBool>,
+    waiters: Vec<CompactDone>,
 }
 
 /// What the flusher does next.
 enum Work {
     Batch(Vec<u8>, Vec<Applied>, Vec<Done>),
     PeriodicSync,
+    CompactionFinished(Result<CompactionReport, String>),
+    Compact(Vec<CompactDone>),
     Close(Option<Done>),
 }
 
@@ -342,6 +428,7 @@ impl Drop for PoisonOnPanic {
             st.pending.clear();
             // Dropping the senders completes each waiting writer with an error.
             st.waiters.clear();
+            st.compact_requests.clear();
             if let Some(Some(done)) = st.close.take() {
                 let _ = done.send(Err("the log writer failed".to_owned()));
             }
@@ -363,12 +450,31 @@ impl Flusher {
                         self.len += batch.len() as u64;
                         self.batches += 1;
                         self.records += applied.len() as u64;
+                        self.uncovered += batch.len() as u64;
                         metrics::histogram!(GROUP_COMMIT_RECORDS).record(applied.len() as f64);
+                        metrics::gauge!(LOG_BYTES).set(self.uncovered as f64);
                         unsynced = self.policy != FsyncPolicy::Always;
                     }
+                    let ok = result.is_ok();
                     self.finish_batch(result, applied, waiters);
                     batch.clear();
                     spare = batch;
+                    if ok
+                        && self.running.is_none()
+                        && self.uncovered >= self.retry_at
+                        && self
+                            .compaction
+                            .is_due(self.uncovered, self.map.live_bytes())
+                        && self.start_compaction(Vec::new())
+                    {
+                        unsynced = false;
+                    }
+                }
+                Work::CompactionFinished(result) => self.compaction_finished(result),
+                Work::Compact(waiters) => {
+                    if self.start_compaction(waiters) {
+                        unsynced = false;
+                    }
                 }
                 Work::PeriodicSync => {
                     if let Err(e) = self.sync() {
@@ -378,6 +484,7 @@ impl Flusher {
                     last_sync = Instant::now();
                 }
                 Work::Close(done) => {
+                    self.stop_compaction();
                     let result = self
                         .file
                         .sync()
@@ -412,6 +519,12 @@ impl Flusher {
                 let applied = std::mem::take(&mut st.queued);
                 let waiters = std::mem::take(&mut st.waiters);
                 return Work::Batch(batch, applied, waiters);
+            }
+            if let Some(result) = st.compaction_finished.take() {
+                return Work::CompactionFinished(result);
+            }
+            if st.close.is_none() && self.running.is_none() && !st.compact_requests.is_empty() {
+                return Work::Compact(std::mem::take(&mut st.compact_requests));
             }
             if let Some(done) = &mut st.close {
                 return Work::Close(done.take());
@@ -461,6 +574,7 @@ impl Flusher {
             Ok(()) => {
                 let mut done = Vec::with_capacity(applied.len());
                 for write in applied {
+                    self.applied_version = write.version.get();
                     done.push((write.key.clone(), write.version));
                     self.map.apply(write.key, write.value, write.version);
                 }
@@ -496,6 +610,123 @@ impl Flusher {
                     ));
                 }
             }
+        }
+    }
+
+    /// Rotates to a new segment and starts the compaction thread; false if the rotation failed
+    /// (the log goes on in the current segment).
+    fn start_compaction(&mut self, waiters: Vec<CompactDone>) -> bool {
+        let seq = match self.file.rotate() {
+            Ok(seq) => seq,
+            Err(e) => {
+                let why = format!("compaction could not start a new log segment: {e}");
+                self.compaction_failed(&why, waiters);
+                return false;
+            }
+        };
+        self.len = HEADER_LEN as u64;
+        self.rotated = self.uncovered;
+        fail::fail_point!("compaction::rotated");
+        let cancel = Arc::new(AtomicBool::new(false));
+        let job = Job {
+            dir: self.dir.clone(),
+            seq,
+            covered_version: self.applied_version,
+            map: Arc::clone(&self.map),
+            cancel: Arc::clone(&cancel),
+        };
+        let shared = Arc::clone(&self.shared);
+        tracing::info!(
+            segment = seq,
+            log_bytes = self.uncovered,
+            live_bytes = self.map.live_bytes(),
+            "compacting the log"
+        );
+        let spawned = thread::Builder::new()
+            .name("hexkv-compact".into())
+            .spawn(move || {
+                let result = job.run();
+                shared.lock().compaction_finished = Some(result);
+                shared.wake.notify_one();
+            });
+        match spawned {
+            Ok(thread) => {
+                self.running = Some(Running {
+                    thread,
+                    cancel,
+                    waiters,
+                });
+            }
+            Err(e) => {
+                let why = format!("could not start the compaction thread: {e}");
+                self.compaction_failed(&why, waiters);
+            }
+        }
+        true
+    }
+
+    fn compaction_finished(&mut self, result: Result<CompactionReport, String>) {
+        let waiters = match self.running.take() {
+            Some(running) => {
+                let _ = running.thread.join();
+                running.waiters
+            }
+            None => Vec::new(),
+        };
+        match result {
+            Ok(report) => {
+                self.uncovered = self.uncovered.saturating_sub(self.rotated);
+                self.rotated = 0;
+                self.retry_at = 0;
+                metrics::gauge!(LOG_BYTES).set(self.uncovered as f64);
+                metrics::counter!(COMPACTIONS, "outcome" => "ok").increment(1);
+                metrics::histogram!(COMPACTION_DURATION).record(report.duration.as_secs_f64());
+                tracing::info!(
+                    snapshot = %report.snapshot.display(),
+                    entries = report.entries,
+                    bytes = report.bytes,
+                    removed_files = report.removed_files,
+                    duration_ms = report.duration.as_millis() as u64,
+                    "log compacted"
+                );
+                for waiter in waiters {
+                    let _ = waiter.send(Ok(report.clone()));
+                }
+            }
+            Err(why) => self.compaction_failed(&why, waiters),
+        }
+    }
+
+    /// A failed compaction changes nothing start-up reads; the next one waits until the log has
+    /// grown by another `min_log_bytes`.
+    fn compaction_failed(&mut self, why: &str, waiters: Vec<CompactDone>) {
+        self.retry_at = self.uncovered.saturating_add(self.compaction.min_log_bytes);
+        metrics::counter!(COMPACTIONS, "outcome" => "error").increment(1);
+        tracing::error!(error = %why, retry_after_log_bytes = self.retry_at, "compaction failed; the log keeps every record");
+        for waiter in waiters {
+            let _ = waiter.send(Err(why.to_owned()));
+        }
+    }
+
+    /// At close: cancels the compaction under way and waits for its thread, so the data
+    /// directory is left alone once the store is closed.
+    fn stop_compaction(&mut self) {
+        let mut refused = std::mem::take(&mut self.shared.lock().compact_requests);
+        if let Some(running) = self.running.take() {
+            running.cancel.store(true, Ordering::Relaxed);
+            let _ = running.thread.join();
+            // It may have finished before it saw the cancel.
+            match self.shared.lock().compaction_finished.take() {
+                Some(Ok(report)) => {
+                    for waiter in running.waiters {
+                        let _ = waiter.send(Ok(report.clone()));
+                    }
+                }
+                _ => refused.extend(running.waiters),
+            }
+        }
+        for waiter in refused {
+            let _ = waiter.send(Err("the store is closing".to_owned()));
         }
     }
 

@@ -12,11 +12,14 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::io;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hexkv_core::{Cursor, Entry, Key, ListItem, ListQuery, Page, Value, Version};
+
+use crate::record::{self, Op, Record};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Slot {
@@ -31,6 +34,9 @@ pub(crate) struct ShardedMap {
     hasher: BuildHasherDefault<DefaultHasher>,
     /// Live keys, kept as writes create and delete them (for the `hexkv_keys` gauge).
     live: AtomicUsize,
+    /// The size of the live data as log records ([`record::encoded_len`] of every entry): what
+    /// the log is compared with to decide when to compact it.
+    live_bytes: AtomicU64,
 }
 
 /// The gauge of live keys (listed with the other metrics in `hexkv_telemetry::metrics`).
@@ -44,6 +50,7 @@ impl ShardedMap {
             shards: (0..n).map(|_| RwLock::new(BTreeMap::new())).collect(),
             hasher: BuildHasherDefault::default(),
             live: AtomicUsize::new(0),
+            live_bytes: AtomicU64::new(0),
         }
     }
 
@@ -86,18 +93,39 @@ impl ShardedMap {
 
     /// Applies a write: `Some(value)` puts, `None` removes.
     pub(crate) fn apply(&self, key: Key, value: Option<Value>, version: Version) {
+        let key_len = key.as_bytes().len();
         let mut shard = self.write_shard(&key);
-        let (existed, exists) = match value {
-            Some(value) => (shard.insert(key, Slot { value, version }).is_some(), true),
-            None => (shard.remove(&key).is_some(), false),
+        let (before, after) = match value {
+            Some(value) => {
+                let after = record::encoded_len(key_len, value.len());
+                let before = shard.insert(key, Slot { value, version });
+                (
+                    before.map(|old| record::encoded_len(key_len, old.value.len())),
+                    Some(after),
+                )
+            }
+            None => {
+                let before = shard.remove(&key);
+                (
+                    before.map(|old| record::encoded_len(key_len, old.value.len())),
+                    None,
+                )
+            }
         };
         drop(shard);
-        self.count(existed, exists);
+        self.count(before, after);
     }
 
-    /// Follows a write in the count of live keys: `existed` before it, `exists` after.
-    pub(crate) fn count(&self, existed: bool, exists: bool) {
-        match (existed, exists) {
+    /// Follows a write in the count of live keys and bytes: the key's entry size (as a log
+    /// record) `before` it, and `after`.
+    pub(crate) fn count(&self, before: Option<u64>, after: Option<u64>) {
+        let (old, new) = (before.unwrap_or(0), after.unwrap_or(0));
+        if new >= old {
+            self.live_bytes.fetch_add(new - old, Ordering::Relaxed);
+        } else {
+            self.live_bytes.fetch_sub(old - new, Ordering::Relaxed);
+        }
+        match (before.is_some(), after.is_some()) {
             (false, true) => {
                 self.live.fetch_add(1, Ordering::Relaxed);
                 metrics::gauge!(KEYS_GAUGE).increment(1.0);
@@ -114,6 +142,63 @@ impl ShardedMap {
     #[cfg(test)]
     pub(crate) fn live(&self) -> usize {
         self.live.load(Ordering::Relaxed)
+    }
+
+    /// The live data's size as log records: what a snapshot of the map would take, near enough.
+    pub(crate) fn live_bytes(&self) -> u64 {
+        self.live_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Encodes every entry as a put record, shard by shard in key order, handing the records to
+    /// `sink` in chunks of up to `per_chunk` entries; returns the number of entries.
+    ///
+    /// Each chunk is encoded under its shard's read lock, which is released before `sink` runs, so
+    /// a writer to that shard waits at most one chunk's encoding and readers never wait. Writes
+    /// may land between chunks: the result is a fuzzy view (see the `snapshot` module for why
+    /// that is enough).
+    pub(crate) fn encode_in_chunks(
+        &self,
+        per_chunk: usize,
+        mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<u64> {
+        let per_chunk = per_chunk.max(1);
+        let mut buf = Vec::new();
+        let mut entries = 0u64;
+        for i in 0..self.shards.len() {
+            let mut after: Option<Key> = None;
+            loop {
+                let shard = self.read(i);
+                let range = match &after {
+                    None => shard.range::<Key, _>(..),
+                    Some(k) => shard.range::<Key, _>((Bound::Excluded(k), Bound::Unbounded)),
+                };
+                let mut n = 0;
+                let mut last = None;
+                for (key, slot) in range.take(per_chunk) {
+                    record::encode(
+                        &Record {
+                            version: slot.version.get(),
+                            key: key.as_bytes(),
+                            op: Op::Put(slot.value.as_bytes()),
+                        },
+                        &mut buf,
+                    );
+                    n += 1;
+                    last = Some(key);
+                }
+                after = last.cloned();
+                drop(shard);
+                if n > 0 {
+                    sink(&buf)?;
+                    buf.clear();
+                    entries += n as u64;
+                }
+                if n < per_chunk {
+                    break;
+                }
+            }
+        }
+        Ok(entries)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -221,5 +306,50 @@ mod tests {
         map.apply(key("zz"), None, Version::new(5));
         assert_eq!(map.live(), 1);
         assert_eq!(map.live(), map.len());
+    }
+
+    #[test]
+    fn live_bytes_follow_every_write() {
+        let map = ShardedMap::new(4);
+        let size = |k: &str, v: usize| record::encoded_len(k.len(), v);
+        map.apply(key("a"), Some(Value::from("1234")), Version::new(1));
+        assert_eq!(map.live_bytes(), size("a", 4));
+        map.apply(key("a"), Some(Value::from("1")), Version::new(2));
+        map.apply(key("bb"), Some(Value::from("")), Version::new(3));
+        assert_eq!(map.live_bytes(), size("a", 1) + size("bb", 0));
+        map.apply(key("a"), None, Version::new(4));
+        map.apply(key("nothing"), None, Version::new(5));
+        assert_eq!(map.live_bytes(), size("bb", 0));
+        map.apply(key("bb"), None, Version::new(6));
+        assert_eq!(map.live_bytes(), 0);
+    }
+
+    #[test]
+    fn chunks_cover_every_entry_once() {
+        let map = ShardedMap::new(4);
+        for i in 0..1000u64 {
+            map.apply(
+                key(&format!("k{i}")),
+                Some(Value::from("v")),
+                Version::new(i + 1),
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut chunks = 0;
+        let entries = map
+            .encode_in_chunks(7, |mut chunk| {
+                chunks += 1;
+                while !chunk.is_empty() {
+                    let record::Decoded::Record(rec, used) = record::decode(chunk) else {
+                        panic!("bad record");
+                    };
+                    assert!(seen.insert(rec.key.to_vec()), "entry twice");
+                    chunk = &chunk[used..];
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!((entries, seen.len()), (1000, 1000));
+        assert!(chunks >= 1000 / 7);
     }
 }

@@ -27,6 +27,11 @@ const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const FIXED: usize = 1 + 8 + 2;
 
+/// The encoded length of a put record of a `key_len`-byte key and a `value_len`-byte value.
+pub(crate) fn encoded_len(key_len: usize, value_len: usize) -> u64 {
+    (FRAME_LEN + FIXED + key_len + value_len) as u64
+}
+
 /// The file header.
 pub(crate) fn header() -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];

@@ -25,7 +25,7 @@ use crate::record::{self, Decoded, FORMAT, HEADER_LEN, MAGIC, Record};
 pub(crate) struct Recovered {
     /// Bytes of the file that hold the header and valid records; the log continues from here.
     pub(crate) valid_len: u64,
-    /// The highest version in the log (0 for an empty log).
+    /// The highest version in the log (`after_version` for a log without records).
     pub(crate) last_version: u64,
     /// How many records were replayed.
     pub(crate) records: u64,
@@ -46,15 +46,18 @@ pub(crate) struct Cut {
 
 /// Replays `data` (a whole log file, header included), calling `apply` for every valid record in
 /// order.
+///
+/// Versions must rise above `after_version` (the history before this file).
 pub(crate) fn replay(
     path: &Path,
     data: &[u8],
     repair: bool,
+    after_version: u64,
     mut apply: impl FnMut(Record<'_>),
 ) -> Result<Recovered, OpenError> {
     check_header(path, data)?;
     let mut offset = HEADER_LEN;
-    let mut last_version = 0u64;
+    let mut last_version = after_version;
     let mut records = 0u64;
     while offset < data.len() {
         let problem = match record::decode(&data[offset..]) {
@@ -159,7 +162,7 @@ mod tests {
 
     fn replay_count(data: &[u8], repair: bool) -> Result<(Recovered, u64), OpenError> {
         let mut n = 0;
-        replay(Path::new("test.log"), data, repair, |_| n += 1).map(|r| (r, n))
+        replay(Path::new("test.log"), data, repair, 0, |_| n += 1).map(|r| (r, n))
     }
 
     #[test]

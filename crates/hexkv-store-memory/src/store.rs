@@ -1,7 +1,7 @@
 //! [`MemoryStore`]: the [`KvStore`] adapter over the sharded map, ephemeral or durable.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write as _};
+use std::fs::{self, File};
+use std::io::{self, Read, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,18 +13,20 @@ use hexkv_core::{
     StoreError, Value, Version,
 };
 
-use crate::log::{Change, FsyncPolicy, Log, LogFile, Written};
+use crate::compaction::{self, CompactionPolicy, CompactionReport};
+use crate::dir::{self, Segment};
+use crate::log::{Change, FsyncPolicy, Log, LogFile, Setup, Written};
 use crate::map::{ShardedMap, Slot};
 use crate::record::{self, HEADER_LEN, Op};
 use crate::recovery;
-
-/// The name of the log file inside the data directory.
-pub const LOG_FILE_NAME: &str = "kv.log";
+use crate::snapshot::{self, LoadError};
 
 /// How to open a durable store.
 #[derive(Debug, Clone)]
 pub struct DurableOptions {
-    /// The data directory; created if missing. Holds [`LOG_FILE_NAME`].
+    /// The data directory; created if missing. Holds the log segments and snapshots (file names
+    /// in [`segment_file_name`](crate::segment_file_name) and
+    /// [`snapshot_file_name`](crate::snapshot_file_name)).
     pub dir: PathBuf,
     /// When the log is synced.
     pub fsync: FsyncPolicy,
@@ -32,16 +34,20 @@ pub struct DurableOptions {
     pub repair: bool,
     /// Number of map shards (rounded up to a power of two).
     pub shards: usize,
+    /// When the log is compacted into a snapshot.
+    pub compaction: CompactionPolicy,
 }
 
 impl DurableOptions {
-    /// Options with the defaults: `fsync = always`, no repair, [`MemoryStore::DEFAULT_SHARDS`].
+    /// Options with the defaults: `fsync = always`, no repair, [`MemoryStore::DEFAULT_SHARDS`],
+    /// the default [`CompactionPolicy`].
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
             fsync: FsyncPolicy::Always,
             repair: false,
             shards: MemoryStore::DEFAULT_SHARDS,
+            compaction: CompactionPolicy::default(),
         }
     }
 }
@@ -57,12 +63,12 @@ pub enum OpenError {
         /// The error.
         source: io::Error,
     },
-    /// Another process has the log open.
+    /// Another process has the data directory open.
     #[error(
         "{path} is in use by another process (is another hexkv running on this data directory?)"
     )]
     Locked {
-        /// The log file.
+        /// The lock file.
         path: PathBuf,
     },
     /// The file is not a hexkv log of a format this build reads.
@@ -87,6 +93,28 @@ pub enum OpenError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The newest snapshot is damaged. The log it covers was removed when it was written, so no
+    /// repair can start from it.
+    #[error(
+        "{path}: damaged snapshot at byte offset {offset} ({reason}). Refusing to start: \
+         restore the data directory from a backup"
+    )]
+    BadSnapshot {
+        /// The snapshot file.
+        path: PathBuf,
+        /// Where the damage was found.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A log segment between the snapshot and the newest segment is missing.
+    #[error(
+        "{path} is missing: the log has a gap. Refusing to start: restore the file from a backup"
+    )]
+    MissingSegment {
+        /// The missing segment.
+        path: PathBuf,
+    },
 }
 
 /// The embedded store: a sharded in-memory map, optionally made durable by a write-ahead log.
@@ -105,12 +133,16 @@ enum Mode {
     Durable { log: Log },
 }
 
-/// What [`MemoryStore::open`] found in the log.
+/// What [`MemoryStore::open`] found in the data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenReport {
-    /// The log file.
+    /// The log segment writes continue in.
     pub path: PathBuf,
-    /// Records replayed.
+    /// The snapshot loaded, if there was one.
+    pub snapshot: Option<SnapshotLoaded>,
+    /// Log segments replayed after it (or created).
+    pub segments: usize,
+    /// Log records replayed (after the snapshot).
     pub records: u64,
     /// Live keys after replay.
     pub keys: usize,
@@ -118,6 +150,15 @@ pub struct OpenReport {
     pub last_version: Version,
     /// Bytes cut from a damaged end of the log (a torn tail, or damage cut by repair).
     pub truncated_bytes: u64,
+}
+
+/// A snapshot loaded at open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotLoaded {
+    /// The file.
+    pub path: PathBuf,
+    /// The keys it held.
+    pub entries: u64,
 }
 
 /// The copy of a value the map keeps: its own exact-size buffer. A value handed in by a
@@ -143,78 +184,157 @@ impl MemoryStore {
         }
     }
 
-    /// Opens (or creates) the durable store in `options.dir`, replaying its log.
+    /// Opens (or creates) the durable store in `options.dir`: loads the newest snapshot, then
+    /// replays the log segments written after it.
     ///
-    /// Blocking: it reads the whole log. Call it before serving, or from `spawn_blocking`.
+    /// Blocking: it reads the whole snapshot and log. Call it before serving, or from
+    /// `spawn_blocking`.
     pub fn open(options: &DurableOptions) -> Result<(Self, OpenReport), OpenError> {
-        let file = open_log_file(&options.dir)?;
-        Self::open_with(options, file.path, file.file, Box::new)
+        Self::open_with(options, Box::new)
     }
 
-    /// Opens over `file` (already locked and with a valid header), wrapping it for the flusher.
+    /// Opens, wrapping the segment being written for the flusher (tests inject faults here).
     fn open_with<F: LogFile>(
         options: &DurableOptions,
-        path: PathBuf,
-        mut file: File,
-        wrap: impl FnOnce(File) -> Box<F>,
+        wrap: impl FnOnce(Segment) -> Box<F>,
     ) -> Result<(Self, OpenReport), OpenError> {
-        let io_err = |source| OpenError::Io {
-            path: path.clone(),
-            source,
+        let data_dir = &options.dir;
+        fs::create_dir_all(data_dir).map_err(io_at(data_dir))?;
+        let lock = match dir::lock(data_dir).map_err(io_at(&data_dir.join(dir::LOCK_FILE)))? {
+            Ok(lock) => lock,
+            Err(path) => return Err(OpenError::Locked { path }),
         };
-        let mut data = Vec::new();
-        file.read_to_end(&mut data).map_err(io_err)?;
-
-        let map = Arc::new(ShardedMap::new(options.shards));
-        let recovered = recovery::replay(&path, &data, options.repair, |rec| {
-            let Ok(key) = Key::try_from(rec.key) else {
-                // Keys are validated before they are logged; a key that fails now was written by
-                // a build with other rules. Keep the rest of the log usable.
-                tracing::warn!(
-                    version = rec.version,
-                    "skipping a log record with an invalid key"
-                );
-                return;
-            };
-            let value = match rec.op {
-                Op::Put(v) => Some(Value::from(v.to_vec())),
-                Op::Delete => None,
-            };
-            map.apply(key, value, Version::new(rec.version));
-        })?;
-        drop(data);
-
-        if let Some(cut) = &recovered.cut {
-            if cut.lost_records {
-                tracing::error!(
-                    path = %path.display(), offset = cut.offset, bytes = cut.bytes,
-                    "repair: cut the log at a corrupt record; the records after it are lost"
-                );
-            } else {
-                tracing::warn!(
-                    path = %path.display(), offset = cut.offset, bytes = cut.bytes,
-                    "cut a torn record off the end of the log (an interrupted, unacknowledged write)"
-                );
-            }
-            file.set_len(recovered.valid_len).map_err(io_err)?;
-            file.sync_all().map_err(io_err)?;
+        let mut listing = dir::list(data_dir).map_err(io_at(data_dir))?;
+        // A snapshot a crash interrupted before its rename was never part of the store.
+        dir::remove_all(data_dir, listing.temporary.drain(..)).map_err(io_at(data_dir))?;
+        if listing.legacy_log {
+            adopt_legacy_log(data_dir, &mut listing)?;
         }
 
-        let report = OpenReport {
-            path: path.clone(),
-            records: recovered.records,
-            keys: map.len(),
-            last_version: Version::new(recovered.last_version),
-            truncated_bytes: recovered.cut.as_ref().map_or(0, |c| c.bytes),
+        let map = Arc::new(ShardedMap::new(options.shards));
+        // Tail records must continue after `covered`; `last_version` is the highest seen.
+        let (mut covered, mut last_version) = (0u64, 0u64);
+        let mut snapshot = None;
+        let first_segment = match listing.snapshots.last() {
+            Some(&seq) => {
+                let path = data_dir.join(dir::snapshot_file_name(seq));
+                let loaded =
+                    snapshot::load(&path, |rec| apply_record(&map, rec)).map_err(|e| match e {
+                        LoadError::Io(source) => OpenError::Io {
+                            path: path.clone(),
+                            source,
+                        },
+                        LoadError::Damaged { offset, reason } => OpenError::BadSnapshot {
+                            path: path.clone(),
+                            offset,
+                            reason,
+                        },
+                    })?;
+                covered = loaded.covered_version;
+                last_version = loaded.covered_version.max(loaded.max_version);
+                // What a compaction stopped before removing: the snapshot covers it.
+                compaction::remove_covered(data_dir, seq).map_err(io_at(data_dir))?;
+                snapshot = Some(SnapshotLoaded {
+                    path,
+                    entries: loaded.entries,
+                });
+                seq
+            }
+            None => 1,
         };
-        let log = Log::start(
-            wrap(file),
-            recovered.valid_len,
-            recovered.last_version,
-            options.fsync,
-            Arc::clone(&map),
-        )
-        .map_err(io_err)?;
+
+        let tail: Vec<u64> = listing
+            .segments
+            .iter()
+            .copied()
+            .filter(|&seq| seq >= first_segment)
+            .collect();
+        for (i, &seq) in tail.iter().enumerate() {
+            let expected = first_segment + i as u64;
+            if seq != expected {
+                return Err(OpenError::MissingSegment {
+                    path: data_dir.join(dir::segment_file_name(expected)),
+                });
+            }
+        }
+
+        let (mut records, mut truncated_bytes, mut uncovered) = (0u64, 0u64, 0u64);
+        let mut current = None;
+        for (i, &seq) in tail.iter().enumerate() {
+            let last = i + 1 == tail.len();
+            let path = data_dir.join(dir::segment_file_name(seq));
+            let mut file = dir::open_segment(&path).map_err(io_at(&path))?;
+            if last {
+                complete_header(data_dir, &path, &mut file)?;
+            }
+            let mut data = Vec::new();
+            file.read_to_end(&mut data).map_err(io_at(&path))?;
+            let recovered = recovery::replay(&path, &data, options.repair, covered, |rec| {
+                apply_record(&map, rec)
+            })?;
+            drop(data);
+            if let Some(cut) = &recovered.cut {
+                if !last && !cut.lost_records && !options.repair {
+                    // Only the newest segment can end in a torn write: each is synced before
+                    // the next is created. Damage here has later segments behind it.
+                    return Err(OpenError::Corrupt {
+                        path,
+                        offset: cut.offset,
+                        reason: "damaged end of a segment that later segments follow".into(),
+                    });
+                }
+                if cut.lost_records || !last {
+                    tracing::error!(
+                        path = %path.display(), offset = cut.offset, bytes = cut.bytes,
+                        "repair: cut the log at a corrupt record; the records after it are lost"
+                    );
+                } else {
+                    tracing::warn!(
+                        path = %path.display(), offset = cut.offset, bytes = cut.bytes,
+                        "cut a torn record off the end of the log (an interrupted, unacknowledged write)"
+                    );
+                }
+                file.set_len(recovered.valid_len).map_err(io_at(&path))?;
+                file.sync_all().map_err(io_at(&path))?;
+                truncated_bytes += cut.bytes;
+            }
+            records += recovered.records;
+            covered = recovered.last_version;
+            last_version = last_version.max(recovered.last_version);
+            uncovered += recovered.valid_len - HEADER_LEN as u64;
+            if last {
+                current = Some((seq, file, recovered.valid_len));
+            }
+        }
+        let (seq, file, len) = match current {
+            Some(current) => current,
+            None => {
+                let path = data_dir.join(dir::segment_file_name(first_segment));
+                let file = dir::create_segment(data_dir, first_segment).map_err(io_at(&path))?;
+                (first_segment, file, HEADER_LEN as u64)
+            }
+        };
+
+        let report = OpenReport {
+            path: data_dir.join(dir::segment_file_name(seq)),
+            snapshot,
+            segments: tail.len().max(1),
+            records,
+            keys: map.len(),
+            last_version: Version::new(last_version),
+            truncated_bytes,
+        };
+        let setup = Setup {
+            file: wrap(Segment::new(data_dir.clone(), seq, file)),
+            len,
+            uncovered,
+            last_version,
+            policy: options.fsync,
+            compaction: options.compaction,
+            dir: data_dir.clone(),
+            lock,
+        };
+        let log = Log::start(setup, Arc::clone(&map)).map_err(io_at(data_dir))?;
         Ok((
             Self {
                 map,
@@ -223,6 +343,19 @@ impl MemoryStore {
             },
             report,
         ))
+    }
+
+    /// Compacts the log into a snapshot now (after the compaction under way, if any) and waits
+    /// for it: the snapshot is written, and the segments it covers removed. `None` for an
+    /// ephemeral store, which has no log.
+    ///
+    /// Reads and writes go on meanwhile; see the crate docs.
+    pub async fn compact(&self) -> Result<Option<CompactionReport>, StoreError> {
+        self.check_open()?;
+        match &self.mode {
+            Mode::Ephemeral { .. } => Ok(None),
+            Mode::Durable { log } => log.compact().await.map(Some),
+        }
     }
 
     /// The number of live keys.
@@ -251,6 +384,10 @@ impl MemoryStore {
         precondition: Precondition,
     ) -> Result<Written, StoreError> {
         let mut shard = self.map.write_shard(key);
+        let key_len = key.as_bytes().len();
+        let before = shard
+            .get(key)
+            .map(|slot| record::encoded_len(key_len, slot.value.len()));
         let current = shard.get(key).map(|slot| slot.version);
         if !precondition.is_met_by(current) {
             return Err(StoreError::PreconditionFailed { current });
@@ -272,7 +409,8 @@ impl MemoryStore {
             }
         }
         drop(shard);
-        self.map.count(current.is_some(), value.is_some());
+        let after = value.map(|value| record::encoded_len(key_len, value.len()));
+        self.map.count(before, after);
         Ok(Written::Done {
             version,
             previous: current,
@@ -360,54 +498,67 @@ impl KvStore for MemoryStore {
     }
 }
 
-struct OpenedLog {
-    path: PathBuf,
-    file: File,
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> OpenError + use<> {
+    let path = path.to_owned();
+    move |source| OpenError::Io { path, source }
 }
 
-/// Opens the log file for appending, takes its lock, and writes the header if it is new.
-fn open_log_file(dir: &Path) -> Result<OpenedLog, OpenError> {
-    let io_at = |path: &Path| {
-        let path = path.to_owned();
-        move |source| OpenError::Io { path, source }
+/// Applies a record read from a snapshot or the log to the map.
+fn apply_record(map: &ShardedMap, rec: record::Record<'_>) {
+    let Ok(key) = Key::try_from(rec.key) else {
+        // Keys are validated before they are logged; a key that fails now was written by a build
+        // with other rules. Keep the rest of the log usable.
+        tracing::warn!(
+            version = rec.version,
+            "skipping a log record with an invalid key"
+        );
+        return;
     };
-    fs::create_dir_all(dir).map_err(io_at(dir))?;
-    let path = dir.join(LOG_FILE_NAME);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(&path)
-        .map_err(io_at(&path))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => return Err(OpenError::Locked { path }),
-        Err(fs::TryLockError::Error(e)) => return Err(io_at(&path)(e)),
+    let value = match rec.op {
+        Op::Put(v) => Some(Value::from(v.to_vec())),
+        Op::Delete => None,
+    };
+    map.apply(key, value, Version::new(rec.version));
+}
+
+/// Takes over the single `kv.log` of earlier builds as segment 1.
+fn adopt_legacy_log(data_dir: &Path, listing: &mut dir::Listing) -> Result<(), OpenError> {
+    let legacy = data_dir.join(dir::LEGACY_LOG);
+    if !listing.segments.is_empty() || !listing.snapshots.is_empty() {
+        return Err(OpenError::NotALog {
+            path: legacy,
+            reason: "a single-file log beside log segments: the directory mixes two layouts".into(),
+        });
     }
-    let len = file.metadata().map_err(io_at(&path))?.len();
+    let first = data_dir.join(dir::segment_file_name(1));
+    fs::rename(&legacy, &first).map_err(io_at(&legacy))?;
+    dir::sync(data_dir).map_err(io_at(data_dir))?;
+    tracing::info!(from = %legacy.display(), to = %first.display(), "took over the log file as the first segment");
+    listing.segments.push(1);
+    Ok(())
+}
+
+/// Completes the header of the newest segment if its creation was interrupted (no record can have
+/// been acknowledged in it then), and leaves the file positioned at its start.
+fn complete_header(data_dir: &Path, path: &Path, file: &mut File) -> Result<(), OpenError> {
+    let len = file.metadata().map_err(io_at(path))?.len();
     let header = record::header();
     if (len as usize) < HEADER_LEN {
-        // A new file, or one whose creation was interrupted before its header was complete (no
-        // record can have been acknowledged): (re)write the header.
         let mut existing = Vec::new();
-        file.read_to_end(&mut existing).map_err(io_at(&path))?;
+        file.read_to_end(&mut existing).map_err(io_at(path))?;
         if !header.starts_with(&existing) {
             return Err(OpenError::NotALog {
-                path,
+                path: path.to_owned(),
                 reason: "shorter than a header and not a header's start".into(),
             });
         }
-        file.set_len(0).map_err(io_at(&path))?;
-        file.write_all(&header).map_err(io_at(&path))?;
-        file.sync_all().map_err(io_at(&path))?;
-        // Make the new file's directory entry durable too.
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_at(dir))?;
+        file.set_len(0).map_err(io_at(path))?;
+        file.write_all(&header).map_err(io_at(path))?;
+        file.sync_all().map_err(io_at(path))?;
+        dir::sync(data_dir).map_err(io_at(data_dir))?;
     }
-    use std::io::Seek as _;
-    file.seek(io::SeekFrom::Start(0)).map_err(io_at(&path))?;
-    Ok(OpenedLog { path, file })
+    file.seek(io::SeekFrom::Start(0)).map_err(io_at(path))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -417,7 +568,7 @@ mod tests {
 
     /// A log file whose appends or syncs fail while `fail` is set.
     struct FaultyFile {
-        inner: File,
+        inner: Segment,
         panic_append: Arc<AtomicBool>,
         fail_append: Arc<AtomicBool>,
         fail_sync: Arc<AtomicBool>,
@@ -432,7 +583,7 @@ mod tests {
             );
             if self.fail_append.load(Ordering::SeqCst) {
                 // Half the batch reaches the file before the failure, like a short write.
-                self.inner.write_all(&bytes[..bytes.len() / 2])?;
+                self.inner.append(&bytes[..bytes.len() / 2])?;
                 return Err(io::Error::other("injected write failure"));
             }
             self.inner.append(bytes)
@@ -445,7 +596,10 @@ mod tests {
             self.inner.sync()
         }
         fn truncate(&mut self, len: u64) -> io::Result<()> {
-            LogFile::truncate(&mut self.inner, len)
+            self.inner.truncate(len)
+        }
+        fn rotate(&mut self) -> io::Result<u64> {
+            self.inner.rotate()
         }
     }
 
@@ -463,27 +617,21 @@ mod tests {
             fail_sync: Arc::default(),
             syncs: Arc::default(),
         };
-        let opened = open_log_file(dir).unwrap();
         let (pa, fa, fs, syncs) = (
             faults.panic_append.clone(),
             faults.fail_append.clone(),
             faults.fail_sync.clone(),
             faults.syncs.clone(),
         );
-        let (store, _) = MemoryStore::open_with(
-            &DurableOptions::new(dir),
-            opened.path,
-            opened.file,
-            move |inner| {
-                Box::new(FaultyFile {
-                    inner,
-                    panic_append: pa,
-                    fail_append: fa,
-                    fail_sync: fs,
-                    syncs,
-                })
-            },
-        )
+        let (store, _) = MemoryStore::open_with(&DurableOptions::new(dir), move |inner| {
+            Box::new(FaultyFile {
+                inner,
+                panic_append: pa,
+                fail_append: fa,
+                fail_sync: fs,
+                syncs,
+            })
+        })
         .unwrap();
         (store, faults)
     }

@@ -19,6 +19,9 @@
 //! | `hexkv_log_group_commit_records` | histogram | — |
 //! | `hexkv_log_fsync_duration_seconds` | histogram | — |
 //! | `hexkv_keys` | gauge | — (the memory store's live keys) |
+//! | `hexkv_log_bytes` | gauge | — (log not yet covered by a snapshot) |
+//! | `hexkv_compactions_total` | counter | `outcome` |
+//! | `hexkv_compaction_duration_seconds` | histogram | — |
 //! | `hexkv_log_events_dropped_total` | counter | `level` |
 //! | `hexkv_build_info` | gauge (1) | `version`, `features` |
 
@@ -48,6 +51,12 @@ pub const GROUP_COMMIT_RECORDS: &str = "hexkv_log_group_commit_records";
 pub const FSYNC_DURATION: &str = "hexkv_log_fsync_duration_seconds";
 /// Live keys in the memory store.
 pub const KEYS: &str = "hexkv_keys";
+/// Bytes of the memory store's log not yet covered by a snapshot (what a start replays after it).
+pub const LOG_BYTES: &str = "hexkv_log_bytes";
+/// Compactions of the memory store's log, by outcome (`ok`, `error`).
+pub const COMPACTIONS: &str = "hexkv_compactions_total";
+/// How long one compaction (snapshot and clean-up) took.
+pub const COMPACTION_DURATION: &str = "hexkv_compaction_duration_seconds";
 /// Log events dropped by sampling, by level.
 pub const LOG_EVENTS_DROPPED: &str = "hexkv_log_events_dropped_total";
 /// Always 1; the labels carry the version and the cargo features of the binary.
