@@ -4,6 +4,8 @@
 
 mod bench;
 mod cli;
+mod crash;
+mod disk;
 mod durability;
 mod grpc;
 mod lifecycle;
