@@ -46,6 +46,10 @@ bench-memory:
 bench-pg:
     scripts/bench-postgres.sh
 
+# Fuzz every target (or those named) for FUZZ_SECONDS each after its committed corpus: just fuzz log_record
+fuzz *TARGETS:
+    scripts/fuzz.sh {{TARGETS}}
+
 # A local PostgreSQL for development in target/pg; prints its URL (also: url, stop).
 pg ACTION="start":
     scripts/pg.sh {{ACTION}}

@@ -27,6 +27,8 @@
 
 mod compaction;
 mod dir;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod log;
 mod map;
 mod record;

@@ -186,6 +186,15 @@ mod tests {
         }
 
         #[test]
+        fn every_truncation_is_incomplete(key in proptest::collection::vec(any::<u8>(), 0..64),
+                                          value in proptest::collection::vec(any::<u8>(), 0..256),
+                                          cut: proptest::sample::Index) {
+            let bytes = encoded(&Record { version: 3, key: &key, op: Op::Put(&value) });
+            let cut = cut.index(bytes.len());
+            prop_assert_eq!(decode(&bytes[..cut]), Decoded::Incomplete);
+        }
+
+        #[test]
         fn every_bit_flip_is_detected(value in proptest::collection::vec(any::<u8>(), 0..64), bit in 0usize..1024) {
             let record = Record { version: 9, key: b"key", op: Op::Put(&value) };
             let mut bytes = encoded(&record);

@@ -154,7 +154,10 @@ pub(crate) fn load(path: &Path, apply: impl FnMut(Record<'_>)) -> Result<Loaded,
     load_from(File::open(path)?, apply)
 }
 
-fn load_from(mut file: impl Read, mut apply: impl FnMut(Record<'_>)) -> Result<Loaded, LoadError> {
+pub(crate) fn load_from(
+    mut file: impl Read,
+    mut apply: impl FnMut(Record<'_>),
+) -> Result<Loaded, LoadError> {
     let mut reader = Chunks::default();
     let damaged = |offset: u64, reason: &str| LoadError::Damaged {
         offset,
