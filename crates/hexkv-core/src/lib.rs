@@ -10,13 +10,16 @@
 //! - [`service`]: [`KeyValueService`], the implementation of the driving port.
 //! - [`error`]: [`StoreError`] and [`KvError`].
 //! - [`flags`]: [`FeatureFlags`], switches evaluated per request and changed while running.
+//! - [`auth`]: API keys ([`Authenticator`]) and what each may do ([`Principal::authorize`]).
 
+pub mod auth;
 pub mod domain;
 pub mod error;
 pub mod flags;
 pub mod ports;
 pub mod service;
 
+pub use auth::{Action, AuthError, Authenticator, Principal, Role};
 pub use domain::{
     Cursor, DeleteOutcome, Entry, Key, KeyError, ListItem, ListQuery, ListQueryError, Page,
     Precondition, PutOutcome, Value, ValueError, Version,

@@ -67,6 +67,12 @@ pub enum ApiError {
     /// Too many requests are in flight; this one was shed without being handled.
     #[error("the service is handling as many requests as it may; retry shortly")]
     Overloaded,
+    /// No valid API key was presented.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The key may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A feature flag turns this endpoint off for this client.
     #[error("the feature {0:?} is not enabled for this client")]
     FeatureDisabled(&'static str),
@@ -127,6 +133,8 @@ impl ApiError {
             ApiError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             ApiError::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
             ApiError::FeatureDisabled(_) => (StatusCode::NOT_FOUND, "feature_disabled"),
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ApiError::PermissionDenied(_) => (StatusCode::FORBIDDEN, "permission_denied"),
         }
     }
 
@@ -191,6 +199,12 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(problem)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if matches!(self, ApiError::Unauthenticated(_)) {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"hexkv\""),
+            );
+        }
         if let Some(after) = self.retry_after() {
             let secs = after.as_secs_f64().ceil().max(1.0) as u64;
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));

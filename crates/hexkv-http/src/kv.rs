@@ -244,7 +244,7 @@ pub(crate) async fn empty_key() -> ApiError {
 }
 
 /// The listing parameters, decoded strictly: repeated or non-UTF-8 parameters are errors.
-fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
+pub(crate) fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
     let mut prefix: Option<String> = None;
     let mut limit: Option<u64> = None;
     let mut cursor: Option<Cursor> = None;

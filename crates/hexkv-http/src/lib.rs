@@ -14,6 +14,7 @@
 //! Every error is `application/problem+json` with a stable `code` and the `request_id` (see
 //! [`error`]). The adapter knows nothing of stores: it holds an `Arc<dyn KeyValueApi>`.
 
+pub mod auth;
 pub mod error;
 mod health;
 mod kv;
@@ -66,11 +67,17 @@ pub struct Extras {
     /// The load-shedding bound, shared so it can change while running; when given, it replaces
     /// [`HttpOptions::max_in_flight`].
     pub in_flight: Option<Arc<hexkv_resilience::InFlightLimit>>,
+    /// API keys and what each may do; `None`: every request is let in.
+    pub auth: Option<auth::HttpAuth>,
 }
 
-/// The throttling key of a request: its `x-api-key` header when present, else the client's IP
-/// address (when the server records it, `into_make_service_with_connect_info`).
+/// The throttling key of a request: the name of the API key it was authenticated with, else its
+/// `x-api-key` header when present, else the client's IP address (when the server records it,
+/// `into_make_service_with_connect_info`).
 pub fn client_key(request: &Request) -> String {
+    if let Some(principal) = request.extensions().get::<hexkv_core::Principal>() {
+        return format!("key:{}", principal.name);
+    }
     hexkv_resilience::client_identity(
         request
             .headers()
@@ -101,6 +108,7 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
         metrics,
         flags,
         in_flight,
+        auth,
     } = extras;
     let serve_metrics = metrics.is_some();
     let state = AppState {
@@ -161,8 +169,8 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
         .with_state(state)
         // One `layer` call with the whole stack: every `Router::layer` call wraps each route in
         // another boxed, per-request-cloned service. Outermost first: request ids, observation
-        // (span, log line, metrics), caught panics, then the guard (bypassed by probes and
-        // scrapes).
+        // (span, log line, metrics), caught panics, authentication (before throttling, so a
+        // throttled client is a known one), then the guard (bypassed by probes and scrapes).
         .layer(
             ServiceBuilder::new()
                 .layer(request_id::RequestIdLayer)
@@ -170,6 +178,11 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
                 .layer(CatchPanicLayer::custom(|_| {
                     axum::response::IntoResponse::into_response(ApiError::Panicked)
                 }))
+                .option_layer(
+                    auth.map(|auth| {
+                        axum::middleware::from_fn_with_state(Arc::new(auth), auth::guard)
+                    }),
+                )
                 .layer(hexkv_resilience::BypassLayer::new(guard, is_operational)),
         )
 }

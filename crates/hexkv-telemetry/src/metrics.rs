@@ -23,6 +23,7 @@
 //! | `hexkv_compactions_total` | counter | `outcome` |
 //! | `hexkv_compaction_duration_seconds` | histogram | — |
 //! | `hexkv_log_events_dropped_total` | counter | `level` |
+//! | `hexkv_auth_failures_total` | counter | `protocol`, `reason` |
 //! | `hexkv_build_info` | gauge (1) | `version`, `features` |
 
 use std::time::Duration;
@@ -57,6 +58,9 @@ pub const LOG_BYTES: &str = "hexkv_log_bytes";
 pub const COMPACTIONS: &str = "hexkv_compactions_total";
 /// How long one compaction (snapshot and clean-up) took.
 pub const COMPACTION_DURATION: &str = "hexkv_compaction_duration_seconds";
+/// Requests refused by authentication, by protocol and reason (`missing`, `invalid`,
+/// `forbidden`).
+pub const AUTH_FAILURES: &str = "hexkv_auth_failures_total";
 /// Log events dropped by sampling, by level.
 pub const LOG_EVENTS_DROPPED: &str = "hexkv_log_events_dropped_total";
 /// Always 1; the labels carry the version and the cargo features of the binary.
