@@ -2,6 +2,7 @@
 //! damaged logs, graceful shutdown, configuration errors, the command-line client, and replicas
 //! on PostgreSQL.
 
+mod auth;
 mod bench;
 mod cli;
 mod crash;

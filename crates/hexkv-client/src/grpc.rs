@@ -16,6 +16,8 @@ use crate::{ClientError, ClientOptions, Entry, Page, Written};
 pub(crate) struct GrpcTransport {
     inner: KeyValueClient<Channel>,
     timeout: Duration,
+    /// `Bearer <key>`, sent as the `authorization` metadata of every call.
+    pub(crate) authorization: Option<tonic::metadata::AsciiMetadataValue>,
 }
 
 impl GrpcTransport {
@@ -40,6 +42,7 @@ impl GrpcTransport {
         Self {
             inner,
             timeout: options.timeout,
+            authorization: None,
         }
     }
 
@@ -47,6 +50,11 @@ impl GrpcTransport {
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.timeout);
+        if let Some(authorization) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization.clone());
+        }
         #[cfg(feature = "otlp")]
         crate::trace_context::inject_grpc(request.metadata_mut());
         request

@@ -31,6 +31,8 @@ pub(crate) struct HttpTransport {
     base: String,
     timeout: Duration,
     max_body: usize,
+    /// `Bearer <key>`, sent as the `Authorization` header of every request.
+    pub(crate) authorization: Option<reqwest::header::HeaderValue>,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +88,7 @@ impl HttpTransport {
             base,
             timeout: options.timeout,
             max_body: options.max_message_bytes,
+            authorization: None,
         })
     }
 
@@ -106,7 +109,10 @@ impl HttpTransport {
     }
 
     fn request(&self, method: Method, url: &str) -> RequestBuilder {
-        let request = self.http.request(method, url).timeout(self.timeout);
+        let mut request = self.http.request(method, url).timeout(self.timeout);
+        if let Some(authorization) = &self.authorization {
+            request = request.header(header::AUTHORIZATION, authorization.clone());
+        }
         #[cfg(feature = "otlp")]
         let request = request.headers(crate::trace_context::http_headers());
         request

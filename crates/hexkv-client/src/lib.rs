@@ -40,6 +40,8 @@ pub use error::ClientError;
 pub use hexkv_core::{Precondition, Version};
 use hexkv_resilience::retry;
 pub use hexkv_resilience::retry::{Jitter, RetryPolicy};
+/// The gRPC status codes of [`ClientError::Other`].
+pub use tonic::Code;
 
 /// Settings of a [`Client`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +130,35 @@ impl Client {
             transport: Transport::Grpc(transport),
             options,
         })
+    }
+
+    /// Sends the API key `key` with every call: `Authorization: Bearer <key>` over HTTP, the
+    /// `authorization` metadata over gRPC. Fails if the key is not visible ASCII.
+    pub fn with_api_key(mut self, key: &str) -> Result<Self, ClientError> {
+        let invalid = || ClientError::InvalidArgument {
+            field: "api_key".into(),
+            message: "an API key must be visible ASCII".into(),
+        };
+        let value = format!("Bearer {key}");
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid());
+        }
+        match &mut self.transport {
+            Transport::Grpc(t) => {
+                let mut value: tonic::metadata::AsciiMetadataValue =
+                    value.parse().map_err(|_| invalid())?;
+                value.set_sensitive(true);
+                t.authorization = Some(value);
+            }
+            #[cfg(feature = "http")]
+            Transport::Http(t) => {
+                let mut value =
+                    reqwest::header::HeaderValue::from_str(&value).map_err(|_| invalid())?;
+                value.set_sensitive(true);
+                t.authorization = Some(value);
+            }
+        }
+        Ok(self)
     }
 
     /// A gRPC client over an existing channel.

@@ -32,6 +32,7 @@ async fn serve(api: Arc<dyn KeyValueApi>) -> Servers {
             request_timeout: None,
             flags: None,
             in_flight: None,
+            auth: None,
         },
     )
     .await;

@@ -5,12 +5,14 @@
 //! [`KvError`] to a [`Status`] in exactly one place ([`status`]). Message size limits mirror the
 //! HTTP body limit, so a value the REST API refuses is refused here too.
 
+pub mod auth;
 pub mod observe;
 mod status;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hexkv_core::auth::Action;
 use hexkv_core::{
     Cursor, DeleteOutcome, FeatureFlags, Key, KeyError, KeyValueApi, KvError, ListQuery,
     ListQueryError, Precondition, Value, Version,
@@ -51,18 +53,26 @@ pub struct GrpcOptions {
     /// The load-shedding bound, shared so it can change while running; when given, it replaces
     /// `max_in_flight`.
     pub in_flight: Option<Arc<hexkv_resilience::InFlightLimit>>,
+    /// API keys and what each may do; `None`: every call is let in.
+    pub auth: Option<auth::GrpcAuth>,
 }
 
 /// The `hexkv.v1.KeyValue` service over a [`KeyValueApi`].
 pub struct KeyValueGrpc {
     api: Arc<dyn KeyValueApi>,
     flags: Option<Arc<FeatureFlags>>,
+    /// Calls must carry a principal (set by the authentication interceptor).
+    auth_required: bool,
 }
 
 impl KeyValueGrpc {
     /// The service over `api`.
     pub fn new(api: Arc<dyn KeyValueApi>) -> Self {
-        Self { api, flags: None }
+        Self {
+            api,
+            flags: None,
+            auth_required: false,
+        }
     }
 
     /// Consults `flags` per call.
@@ -102,8 +112,12 @@ impl GrpcServices {
     /// Builds the services over `api`. Health starts as SERVING for both the overall server (`""`)
     /// and `hexkv.v1.KeyValue`.
     pub async fn new(api: Arc<dyn KeyValueApi>, options: GrpcOptions) -> Self {
+        use tonic::service::interceptor::InterceptedService;
+
         let limit = options.max_value_bytes + MESSAGE_OVERHEAD;
-        let key_value = KeyValueServer::new(KeyValueGrpc::new(api).with_flags(options.flags))
+        let mut service = KeyValueGrpc::new(api).with_flags(options.flags);
+        service.auth_required = options.auth.is_some();
+        let key_value = KeyValueServer::new(service)
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -112,9 +126,29 @@ impl GrpcServices {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .expect("the embedded descriptor sets are valid");
-        let routes = tonic::service::Routes::new(key_value)
-            .add_service(health_service)
-            .add_service(reflection);
+        let routes = match options.auth {
+            None => tonic::service::Routes::new(key_value)
+                .add_service(health_service)
+                .add_service(reflection),
+            Some(auth) => {
+                let calls = auth::Authenticate {
+                    authenticator: Arc::clone(&auth.authenticator),
+                    operational: false,
+                };
+                let routes = tonic::service::Routes::new(InterceptedService::new(key_value, calls));
+                if auth.open_health {
+                    routes.add_service(health_service).add_service(reflection)
+                } else {
+                    let operational = auth::Authenticate {
+                        authenticator: auth.authenticator,
+                        operational: true,
+                    };
+                    routes
+                        .add_service(InterceptedService::new(health_service, operational.clone()))
+                        .add_service(InterceptedService::new(reflection, operational))
+                }
+            }
+        };
         let services = Self {
             routes,
             health,
@@ -216,7 +250,8 @@ fn overloaded() -> tonic::codegen::http::Response<tonic::body::Body> {
 }
 
 /// The throttling key of a call: its `x-api-key` metadata when present, else the client's IP
-/// address.
+/// address. (Throttling runs before the key-value service's authentication interceptor, so
+/// the authenticated key is not known yet here.)
 pub fn client_key<B>(request: &tonic::codegen::http::Request<B>) -> String {
     hexkv_resilience::client_identity(
         request
@@ -307,6 +342,11 @@ impl KeyValue for KeyValueGrpc {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
+        auth::authorize(
+            &request,
+            self.auth_required,
+            Action::Read(&request.get_ref().key),
+        )?;
         let key = parse_key(request.into_inner().key, "key")?;
         let entry = self.api.get(&key).await.map_err(status)?;
         Ok(Response::new(pb::GetResponse {
@@ -322,6 +362,11 @@ impl KeyValue for KeyValueGrpc {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
+        auth::authorize(
+            &request,
+            self.auth_required,
+            Action::Write(&request.get_ref().key),
+        )?;
         let request = request.into_inner();
         let key = parse_key(request.key, "key")?;
         let precondition = parse_precondition(request.precondition);
@@ -340,6 +385,11 @@ impl KeyValue for KeyValueGrpc {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
+        auth::authorize(
+            &request,
+            self.auth_required,
+            Action::Write(&request.get_ref().key),
+        )?;
         let request = request.into_inner();
         let key = parse_key(request.key, "key")?;
         let precondition = parse_precondition(request.precondition);
@@ -360,6 +410,11 @@ impl KeyValue for KeyValueGrpc {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
+        auth::authorize(
+            &request,
+            self.auth_required,
+            Action::List(&request.get_ref().prefix),
+        )?;
         if let Some(flags) = &self.flags
             && !flags.is_on(hexkv_core::flags::LIST_KEYS, &identity(&request))
         {

@@ -39,6 +39,7 @@ impl App {
                 request_timeout: None,
                 flags: None,
                 in_flight: None,
+                auth: None,
             },
         )
         .await;

@@ -22,6 +22,7 @@ async fn the_excess_is_refused_at_once_and_the_admitted_complete() {
             request_timeout: None,
             flags: None,
             in_flight: None,
+            auth: None,
         },
     )
     .await;
@@ -72,6 +73,7 @@ async fn a_call_past_the_timeout_gets_deadline_exceeded() {
             request_timeout: Some(Duration::from_millis(200)),
             flags: None,
             in_flight: None,
+            auth: None,
         },
     )
     .await;

@@ -192,6 +192,15 @@ pub struct Connection {
     /// The deadline of each attempt, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     timeout_ms: u64,
+    /// The API key to send, when the service requires one (prefer the variable: a flag shows
+    /// in the process list).
+    #[arg(
+        long,
+        env = "HEXKV_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
     /// The output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -266,6 +275,14 @@ impl From<ClientError> for Failure {
             ClientError::DeadlineExceeded => {
                 Self::new(EXIT_UNAVAILABLE, "deadline_exceeded", message)
             }
+            ClientError::Other {
+                code: hexkv_client::Code::Unauthenticated,
+                ..
+            } => Self::new(EXIT_FAILURE, "unauthenticated", message),
+            ClientError::Other {
+                code: hexkv_client::Code::PermissionDenied,
+                ..
+            } => Self::new(EXIT_FAILURE, "permission_denied", message),
             ClientError::Other { .. } => Self::new(EXIT_FAILURE, "failed", message),
         }
     }
@@ -351,7 +368,10 @@ async fn connect_with(connection: &Connection, options: ClientOptions) -> Result
             Client::http(endpoint, options)?
         }
     };
-    Ok(client)
+    Ok(match &connection.api_key {
+        Some(key) => client.with_api_key(key)?,
+        None => client,
+    })
 }
 
 async fn execute(command: ClientCommand, out: &mut impl Write) -> Result<(), Failure> {

@@ -47,6 +47,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Stability patterns.
     pub resilience: ResilienceConfig,
+    /// API keys.
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -62,12 +64,41 @@ impl Default for Config {
             flags: default_flags(),
             shutdown: ShutdownConfig::default(),
             resilience: ResilienceConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The API keys (`[[auth.keys]]`: `name`, `hash` from `hexkv auth hash-key`, `role` of
+    /// `read`, `write` or `admin`, optional `prefix`). None: no authentication.
+    pub keys: Vec<hexkv_core::auth::ApiKeyConfig>,
+    /// `/healthz`, `/readyz` and the gRPC health and reflection services answer without a key.
+    pub open_health: bool,
+    /// `/metrics` answers without a key.
+    pub open_metrics: bool,
+    /// Serve beyond loopback without any key configured (anyone who reaches the port may read
+    /// and write everything).
+    pub allow_unauthenticated: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            open_health: true,
+            open_metrics: true,
+            allow_unauthenticated: false,
         }
     }
 }
 
 /// The top-level sections, for the environment filter.
 const SECTIONS: &[&str] = &[
+    "auth",
     "http",
     "grpc",
     "store",
@@ -749,6 +780,27 @@ impl Config {
                 reason: reason.to_owned(),
             })
         };
+        if let Err(e) = hexkv_core::auth::ApiKeys::new(&self.auth.keys) {
+            return invalid("auth.keys", &e.to_string());
+        }
+        if self.auth.keys.is_empty() && !self.auth.allow_unauthenticated {
+            let exposed = [
+                ("http.listen", self.http.listen),
+                ("grpc.listen", self.grpc.listen),
+            ]
+            .into_iter()
+            .find(|(_, addr)| !addr.ip().is_loopback());
+            if let Some((key, addr)) = exposed {
+                return invalid(
+                    "auth.keys",
+                    &format!(
+                        "{key} = {addr} is reachable beyond this machine, but no API key is \
+                         configured: add [[auth.keys]] (see `hexkv auth hash-key`), or set \
+                         auth.allow_unauthenticated = true to serve everyone"
+                    ),
+                );
+            }
+        }
         let max = self.limits.max_value_bytes;
         if max == 0 || max > hexkv_core::Limits::HARD_MAX_VALUE_BYTES {
             return invalid(
@@ -950,6 +1002,66 @@ mod tests {
     }
 
     #[test]
+    fn serving_beyond_loopback_needs_keys_or_an_explicit_choice() {
+        Jail::expect_with(|jail| {
+            jail.set_env("HEXKV_HTTP__LISTEN", "0.0.0.0:8080");
+            let err = load(&Overrides::default()).unwrap_err();
+            assert!(
+                err.starts_with("auth.keys:") && err.contains("http.listen = 0.0.0.0:8080"),
+                "{err}"
+            );
+            jail.set_env("HEXKV_AUTH__ALLOW_UNAUTHENTICATED", "true");
+            load(&Overrides::default())?;
+            jail.set_env("HEXKV_AUTH__ALLOW_UNAUTHENTICATED", "false");
+            jail.create_file(
+                "hexkv.toml",
+                &format!(
+                    r#"
+                    [[auth.keys]]
+                    name = "ops"
+                    hash = "{}"
+                    role = "admin"
+                    "#,
+                    hexkv_core::auth::hash_key("secret")
+                ),
+            )?;
+            let overrides = Overrides {
+                config: Some("hexkv.toml".into()),
+                ..Overrides::default()
+            };
+            let c = load(&overrides)?;
+            assert_eq!(c.auth.keys[0].role, hexkv_core::Role::Admin);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_plaintext_key_is_refused_with_its_name() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "hexkv.toml",
+                r#"
+                [[auth.keys]]
+                name = "ci"
+                hash = "my-secret-key"
+                role = "write"
+                "#,
+            )?;
+            let overrides = Overrides {
+                config: Some("hexkv.toml".into()),
+                ..Overrides::default()
+            };
+            let err = load(&overrides).unwrap_err();
+            assert!(
+                err.starts_with("auth.keys:") && err.contains("\"ci\""),
+                "{err}"
+            );
+            assert!(err.contains("sha256:"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn the_postgres_url_is_a_secret_from_env_or_flag() {
         Jail::expect_with(|jail| {
             jail.set_env("HEXKV_STORE__BACKEND", "postgres");
@@ -1018,7 +1130,10 @@ mod tests {
     #[test]
     fn yaml_files_work() {
         Jail::expect_with(|jail| {
-            jail.create_file("c.yaml", "http:\n  listen: 0.0.0.0:9000\n")?;
+            jail.create_file(
+                "c.yaml",
+                "http:\n  listen: 0.0.0.0:9000\nauth:\n  allow_unauthenticated: true\n",
+            )?;
             let c = load(&Overrides {
                 config: Some("c.yaml".into()),
                 ..Overrides::default()

@@ -205,6 +205,15 @@ impl Application {
             limits.throttle_burst,
             limits.throttle_max_clients,
         ));
+        // API keys, when configured: one authenticator for both front ends, whose keys a
+        // reload can rotate.
+        let authenticator = (!config.auth.keys.is_empty())
+            .then(|| {
+                hexkv_core::auth::ApiKeys::new(&config.auth.keys)
+                    .map(|keys| Arc::new(hexkv_core::Authenticator::new(keys)))
+            })
+            .transpose()
+            .context("auth.keys")?;
         // Each front end's load-shedding bound, changeable by a reload.
         let http_in_flight = hexkv_resilience::InFlightLimit::new(limits.max_in_flight);
         let grpc_in_flight = hexkv_resilience::InFlightLimit::new(limits.max_in_flight);
@@ -223,6 +232,13 @@ impl Application {
                     metrics: telemetry.as_ref().and_then(|t| t.metrics().cloned()),
                     flags: Some(Arc::clone(&flags)),
                     in_flight: Some(Arc::clone(&http_in_flight)),
+                    auth: authenticator
+                        .as_ref()
+                        .map(|authenticator| hexkv_http::auth::HttpAuth {
+                            authenticator: Arc::clone(authenticator),
+                            open_health: config.auth.open_health,
+                            open_metrics: config.auth.open_metrics,
+                        }),
                 },
             );
             // Client addresses are recorded for throttling by address.
@@ -243,6 +259,12 @@ impl Application {
                     request_timeout: config.limits.request_timeout(),
                     flags: Some(Arc::clone(&flags)),
                     in_flight: Some(Arc::clone(&grpc_in_flight)),
+                    auth: authenticator
+                        .as_ref()
+                        .map(|authenticator| hexkv_grpc::auth::GrpcAuth {
+                            authenticator: Arc::clone(authenticator),
+                            open_health: config.auth.open_health,
+                        }),
                 },
             )
             .await
@@ -265,6 +287,7 @@ impl Application {
                     in_flight: vec![http_in_flight, grpc_in_flight],
                     breaker: breaker.clone(),
                     flags: Arc::clone(&flags),
+                    authenticator: authenticator.clone(),
                 };
                 let reloader = Arc::new(reload::Reloader::new(overrides, config.clone(), live));
                 Some(reload::spawn_triggers(reloader)?)

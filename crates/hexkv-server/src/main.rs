@@ -3,7 +3,7 @@
 //! `hexkv` (or `hexkv serve`) runs the service (SIGHUP or a change of its `--config` file
 //! reloads the configuration); `hexkv config show` prints the effective configuration and
 //! `hexkv config check FILE` validates a file; `hexkv compact` compacts the memory store's log
-//! offline; `hexkv get|put|delete|list` are the command-line client (see
+//! offline; `hexkv auth hash-key` hashes an API key for the configuration; `hexkv get|put|delete|list` are the command-line client (see
 //! [`hexkv_server::cli`] for their exit codes). Exit codes of the service: 0 success, 1 the
 //! service failed (to start or while running), 2 usage error or invalid configuration.
 
@@ -47,6 +47,11 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// API keys.
+    Auth {
+        #[command(subcommand)]
+        action: AuthAction,
+    },
     /// Compact the memory store's log into a snapshot, offline: the service must be stopped
     /// (it runs compaction by itself while serving; see docs/durability.md).
     #[cfg(feature = "memory")]
@@ -57,6 +62,17 @@ enum Command {
     #[cfg(feature = "cli")]
     #[command(flatten)]
     Client(hexkv_server::cli::ClientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuthAction {
+    /// Print the hash to configure (`[[auth.keys]] hash = …`) for an API key read from stdin,
+    /// or make a new random key and print it with its hash (--generate).
+    HashKey {
+        /// Make a new key (256 random bits) instead of reading one.
+        #[arg(long)]
+        generate: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +127,9 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Some(Command::Auth {
+            action: AuthAction::HashKey { generate },
+        }) => return hash_key(generate),
         #[cfg(feature = "memory")]
         Some(Command::Compact { overrides }) => {
             return compact(&overrides.or(top.overrides));
@@ -130,6 +149,48 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     serve(config, overrides, ready_file.as_deref())
+}
+
+/// The shortest key `hexkv auth hash-key` accepts from stdin: a shorter one is guessable.
+const MIN_KEY_LEN: usize = 24;
+
+/// `hexkv auth hash-key [--generate]`.
+fn hash_key(generate: bool) -> ExitCode {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+
+    let key = if generate {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let key = format!(
+            "hexkv_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        );
+        println!("key:  {key}");
+        key
+    } else {
+        let mut line = String::new();
+        if let Err(e) = std::io::stdin().read_line(&mut line) {
+            eprintln!("hexkv: cannot read the key from stdin: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+        let key = line.trim().to_owned();
+        if key.len() < MIN_KEY_LEN || key.contains(char::is_whitespace) {
+            eprintln!(
+                "hexkv: a key must be at least {MIN_KEY_LEN} characters without spaces; \
+                 `hexkv auth hash-key --generate` makes a strong one"
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+        key
+    };
+    let hash = hexkv_core::auth::hash_key(&key);
+    if generate {
+        println!("hash: {hash}");
+    } else {
+        println!("{hash}");
+    }
+    ExitCode::SUCCESS
 }
 
 #[cfg(feature = "memory")]

@@ -8,7 +8,8 @@
 //! - an invalid configuration is refused: the running one is kept and the error logged;
 //! - settings that can change live ([`LIVE`]) take effect at once, without a restart or a
 //!   dropped request: the log level and sampling, load shedding's bound, the throttle's rate,
-//!   the store breaker's thresholds, and the feature flags;
+//!   the store breaker's thresholds, the feature flags, and the API keys (when keys were
+//!   configured at start: turning authentication on or off needs a restart);
 //! - any other changed setting (listen addresses, the store…) is named in a WARN line and keeps
 //!   its running value until a restart.
 //!
@@ -32,6 +33,7 @@ pub const LIVE: &[&str] = &[
     "limits.throttle_",
     "resilience.store.breaker_",
     "flags.",
+    "auth.keys",
 ];
 
 /// How long the configuration file must be quiet before a reload.
@@ -50,6 +52,9 @@ pub struct Live {
     pub breaker: Option<Arc<CircuitBreaker>>,
     /// The feature flags.
     pub flags: Arc<FeatureFlags>,
+    /// The API keys (absent when none were configured at start; then adding some needs a
+    /// restart).
+    pub authenticator: Option<Arc<hexkv_core::Authenticator>>,
 }
 
 impl Live {
@@ -79,10 +84,20 @@ impl Live {
                 .iter()
                 .map(|(name, setting)| (name.clone(), setting.rollout())),
         );
+        if let Some(authenticator) = &self.authenticator {
+            match hexkv_core::auth::ApiKeys::new(&config.auth.keys) {
+                Ok(keys) => authenticator.set(keys),
+                // Validated before; kept for safety: the old keys stay.
+                Err(e) => tracing::error!(error = %e, "cannot change the API keys"),
+            }
+        }
     }
 
     fn is_live(&self, key: &str) -> bool {
         if self.breaker.is_none() && key.starts_with("resilience.store.breaker_") {
+            return false;
+        }
+        if self.authenticator.is_none() && key.starts_with("auth.keys") {
             return false;
         }
         LIVE.iter().any(|live| {
@@ -343,7 +358,35 @@ mod tests {
                 &StoreResilienceConfig::default(),
             )))),
             flags: Arc::new(FeatureFlags::defaults()),
+            authenticator: Some(Arc::new(hexkv_core::Authenticator::new(
+                hexkv_core::auth::ApiKeys::new(&[]).expect("no keys"),
+            ))),
         }
+    }
+
+    #[test]
+    fn a_reload_rotates_the_api_keys() {
+        use hexkv_core::auth::{ApiKeyConfig, Role, hash_key};
+        let live = live();
+        let mut config = Config::default();
+        config.auth.keys = vec![ApiKeyConfig {
+            name: "new".into(),
+            hash: hash_key("new-secret"),
+            role: Role::Read,
+            prefix: None,
+        }];
+        assert!(live.is_live("auth.keys"));
+        let authenticator = live.authenticator.clone().expect("auth on");
+        assert!(
+            authenticator
+                .authenticate(Some(b"Bearer new-secret"))
+                .is_err()
+        );
+        live.apply(&config);
+        let principal = authenticator
+            .authenticate(Some(b"Bearer new-secret"))
+            .expect("the new key works at once");
+        assert_eq!(principal.name.as_ref(), "new");
     }
 
     #[test]

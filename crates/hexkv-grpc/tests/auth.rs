@@ -1,0 +1,191 @@
+//! API keys over gRPC on a real socket: UNAUTHENTICATED without a key, PERMISSION_DENIED
+//! outside the key's role or prefix, and the health service open or protected.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hexkv_core::auth::{ApiKeyConfig, ApiKeys, Authenticator, Role, hash_key};
+use hexkv_core::{KeyValueService, Limits};
+use hexkv_grpc::auth::GrpcAuth;
+use hexkv_grpc::pb::key_value_client::KeyValueClient;
+use hexkv_grpc::{GrpcOptions, GrpcServices, pb};
+use hexkv_store_memory::MemoryStore;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const READER: &str = "reader-key-0123456789abcdef";
+const APP: &str = "app-key-0123456789abcdef";
+const ADMIN: &str = "admin-key-0123456789abcdef";
+
+fn key(name: &str, secret: &str, role: Role, prefix: Option<&str>) -> ApiKeyConfig {
+    ApiKeyConfig {
+        name: name.into(),
+        hash: hash_key(secret),
+        role,
+        prefix: prefix.map(str::to_owned),
+    }
+}
+
+async fn start(open_health: bool) -> SocketAddr {
+    let service = KeyValueService::new(
+        Arc::new(MemoryStore::ephemeral(4)),
+        Limits {
+            max_value_bytes: 1024,
+        },
+    );
+    let keys = ApiKeys::new(&[
+        key("reader", READER, Role::Read, None),
+        key("app", APP, Role::Write, Some("app/")),
+        key("ops", ADMIN, Role::Admin, None),
+    ])
+    .expect("keys");
+    let services = GrpcServices::new(
+        Arc::new(service),
+        GrpcOptions {
+            max_value_bytes: 1024,
+            max_in_flight: 0,
+            request_timeout: None,
+            flags: None,
+            in_flight: None,
+            auth: Some(GrpcAuth {
+                authenticator: Arc::new(Authenticator::new(keys)),
+                open_health,
+            }),
+        },
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(services.serve(listener, std::future::pending()));
+    addr
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+fn with_key<T>(message: T, key: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(key) = key {
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {key}").parse().expect("metadata"),
+        );
+    }
+    request
+}
+
+fn put(key: &str) -> pb::PutRequest {
+    pb::PutRequest {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::from_static(b"v"),
+        precondition: None,
+    }
+}
+
+#[tokio::test]
+async fn calls_need_a_valid_key() {
+    let addr = start(true).await;
+    let mut client = KeyValueClient::new(channel(addr).await);
+    for key in [None, Some("wrong")] {
+        let err = client
+            .get(with_key(
+                pb::GetRequest {
+                    key: Bytes::from_static(b"a"),
+                },
+                key,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{key:?}: {err:?}");
+        assert!(!err.message().contains("wrong"), "the key is never echoed");
+    }
+}
+
+#[tokio::test]
+async fn roles_and_prefixes_decide_what_a_key_may_do() {
+    let addr = start(true).await;
+    let mut client = KeyValueClient::new(channel(addr).await);
+    client
+        .put(with_key(put("app/x"), Some(APP)))
+        .await
+        .expect("inside the prefix");
+    let err = client
+        .put(with_key(put("other"), Some(APP)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = client
+        .list(with_key(pb::ListRequest::default(), Some(APP)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "listing everything");
+    let page = client
+        .list(with_key(
+            pb::ListRequest {
+                prefix: Bytes::from_static(b"app/"),
+                ..Default::default()
+            },
+            Some(APP),
+        ))
+        .await
+        .expect("listing inside the prefix")
+        .into_inner();
+    assert_eq!(page.items.len(), 1);
+
+    let err = client
+        .delete(with_key(
+            pb::DeleteRequest {
+                key: Bytes::from_static(b"app/x"),
+                precondition: None,
+            },
+            Some(READER),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("role is read"), "{}", err.message());
+    client
+        .get(with_key(
+            pb::GetRequest {
+                key: Bytes::from_static(b"app/x"),
+            },
+            Some(READER),
+        ))
+        .await
+        .expect("the reader reads");
+}
+
+#[tokio::test]
+async fn health_is_open_or_needs_the_admin_role() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let check = || with_key(HealthCheckRequest::default(), None);
+
+    let open = start(true).await;
+    HealthClient::new(channel(open).await)
+        .check(check())
+        .await
+        .expect("open health");
+
+    let protected = start(false).await;
+    let mut health = HealthClient::new(channel(protected).await);
+    let err = health.check(check()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let err = health
+        .check(with_key(HealthCheckRequest::default(), Some(READER)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    health
+        .check(with_key(HealthCheckRequest::default(), Some(ADMIN)))
+        .await
+        .expect("the admin checks health");
+}
