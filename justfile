@@ -50,6 +50,14 @@ bench-pg:
 fuzz *TARGETS:
     scripts/fuzz.sh {{TARGETS}}
 
+# Rewrite docs/openapi.json from the code (after changing the REST API).
+openapi:
+    UPDATE_OPENAPI=1 cargo test -p hexkv-http openapi
+
+# Every cargo-deny check, advisories included (needs the network for the RustSec database).
+deny:
+    cargo deny check
+
 # A local PostgreSQL for development in target/pg; prints its URL (also: url, stop).
 pg ACTION="start":
     scripts/pg.sh {{ACTION}}

@@ -38,6 +38,8 @@ pub(crate) async fn guard(
 ) -> Response {
     let path = request.uri().path();
     let open = match path {
+        // The API's contract is public.
+        "/openapi.json" => true,
         "/healthz" | "/readyz" => auth.open_health,
         "/metrics" => auth.open_metrics,
         _ => false,

@@ -29,6 +29,13 @@ fn no_store(mut response: Response) -> Response {
 }
 
 /// `GET /healthz`
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process serves HTTP (liveness)", body = crate::openapi::HealthDoc)),
+    security((), ("api_key" = [])),
+)]
 pub(crate) async fn healthz() -> Response {
     no_store(
         Json(Health {
@@ -40,6 +47,16 @@ pub(crate) async fn healthz() -> Response {
 }
 
 /// `GET /readyz`
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready for traffic", body = crate::openapi::HealthDoc),
+        (status = 503, description = "Not ready (the store fails its check, or the service is draining)", body = crate::openapi::HealthDoc),
+    ),
+    security((), ("api_key" = [])),
+)]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let readiness = state.api.readiness().await;
     let ready = readiness.is_ready();
@@ -56,6 +73,13 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`: the Prometheus exposition (only routed when metrics are installed).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition (when `metrics.enabled`)", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)),
+    security((), ("api_key" = [])),
+)]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let body = state
         .metrics

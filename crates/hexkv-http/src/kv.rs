@@ -14,33 +14,45 @@ use bytes::Bytes;
 use hexkv_core::{Cursor, Entry, Key, KeyError, ListQuery, Page, Precondition, Value, Version};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use hexkv_core::flags::LIST_KEYS;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::openapi::ProblemDoc;
 
 /// The path every key lives under.
 pub(crate) const KV_PREFIX: &str = "/v1/kv/";
 
 /// The body of a successful `PUT`.
-#[derive(Debug, Serialize)]
-struct Written {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Written {
+    /// The key written.
+    #[schema(value_type = String)]
     key: Key,
+    /// The version the write was given (also the `ETag`).
+    #[schema(value_type = u64, minimum = 1)]
     version: Version,
 }
 
 /// One item of a listing.
-#[derive(Debug, Serialize)]
-struct Item<'a> {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Item<'a> {
+    /// The key.
+    #[schema(value_type = String)]
     key: &'a Key,
+    /// Its version.
+    #[schema(value_type = u64, minimum = 1)]
     version: Version,
 }
 
-/// The body of `GET /v1/kv`.
-#[derive(Debug, Serialize)]
-struct Listing<'a> {
+/// The body of `GET /v1/kv`: one page of keys in byte order.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Listing<'a> {
+    /// The keys and their versions.
     items: Vec<Item<'a>>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<String>,
 }
 
@@ -174,6 +186,27 @@ fn not_modified(headers: &HeaderMap, current: Version) -> Result<bool, ApiError>
 // `Uri` and `HeaderMap`, which would clone both on every request.
 
 /// `GET /v1/kv/{key}`: the raw value, with its version as `ETag`.
+#[utoipa::path(
+    get,
+    path = "/v1/kv/{key}",
+    tag = "kv",
+    params(
+        ("key" = String, Path, min_length = 1, max_length = 1024, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+            description = "The key: 1 to 1024 bytes of UTF-8 without control characters, percent-encoded; it may contain `/`"),
+        ("If-None-Match" = Option<String>, Header, nullable = false,
+            pattern = r#"^\s*(\*|(W/)?"[0-9]{1,19}"(\s*,\s*(W/)?"[0-9]{1,19}")*)\s*$"#,
+            description = "Entity tags (`\"<version>\"`, weak ones too) or `*`: 304 when one is the current version"),
+    ),
+    responses(
+        (status = 200, description = "The value, byte-exact", content_type = "application/octet-stream", body = String,
+            headers(("ETag" = String, description = "The version, quoted: `\"42\"`"))),
+        (status = 304, description = "The version in `If-None-Match` is current",
+            headers(("ETag" = String, description = "The version, quoted"))),
+        (status = "default", description = "An error: 404 `not_found`; 400 `invalid_key`, `invalid_header`; 414 `key_too_long`; 401, 403, 429, 503, 504",
+            content_type = "application/problem+json", body = ProblemDoc),
+    ),
+    security((), ("api_key" = [])),
+)]
 pub(crate) async fn get_value(
     State(state): State<AppState>,
     request: Request,
@@ -197,6 +230,31 @@ pub(crate) async fn get_value(
 }
 
 /// `PUT /v1/kv/{key}`: writes the raw body; 201 when created, 200 when replaced.
+#[utoipa::path(
+    put,
+    path = "/v1/kv/{key}",
+    tag = "kv",
+    params(
+        ("key" = String, Path, min_length = 1, max_length = 1024, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+            description = "The key: 1 to 1024 bytes of UTF-8 without control characters, percent-encoded; it may contain `/`"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^\s*"[0-9]{1,19}"\s*$"#,
+            description = "`\"<version>\"`: write only if it is the current version (not with `If-None-Match`)"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, pattern = r"^\s*\*\s*$",
+            description = "`*`: write only if the key does not exist (not with `If-Match`)"),
+    ),
+    request_body(content = String, content_type = "application/octet-stream",
+        description = "The value, raw bytes (at most `limits.max_value_bytes`)"),
+    responses(
+        (status = 200, description = "Replaced", body = Written,
+            headers(("ETag" = String, description = "The new version, quoted"))),
+        (status = 201, description = "Created", body = Written,
+            headers(("ETag" = String, description = "The new version, quoted"),
+                    ("Location" = String, description = "The key's URL path"))),
+        (status = "default", description = "An error: 412 `precondition_failed` (with `current_version`); 413 `value_too_large`; 400 `invalid_key`, `invalid_header`; 414; 401, 403, 429; 503 `unavailable`, `read_only`, `overloaded`; 504",
+            content_type = "application/problem+json", body = ProblemDoc),
+    ),
+    security((), ("api_key" = [])),
+)]
 pub(crate) async fn put_value(
     State(state): State<AppState>,
     request: Request,
@@ -228,6 +286,23 @@ pub(crate) async fn put_value(
 }
 
 /// `DELETE /v1/kv/{key}`: 204 whether or not the key existed, unless `If-Match` fails.
+#[utoipa::path(
+    delete,
+    path = "/v1/kv/{key}",
+    tag = "kv",
+    params(
+        ("key" = String, Path, min_length = 1, max_length = 1024, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+            description = "The key: 1 to 1024 bytes of UTF-8 without control characters, percent-encoded; it may contain `/`"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^\s*"[0-9]{1,19}"\s*$"#,
+            description = "`\"<version>\"`: delete only if it is the current version"),
+    ),
+    responses(
+        (status = 204, description = "Deleted, or already absent"),
+        (status = "default", description = "An error: 412 `precondition_failed`; 400; 414; 401, 403, 429; 503; 504",
+            content_type = "application/problem+json", body = ProblemDoc),
+    ),
+    security((), ("api_key" = [])),
+)]
 pub(crate) async fn delete_value(
     State(state): State<AppState>,
     request: Request,
@@ -281,6 +356,23 @@ pub(crate) fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
 }
 
 /// `GET /v1/kv?prefix=&limit=&cursor=`: one page of keys and versions.
+#[utoipa::path(
+    get,
+    path = "/v1/kv",
+    tag = "kv",
+    params(
+        ("prefix" = Option<String>, Query, description = "Only keys starting with this"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Keys per page (default 100)"),
+        ("cursor" = Option<String>, Query, min_length = 1,
+            description = "`next_cursor` of the previous page, as given: opaque, and accepted only when this service made it"),
+    ),
+    responses(
+        (status = 200, description = "One page of keys in byte order", body = Listing),
+        (status = "default", description = "An error: 400 `invalid_query`; 404 `feature_disabled`; 401, 403, 429; 503; 504",
+            content_type = "application/problem+json", body = ProblemDoc),
+    ),
+    security((), ("api_key" = [])),
+)]
 pub(crate) async fn list_keys(
     State(state): State<AppState>,
     request: Request,

@@ -19,6 +19,7 @@ pub mod error;
 mod health;
 mod kv;
 pub mod observe;
+pub mod openapi;
 pub mod request_id;
 
 use std::sync::Arc;
@@ -130,6 +131,7 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
                 .delete(kv::delete_value),
         )
         .route("/healthz", get(health::healthz))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/readyz", get(health::readyz));
     if serve_metrics {
         router = router.route("/metrics", get(health::metrics));
@@ -190,7 +192,10 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
 /// The routes that probes and scrapers call, which load shedding, throttling and the request
 /// timeout leave alone.
 fn is_operational(request: &Request) -> bool {
-    matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics")
+    matches!(
+        request.uri().path(),
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.json"
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,84 @@
+//! The REST API against its contract: the served OpenAPI document is the one kept in
+//! `docs/openapi.json`, and schemathesis (from PyPI) generates requests from it against the real
+//! binary: no 5xx, and every response matches the document (status, content type, headers,
+//! body schema), malformed requests get a 4xx.
+//!
+//! schemathesis is found as `$SCHEMATHESIS`, else `schemathesis` on `PATH`; `.ci/run` installs
+//! it. Without it the test says so loudly and passes, except under CI (`CI` set), where it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hexkv_e2e::Server;
+
+use crate::data_dir;
+
+fn schemathesis() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("SCHEMATHESIS") {
+        return Some(PathBuf::from(path));
+    }
+    Command::new("schemathesis")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|_| PathBuf::from("schemathesis"))
+}
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+}
+
+#[tokio::test]
+async fn the_served_document_is_the_one_in_docs() {
+    let (_tmp, data) = data_dir();
+    let server = Server::start(&data, &[], &[]);
+    let served = reqwest::get(server.url("/openapi.json"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let kept = std::fs::read_to_string(workspace().join("docs/openapi.json")).unwrap();
+    assert_eq!(served.trim_end(), kept.trim_end());
+}
+
+#[tokio::test]
+async fn schemathesis_finds_no_5xx_and_no_response_off_the_schema() {
+    let Some(schemathesis) = schemathesis() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "schemathesis is not installed, and CI is set: the contract test must run"
+        );
+        eprintln!(
+            "*** SKIPPED the API contract test: schemathesis not found (pip install schemathesis) ***"
+        );
+        return;
+    };
+    let (_tmp, data) = data_dir();
+    let server = Server::start(&data, &[], &[]);
+    let url = server.url("/openapi.json");
+    let config = workspace().join("tests/schemathesis.toml");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(schemathesis)
+            .arg("--config-file")
+            .arg(config)
+            .args(["run", &url, "--max-examples", "50", "--seed", "1"])
+            .args(["--request-timeout", "10"])
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run schemathesis")
+    })
+    .await
+    .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "schemathesis failed:\n{report}");
+    // It really ran: every operation was tested.
+    assert!(report.contains("Tested: 7"), "{report}");
+}
