@@ -57,12 +57,15 @@ async fn schemathesis_finds_no_5xx_and_no_response_off_the_schema() {
         );
         return;
     };
-    let (_tmp, data) = data_dir();
+    let (tmp, data) = data_dir();
     let server = Server::start(&data, &[], &[]);
     let url = server.url("/openapi.json");
     let config = workspace().join("tests/schemathesis.toml");
+    // schemathesis keeps a cache in its working directory: a temporary one.
+    let cwd = tmp.path().to_owned();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(schemathesis)
+            .current_dir(cwd)
             .arg("--config-file")
             .arg(config)
             .args(["run", &url, "--max-examples", "50", "--seed", "1"])
