@@ -28,6 +28,8 @@ check-features:
     cargo check -p hexkv-server --no-default-features --features http,grpc,memory,postgres
     cargo check -p hexkv-server --no-default-features --features http,memory,cli
     cargo check -p hexkv-server --no-default-features --features grpc,memory,otlp
+    cargo check -p hexkv-server --no-default-features --features http,memory,tls
+    cargo check -p hexkv-server --no-default-features --features grpc,memory,tls
     cargo check -p hexkv-core --no-default-features
 
 # REST throughput against a bare axum handler, in one run (needs wrk). See docs/benchmarks.md.

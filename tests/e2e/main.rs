@@ -17,6 +17,7 @@ mod reload;
 mod resilience;
 mod rest;
 mod throttle;
+mod tls;
 mod traces;
 
 use hexkv_e2e::Server;

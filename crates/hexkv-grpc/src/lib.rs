@@ -175,6 +175,30 @@ impl GrpcServices {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
+        self.serve_incoming(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+    }
+
+    /// Serves the services on the connections of `incoming` (TLS connections, for instance),
+    /// like [`GrpcServices::serve`].
+    pub async fn serve_incoming<S, IO, E>(
+        self,
+        incoming: S,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error>
+    where
+        S: tokio_stream::Stream<Item = Result<IO, E>> + Send + 'static,
+        IO: tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + tonic::transport::server::Connected
+            + Unpin
+            + Send
+            + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let shed = self
             .in_flight
             .map(|limit| hexkv_resilience::LoadShedLayer::with_limit(limit, overloaded));
@@ -196,10 +220,7 @@ impl GrpcServices {
                     )),
             )
             .add_routes(self.routes)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                shutdown,
-            )
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
     }
 

@@ -49,6 +49,8 @@ pub struct Config {
     pub resilience: ResilienceConfig,
     /// API keys.
     pub auth: AuthConfig,
+    /// TLS on both front ends.
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -65,7 +67,27 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             resilience: ResilienceConfig::default(),
             auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
         }
+    }
+}
+
+/// `[tls]`: TLS on both front ends (the `tls` cargo feature).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain (PEM), the server's certificate first. Empty: TLS off.
+    pub cert: PathBuf,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Require client certificates that chain to this CA (PEM). Empty: no client certificates.
+    pub client_ca: PathBuf,
+}
+
+impl TlsConfig {
+    /// Whether TLS is on.
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty()
     }
 }
 
@@ -99,6 +121,7 @@ impl Default for AuthConfig {
 /// The top-level sections, for the environment filter.
 const SECTIONS: &[&str] = &[
     "auth",
+    "tls",
     "http",
     "grpc",
     "store",
@@ -780,6 +803,22 @@ impl Config {
                 reason: reason.to_owned(),
             })
         };
+        let tls = &self.tls;
+        if tls.enabled() == tls.key.as_os_str().is_empty() {
+            return invalid(
+                "tls.key",
+                "tls.cert and tls.key are set together, or neither",
+            );
+        }
+        if !tls.enabled() && !tls.client_ca.as_os_str().is_empty() {
+            return invalid(
+                "tls.client_ca",
+                "client certificates need TLS: set tls.cert and tls.key",
+            );
+        }
+        if tls.enabled() && !cfg!(feature = "tls") {
+            return invalid("tls.cert", "this build has no TLS (cargo feature `tls`)");
+        }
         if let Err(e) = hexkv_core::auth::ApiKeys::new(&self.auth.keys) {
             return invalid("auth.keys", &e.to_string());
         }

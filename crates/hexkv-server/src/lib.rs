@@ -26,6 +26,8 @@ pub mod cli;
 pub mod config;
 pub mod reload;
 pub mod telemetry;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,6 +54,8 @@ pub struct Application {
     http: (TcpListener, SocketAddr),
     #[cfg(feature = "grpc")]
     grpc: (TcpListener, SocketAddr),
+    #[cfg(feature = "tls")]
+    tls: Option<tls::TlsSetup>,
 }
 
 async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
@@ -81,6 +85,9 @@ impl Application {
             limits,
             Arc::clone(&flags),
         ));
+        // Certificates are read before anything listens, so a bad one stops the start.
+        #[cfg(feature = "tls")]
+        let tls = tls::TlsSetup::load(&config.tls)?;
         #[cfg(feature = "http")]
         let http = bind(config.http.listen, "http.listen").await?;
         #[cfg(feature = "grpc")]
@@ -97,6 +104,8 @@ impl Application {
             http,
             #[cfg(feature = "grpc")]
             grpc,
+            #[cfg(feature = "tls")]
+            tls,
         })
     }
 
@@ -166,6 +175,8 @@ impl Application {
             }
         };
         let addresses = self.addresses();
+        #[cfg(feature = "tls")]
+        let tls = self.tls.clone();
         let Self {
             config,
             service,
@@ -176,6 +187,12 @@ impl Application {
             reload,
             ..
         } = self;
+        // The certificate is reloaded when its files change, for as long as this runs.
+        #[cfg(feature = "tls")]
+        let _cert_watcher = match &tls {
+            Some(tls) => Some(tls::watch(Arc::clone(&tls.certs))?),
+            None => None,
+        };
         if let Some(telemetry) = &telemetry {
             telemetry.spawn_housekeeping();
         }
@@ -242,12 +259,26 @@ impl Application {
                 },
             );
             // Client addresses are recorded for throttling by address.
-            let server = axum::serve(
-                self.http.0,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stopped());
-            servers.spawn(async move { server.await.context("the HTTP server failed") });
+            #[cfg(feature = "tls")]
+            if let Some(tls) = &tls {
+                let config = tls.server_config(&[b"h2", b"http/1.1"])?;
+                let listener = tls::TlsListener::new(self.http.0, config)?;
+                let app = router
+                    .layer(axum::middleware::map_request(tls::peer_as_socket_addr))
+                    .into_make_service_with_connect_info::<tls::Peer>();
+                let server = axum::serve(listener, app).with_graceful_shutdown(stopped());
+                servers.spawn(async move { server.await.context("the HTTPS server failed") });
+            } else {
+                let app = router.into_make_service_with_connect_info::<SocketAddr>();
+                let server = axum::serve(self.http.0, app).with_graceful_shutdown(stopped());
+                servers.spawn(async move { server.await.context("the HTTP server failed") });
+            }
+            #[cfg(not(feature = "tls"))]
+            {
+                let app = router.into_make_service_with_connect_info::<SocketAddr>();
+                let server = axum::serve(self.http.0, app).with_graceful_shutdown(stopped());
+                servers.spawn(async move { server.await.context("the HTTP server failed") });
+            }
         }
         #[cfg(feature = "grpc")]
         let grpc_health = {
@@ -270,8 +301,21 @@ impl Application {
             .await
             .with_throttle(Arc::clone(&throttle));
             let health = services.health();
-            let server = services.serve(self.grpc.0, stopped());
-            servers.spawn(async move { server.await.context("the gRPC server failed") });
+            #[cfg(feature = "tls")]
+            if let Some(tls) = &tls {
+                let config = tls.server_config(&[b"h2"])?;
+                let incoming = tls::TlsListener::new(self.grpc.0, config)?.into_stream();
+                let server = services.serve_incoming(incoming, stopped());
+                servers.spawn(async move { server.await.context("the gRPC server failed") });
+            } else {
+                let server = services.serve(self.grpc.0, stopped());
+                servers.spawn(async move { server.await.context("the gRPC server failed") });
+            }
+            #[cfg(not(feature = "tls"))]
+            {
+                let server = services.serve(self.grpc.0, stopped());
+                servers.spawn(async move { server.await.context("the gRPC server failed") });
+            }
             health
         };
         for (front_end, addr) in &addresses {

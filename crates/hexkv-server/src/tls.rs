@@ -1,0 +1,377 @@
+//! TLS for both front ends (feature `tls`): rustls, certificates reloaded from their files while
+//! serving, optional client-certificate authentication.
+//!
+//! - [`TlsSetup::load`] reads `[tls]`: the certificate chain and key (PEM), and the CA that
+//!   client certificates must chain to, if any.
+//! - Each handshake asks a [`CertStore`] for the current certificate, so replacing it (a new
+//!   file, as cert-manager or a Kubernetes Secret update does) changes what the next handshake
+//!   presents, without a restart and without touching open connections. [`watch`] reloads it
+//!   when the files change (debounced like the configuration file), and a reload that fails keeps
+//!   the old certificate.
+//! - [`TlsListener`] accepts TCP connections and runs each handshake in its own task (under a
+//!   timeout), so a slow or silent client holds up nobody; finished handshakes are handed to
+//!   axum (as a [`axum::serve::Listener`]) or tonic (as a stream of [`TlsConnection`]s).
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::config::TlsConfig;
+
+/// How long a client may take to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads a certificate chain and its private key.
+fn load_certified_key(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("tls.cert: cannot read {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| {
+            format!(
+                "tls.cert: {} is not a PEM certificate chain",
+                cert.display()
+            )
+        })?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "tls.cert: {} holds no certificate",
+        cert.display()
+    );
+    let key_der = PrivateKeyDer::from_pem_file(key).with_context(|| {
+        format!(
+            "tls.key: cannot read a PEM private key from {}",
+            key.display()
+        )
+    })?;
+    let signing_key = provider()
+        .key_provider
+        .load_private_key(key_der)
+        .with_context(|| format!("tls.key: {} is not a usable private key", key.display()))?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    certified
+        .keys_match()
+        .with_context(|| "tls.key: the key does not belong to the certificate in tls.cert")?;
+    Ok(certified)
+}
+
+/// The certificate presented to clients, replaceable while serving.
+#[derive(Debug)]
+pub struct CertStore {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl CertStore {
+    /// Reads the certificate and key again; on failure the current pair stays.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let fresh = load_certified_key(&self.cert, &self.key)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(
+            &self.current.read().unwrap_or_else(PoisonError::into_inner),
+        ))
+    }
+}
+
+/// The TLS settings of both front ends.
+#[derive(Clone)]
+pub struct TlsSetup {
+    /// The certificate in use.
+    pub certs: Arc<CertStore>,
+    verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+}
+
+impl TlsSetup {
+    /// Reads `[tls]`; `None` when TLS is off (no certificate configured).
+    pub fn load(config: &TlsConfig) -> anyhow::Result<Option<Self>> {
+        if config.cert.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let current = load_certified_key(&config.cert, &config.key)?;
+        let verifier = if config.client_ca.as_os_str().is_empty() {
+            None
+        } else {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(&config.client_ca).with_context(|| {
+                format!("tls.client_ca: cannot read {}", config.client_ca.display())
+            })? {
+                let cert = cert.with_context(|| {
+                    format!("tls.client_ca: {} is not PEM", config.client_ca.display())
+                })?;
+                roots
+                    .add(cert)
+                    .context("tls.client_ca: not a usable CA certificate")?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .context("tls.client_ca")?;
+            Some(verifier)
+        };
+        Ok(Some(Self {
+            certs: Arc::new(CertStore {
+                cert: config.cert.clone(),
+                key: config.key.clone(),
+                current: RwLock::new(Arc::new(current)),
+            }),
+            verifier,
+        }))
+    }
+
+    /// The rustls configuration of a listener offering the `alpn` protocols.
+    pub fn server_config(&self, alpn: &[&[u8]]) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?;
+        let builder = match &self.verifier {
+            Some(verifier) => builder.with_client_cert_verifier(Arc::clone(verifier)),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config =
+            builder.with_cert_resolver(Arc::clone(&self.certs) as Arc<dyn ResolvesServerCert>);
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+}
+
+/// Reloads the certificate when its files change (their directories are watched, so a
+/// Kubernetes Secret's symlink swap counts), debounced; stops when the returned watcher drops.
+pub fn watch(certs: Arc<CertStore>) -> anyhow::Result<notify::RecommendedWatcher> {
+    use notify::Watcher as _;
+    let debounced = {
+        let certs = Arc::clone(&certs);
+        hexkv_resilience::debounce::Last::spawn(crate::reload::DEBOUNCE, move || {
+            let certs = Arc::clone(&certs);
+            async move {
+                match certs.reload() {
+                    Ok(()) => {
+                        tracing::info!(cert = %certs.cert.display(), "TLS certificate reloaded")
+                    }
+                    Err(e) => tracing::error!(
+                        error = %format!("{e:#}"),
+                        "TLS certificate reload failed; the current one stays"
+                    ),
+                }
+            }
+        })
+    };
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            debounced.trigger();
+        }
+    })
+    .context("watching the TLS certificate")?;
+    let mut dirs: Vec<&Path> = [&certs.cert, &certs.key]
+        .into_iter()
+        .map(|p| {
+            p.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+        })
+        .collect();
+    dirs.dedup();
+    for dir in dirs {
+        watcher
+            .watch(dir, notify::RecursiveMode::NonRecursive)
+            .with_context(|| format!("watching {}", dir.display()))?;
+    }
+    Ok(watcher)
+}
+
+/// A TLS connection over TCP, with the peer's address.
+pub struct TlsConnection {
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: SocketAddr,
+    local: SocketAddr,
+}
+
+impl TlsConnection {
+    /// The client's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+    /// The address it reached.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// gRPC sees the peer address as for plain TCP (throttling by address keeps working).
+#[cfg(feature = "grpc")]
+impl tonic::transport::server::Connected for TlsConnection {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        tonic::transport::server::TcpConnectInfo {
+            local_addr: Some(self.local_addr()),
+            remote_addr: Some(self.peer_addr()),
+        }
+    }
+}
+
+/// Accepts TCP connections and completes their handshakes concurrently.
+pub struct TlsListener {
+    local: SocketAddr,
+    ready: mpsc::Receiver<(TlsConnection, SocketAddr)>,
+}
+
+impl TlsListener {
+    /// Serves TLS with `config` on `listener`.
+    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
+        let local = listener.local_addr()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let (tx, ready) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, as hyper does.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let handshaken = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let connection = TlsConnection {
+                                stream,
+                                peer,
+                                local,
+                            };
+                            let _ = handshaken.send((connection, peer)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Ok(Self { local, ready })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The handshaken connections, for tonic's `serve_with_incoming_shutdown`.
+    #[cfg(feature = "grpc")]
+    pub fn into_stream(
+        self,
+    ) -> impl tokio_stream::Stream<Item = io::Result<TlsConnection>> + Send + 'static {
+        use tokio_stream::StreamExt as _;
+        tokio_stream::wrappers::ReceiverStream::new(self.ready)
+            .map(|(connection, _)| Ok(connection))
+    }
+}
+
+/// The peer of a TLS connection, as axum's connect info (axum provides `SocketAddr` itself only
+/// for plain TCP listeners); [`peer_as_socket_addr`] turns it into the `ConnectInfo<SocketAddr>`
+/// the router reads.
+#[cfg(feature = "http")]
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+#[cfg(feature = "http")]
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// Request middleware: exposes a TLS peer as `ConnectInfo<SocketAddr>`, as for plain TCP.
+#[cfg(feature = "http")]
+pub async fn peer_as_socket_addr(mut request: axum::extract::Request) -> axum::extract::Request {
+    use axum::extract::ConnectInfo;
+    if let Some(ConnectInfo(Peer(addr))) = request.extensions().get::<ConnectInfo<Peer>>().copied()
+    {
+        request.extensions_mut().insert(ConnectInfo(addr));
+    }
+    request
+}
+
+#[cfg(feature = "http")]
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsConnection;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(next) => next,
+            // The accept loop only ends when this listener is gone.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(TlsListener::local_addr(self))
+    }
+}
