@@ -52,6 +52,10 @@ bench-pg:
 fuzz *TARGETS:
     scripts/fuzz.sh {{TARGETS}}
 
+# Lint the Dockerfile and validate the Kubernetes manifests offline (tools from PyPI).
+validate-deploy:
+    scripts/validate-deploy.sh
+
 # Rewrite docs/openapi.json from the code (after changing the REST API).
 openapi:
     UPDATE_OPENAPI=1 cargo test -p hexkv-http openapi

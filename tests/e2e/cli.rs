@@ -344,3 +344,24 @@ fn other_failures_are_exit_code_1() {
         .expect("run hexkv");
     assert_exit(&out, 1, "stdout is /dev/full");
 }
+
+/// `hexkv probe`, the container's health check: 0 for a healthy service, 1 for a closed port
+/// or a non-2xx answer.
+#[test]
+fn probe_reports_health_by_exit_code() {
+    let (_tmp, data) = data_dir();
+    let server = Server::start(&data, &[], &[]);
+    let out = hexkv_e2e::run_hexkv(&["probe", &server.url("/healthz")], &[]);
+    assert_exit(&out, 0, "probe of /healthz");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("200"));
+    let out = hexkv_e2e::run_hexkv(&["probe", &server.url("/no/such/route")], &[]);
+    assert_exit(&out, 1, "probe of a 404");
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let out = hexkv_e2e::run_hexkv(&["probe", &format!("http://{closed}/healthz")], &[]);
+    assert_exit(&out, 1, "probe of a closed port");
+    let out = hexkv_e2e::run_hexkv(&["probe", "https://127.0.0.1:1/"], &[]);
+    assert_exit(&out, 1, "probe of an https URL");
+}

@@ -3,7 +3,8 @@
 //! `hexkv` (or `hexkv serve`) runs the service (SIGHUP or a change of its `--config` file
 //! reloads the configuration); `hexkv config show` prints the effective configuration and
 //! `hexkv config check FILE` validates a file; `hexkv compact` compacts the memory store's log
-//! offline; `hexkv auth hash-key` hashes an API key for the configuration; `hexkv get|put|delete|list` are the command-line client (see
+//! offline; `hexkv auth hash-key` hashes an API key for the configuration; `hexkv probe URL`
+//! is a health check for images without curl; `hexkv get|put|delete|list` are the command-line client (see
 //! [`hexkv_server::cli`] for their exit codes). Exit codes of the service: 0 success, 1 the
 //! service failed (to start or while running), 2 usage error or invalid configuration.
 
@@ -46,6 +47,13 @@ enum Command {
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+    /// Exit 0 if URL (http://, e.g. the /healthz endpoint) answers 2xx within 3 seconds, else 1:
+    /// a health check for images without curl.
+    Probe {
+        /// The URL to GET.
+        #[arg(default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
     },
     /// API keys.
     Auth {
@@ -130,6 +138,18 @@ fn main() -> ExitCode {
         Some(Command::Auth {
             action: AuthAction::HashKey { generate },
         }) => return hash_key(generate),
+        Some(Command::Probe { url }) => {
+            return match probe(&url) {
+                Ok(status) => {
+                    println!("{url}: {status}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hexkv: {url}: {e}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            };
+        }
         #[cfg(feature = "memory")]
         Some(Command::Compact { overrides }) => {
             return compact(&overrides.or(top.overrides));
@@ -149,6 +169,43 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     serve(config, overrides, ready_file.as_deref())
+}
+
+/// `hexkv probe URL`: one HTTP/1.1 GET over a plain TCP connection; the status line if 2xx.
+fn probe(url: &str) -> Result<String, String> {
+    use std::io::{Read as _, Write as _};
+    use std::net::ToSocketAddrs as _;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// URLs can be probed")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let timeout = std::time::Duration::from_secs(3);
+    let addr = authority
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or("no address")?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).map_err(|e| e.to_string())?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    let status = line.lines().next().unwrap_or_default().to_owned();
+    match status.split(' ').nth(1) {
+        Some(code) if code.starts_with('2') => Ok(status),
+        _ => Err(format!("unhealthy: {status:?}")),
+    }
 }
 
 /// The shortest key `hexkv auth hash-key` accepts from stdin: a shorter one is guessable.
