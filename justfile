@@ -52,6 +52,10 @@ bench-pg:
 fuzz *TARGETS:
     scripts/fuzz.sh {{TARGETS}}
 
+# Turn this workspace into a new service called NAME (crates, binary, proto package, env prefix, docs).
+rename NAME:
+    python3 scripts/rename.py {{NAME}}
+
 # Lint the Dockerfile and validate the Kubernetes manifests offline (tools from PyPI).
 validate-deploy:
     scripts/validate-deploy.sh
