@@ -5,7 +5,7 @@
 //! each method then checks its action (read, write or list, with the key or prefix from the
 //! message) with [`authorize`]. The health and reflection services are open, or need the admin
 //! role when configured so. Refusals are UNAUTHENTICATED or PERMISSION_DENIED, counted in
-//! `hexkv_auth_failures_total` and logged with the key's name, never the key.
+//! `hexkv_auth_failures_total` and logged with the key's name, never the key (`hexkv_telemetry::auth_refused`).
 
 use std::sync::Arc;
 
@@ -66,18 +66,7 @@ pub(crate) fn authorize<T>(
 }
 
 fn refuse(err: AuthError, name: Option<&str>) -> Status {
-    metrics::counter!(
-        hexkv_telemetry::metrics::AUTH_FAILURES,
-        "protocol" => "grpc",
-        "reason" => err.reason()
-    )
-    .increment(1);
-    tracing::warn!(
-        reason = err.reason(),
-        key_name = name.unwrap_or("-"),
-        error = %err,
-        "call refused by authentication"
-    );
+    hexkv_telemetry::auth_refused("grpc", &err, name);
     match err {
         AuthError::Forbidden { .. } => Status::permission_denied(err.to_string()),
         AuthError::Missing | AuthError::Invalid => Status::unauthenticated(err.to_string()),

@@ -5,27 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hexkv_core::auth::{ApiKeyConfig, ApiKeys, Authenticator, Role, hash_key};
 use hexkv_core::{KeyValueService, Limits};
 use hexkv_grpc::auth::GrpcAuth;
 use hexkv_grpc::pb::key_value_client::KeyValueClient;
 use hexkv_grpc::{GrpcOptions, GrpcServices, pb};
 use hexkv_store_memory::MemoryStore;
+use hexkv_testkit::auth::{ADMIN, APP, READER};
 use tonic::Code;
 use tonic::transport::Channel;
-
-const READER: &str = "reader-key-0123456789abcdef";
-const APP: &str = "app-key-0123456789abcdef";
-const ADMIN: &str = "admin-key-0123456789abcdef";
-
-fn key(name: &str, secret: &str, role: Role, prefix: Option<&str>) -> ApiKeyConfig {
-    ApiKeyConfig {
-        name: name.into(),
-        hash: hash_key(secret),
-        role,
-        prefix: prefix.map(str::to_owned),
-    }
-}
 
 async fn start(open_health: bool) -> SocketAddr {
     let service = KeyValueService::new(
@@ -34,12 +21,6 @@ async fn start(open_health: bool) -> SocketAddr {
             max_value_bytes: 1024,
         },
     );
-    let keys = ApiKeys::new(&[
-        key("reader", READER, Role::Read, None),
-        key("app", APP, Role::Write, Some("app/")),
-        key("ops", ADMIN, Role::Admin, None),
-    ])
-    .expect("keys");
     let services = GrpcServices::new(
         Arc::new(service),
         GrpcOptions {
@@ -49,7 +30,7 @@ async fn start(open_health: bool) -> SocketAddr {
             flags: None,
             in_flight: None,
             auth: Some(GrpcAuth {
-                authenticator: Arc::new(Authenticator::new(keys)),
+                authenticator: Arc::new(hexkv_testkit::auth::authenticator()),
                 open_health,
             }),
         },

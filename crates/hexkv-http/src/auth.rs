@@ -88,18 +88,7 @@ pub(crate) async fn guard(
 }
 
 fn refuse(err: AuthError, name: Option<&str>) -> Response {
-    metrics::counter!(
-        hexkv_telemetry::metrics::AUTH_FAILURES,
-        "protocol" => "http",
-        "reason" => err.reason()
-    )
-    .increment(1);
-    tracing::warn!(
-        reason = err.reason(),
-        key_name = name.unwrap_or("-"),
-        error = %err,
-        "request refused by authentication"
-    );
+    hexkv_telemetry::auth_refused("http", &err, name);
     match err {
         AuthError::Forbidden { .. } => ApiError::PermissionDenied(err.to_string()),
         AuthError::Missing | AuthError::Invalid => ApiError::Unauthenticated(err.to_string()),

@@ -3,26 +3,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hexkv_core::auth::{ApiKeyConfig, ApiKeys, Authenticator, Role, hash_key};
 use hexkv_core::{KeyValueService, Limits};
 use hexkv_http::auth::HttpAuth;
 use hexkv_http::{Extras, HttpOptions, router_with};
 use hexkv_store_memory::MemoryStore;
+use hexkv_testkit::auth::{ADMIN, APP, READER};
 use reqwest::{Client, StatusCode, header};
 use serde_json::Value as Json;
-
-const READER: &str = "reader-key-0123456789abcdef";
-const APP: &str = "app-key-0123456789abcdef";
-const ADMIN: &str = "admin-key-0123456789abcdef";
-
-fn key(name: &str, secret: &str, role: Role, prefix: Option<&str>) -> ApiKeyConfig {
-    ApiKeyConfig {
-        name: name.into(),
-        hash: hash_key(secret),
-        role,
-        prefix: prefix.map(str::to_owned),
-    }
-}
 
 async fn start(open_metrics: bool) -> SocketAddr {
     let service = KeyValueService::new(
@@ -31,12 +18,6 @@ async fn start(open_metrics: bool) -> SocketAddr {
             max_value_bytes: 1024,
         },
     );
-    let keys = ApiKeys::new(&[
-        key("reader", READER, Role::Read, None),
-        key("app", APP, Role::Write, Some("app/")),
-        key("ops", ADMIN, Role::Admin, None),
-    ])
-    .expect("keys");
     // The process's recorder (this test binary's own), so the middleware's counters show.
     static METRICS: std::sync::OnceLock<hexkv_telemetry::Metrics> = std::sync::OnceLock::new();
     let metrics = METRICS
@@ -52,7 +33,7 @@ async fn start(open_metrics: bool) -> SocketAddr {
         Extras {
             metrics: Some(metrics),
             auth: Some(HttpAuth {
-                authenticator: Arc::new(Authenticator::new(keys)),
+                authenticator: Arc::new(hexkv_testkit::auth::authenticator()),
                 open_health: true,
                 open_metrics,
             }),

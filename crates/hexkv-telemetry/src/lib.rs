@@ -14,6 +14,7 @@
 //! Values are never logged: spans and events carry keys' lengths at most, never values.
 
 mod api;
+mod auth;
 pub mod metrics;
 pub mod observe;
 pub mod request_id;
@@ -29,6 +30,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
 pub use crate::api::InstrumentedApi;
+pub use crate::auth::auth_refused;
 pub use crate::metrics::Metrics;
 pub use crate::observe::{Finished, Observe, ObserveLayer, Started};
 pub use crate::sampling::{Sampler, Sampling};

@@ -9,6 +9,7 @@
 //!   flight.
 //! - [`postgres`] (feature `postgres`): a throwaway PostgreSQL, one fresh database per test.
 
+pub mod auth;
 mod gated;
 pub mod model;
 #[cfg(feature = "postgres")]
