@@ -281,7 +281,13 @@ impl TlsListener {
         let (tx, ready) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
-                let (tcp, peer) = match listener.accept().await {
+                // When the server stops accepting (shutdown), the receiver goes away: stop too,
+                // which closes the port, as for plain TCP.
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    () = tx.closed() => return,
+                };
+                let (tcp, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of file descriptors and the like: wait, as hyper does.
@@ -309,9 +315,6 @@ impl TlsListener {
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 });
-                if tx.is_closed() {
-                    return;
-                }
             }
         });
         Ok(Self { local, ready })

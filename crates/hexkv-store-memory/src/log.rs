@@ -645,7 +645,10 @@ impl Flusher {
         let spawned = thread::Builder::new()
             .name("hexkv-compact".into())
             .spawn(move || {
-                let result = job.run();
+                // A panic (a bug) must still report, or compactions would stop for good and a
+                // caller of `compact` would wait forever.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()))
+                    .unwrap_or_else(|_| Err("the compaction thread failed".to_owned()));
                 shared.lock().compaction_finished = Some(result);
                 shared.wake.notify_one();
             });
