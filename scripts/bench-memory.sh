@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Memory and start-up of the embedded store with many keys, measured on this machine:
 # the resident memory after writing KEYS keys (16-byte keys, 100-byte values, over gRPC with
-# `hexkv bench`'s preload), then the time to replay the log at start-up and the memory after it.
+# `hexkv bench`'s preload), then the time to replay the log at start-up and the memory after it,
+# then the same from a snapshot (`hexkv compact`, offline).
 #
 #   scripts/bench-memory.sh             # or: just bench-memory
 #   KEYS=100000 scripts/bench-memory.sh
@@ -52,11 +53,21 @@ replayed=$(rss_mib)
 opened=$(grep '"store opened"' "$work/second.log" | head -1)
 stop
 
+c0=$(date +%s.%N)
+"$target/release/hexkv" compact --data-dir "$work/data" --log-level warn > "$work/compact.log"
+c1=$(date +%s.%N)
+start "$work/third.log"
+from_snapshot=$(rss_mib)
+snapshot_opened=$(grep '"store opened"' "$work/third.log" | head -1)
+stop
+
 raw_mib=$(awk -v k="$KEYS" 'BEGIN {printf "%.0f", k * 116 / 1048576}')
-python3 - "$opened" <<EOF
+python3 - "$opened" "$snapshot_opened" <<EOF
 import json, sys
 opened = json.loads(sys.argv[1])
 records, ms = opened["records"], opened["elapsed_ms"]
+snap = json.loads(sys.argv[2])
+keys, snap_ms = snap["snapshot_keys"], snap["elapsed_ms"]
 print()
 print("$(nproc) cores, $(uname -m), $(date -u +%Y-%m-%d), $KEYS keys of 16 B with 100-byte values ($raw_mib MiB raw)")
 print()
@@ -67,4 +78,7 @@ print(f"| RSS after writing every key over gRPC | $loaded MiB ({$loaded / $raw_m
 print(f"| writing them ({$KEYS} puts, 64 in flight, fsync never) | {$t1 - $t0:.1f} s |")
 print(f"| start-up: replaying {records} log records | {ms} ms ({records / max(ms, 1) * 1000:,.0f} records/s) |")
 print(f"| RSS after the replay | $replayed MiB ({$replayed / $raw_mib:.2f}× raw) |")
+print(f"| \`hexkv compact\` (offline: open, snapshot, close) | {$c1 - $c0:.1f} s |")
+print(f"| start-up: loading a snapshot of {keys} keys | {snap_ms} ms ({keys / max(snap_ms, 1) * 1000:,.0f} keys/s) |")
+print(f"| RSS after loading the snapshot | $from_snapshot MiB ({$from_snapshot / $raw_mib:.2f}× raw) |")
 EOF
