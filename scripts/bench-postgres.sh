@@ -8,7 +8,7 @@
 # Needs wrk (Debian: apt-get install wrk) and the PostgreSQL server binaries (pgbench included).
 # Starts the development server of scripts/pg.sh (fsync on, default settings), fills 100 000 keys,
 # then measures GET and PUT of 100-byte values over REST at $CONNS connections (hexkv's pool at
-# $CONNS too) and pgbench at $CONNS clients. Prints a Markdown table for docs/benchmarks.md.
+# $CONNS too) and pgbench at $CONNS clients, then GET and PUT once more with batching off. Prints a Markdown table for docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,12 +36,18 @@ pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-HEXKV_STORE__POSTGRES__MAX_CONNECTIONS=$CONNS "$target/release/hexkv" serve \
-  --store postgres --postgres-url "$url" --http-listen "$HEXKV_ADDR" --grpc-listen 127.0.0.1:0 \
-  --log-level warn > "$work/hexkv.log" 2>&1 &
-pid=$!
-for _ in $(seq 1 100); do curl -fs -o /dev/null "http://$HEXKV_ADDR/readyz" && break; sleep 0.1; done
-curl -fs -o /dev/null "http://$HEXKV_ADDR/readyz" || { cat "$work/hexkv.log" >&2; exit 1; }
+start_hexkv() { # BATCH: store.postgres.read_batch and write_batch (0: one statement each)
+  HEXKV_STORE__POSTGRES__MAX_CONNECTIONS=$CONNS HEXKV_STORE__POSTGRES__READ_BATCH=$1 \
+    HEXKV_STORE__POSTGRES__WRITE_BATCH=$1 \
+    "$target/release/hexkv" serve \
+    --store postgres --postgres-url "$url" --http-listen "$HEXKV_ADDR" --grpc-listen 127.0.0.1:0 \
+    --log-level warn > "$work/hexkv.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 100); do curl -fs -o /dev/null "http://$HEXKV_ADDR/readyz" && break; sleep 0.1; done
+  curl -fs -o /dev/null "http://$HEXKV_ADDR/readyz" || { cat "$work/hexkv.log" >&2; exit 1; }
+}
+stop_hexkv() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
+start_hexkv 64
 
 # The keys both sides read and overwrite: bench/1 … bench/100000, 100-byte values.
 psql -c "TRUNCATE hexkv_entries" \
@@ -49,10 +55,16 @@ psql -c "TRUNCATE hexkv_entries" \
          SELECT 'bench/' || i, convert_to(repeat('v', 100), 'UTF8'), nextval('hexkv_version')
          FROM generate_series(1, $KEYS) AS i" -c "VACUUM ANALYZE hexkv_entries"
 
+# Requests formatted once at start and used in turn, as in scripts/wrk/put.lua.
 cat > "$work/get.lua" <<LUA
 math.randomseed(os.time())
+local requests, n, i = {}, 20000, 0
+for j = 1, n do
+  requests[j] = wrk.format("GET", "/v1/kv/bench/" .. math.random(1, $KEYS))
+end
 request = function()
-  return wrk.format("GET", "/v1/kv/bench/" .. math.random(1, $KEYS))
+  i = i % n + 1
+  return requests[i]
 end
 LUA
 cat > "$work/select.sql" <<SQL
@@ -81,13 +93,21 @@ read -r get_rps get_p99 get_bad < <(wrk_rps "$work/get.lua")
 select_tps=$(pgbench_tps "$work/select.sql")
 read -r put_rps put_p99 put_bad < <(wrk_rps scripts/wrk/put.lua)
 upsert_tps=$(pgbench_tps "$work/upsert.sql")
+stop_hexkv
+start_hexkv 0
+read -r single_rps single_p99 single_bad < <(wrk_rps "$work/get.lua")
+read -r single_put_rps single_put_p99 single_put_bad < <(wrk_rps scripts/wrk/put.lua)
 
 echo
 echo "| operation | hexkv REST req/s | p99 | non-2xx | pgbench tps | hexkv / pgbench |"
 echo "|---|---|---|---|---|---|"
 awk -v a="$get_rps" -v b="$select_tps" -v p="$get_p99" -v x="$get_bad" \
   'BEGIN {printf "| GET / select | %d | %s | %s | %d | %.0f%% |\n", a, p, x, b, 100 * a / b}'
+awk -v a="$single_rps" -v b="$select_tps" -v p="$single_p99" -v x="$single_bad" \
+  'BEGIN {printf "| GET / select, read batching off | %d | %s | %s | %d | %.0f%% |\n", a, p, x, b, 100 * a / b}'
 awk -v a="$put_rps" -v b="$upsert_tps" -v p="$put_p99" -v x="$put_bad" \
   'BEGIN {printf "| PUT / upsert | %d | %s | %s | %d | %.0f%% |\n", a, p, x, b, 100 * a / b}'
+awk -v a="$single_put_rps" -v b="$upsert_tps" -v p="$single_put_p99" -v x="$single_put_bad" \
+  'BEGIN {printf "| PUT / upsert, write batching off | %d | %s | %s | %d | %.0f%% |\n", a, p, x, b, 100 * a / b}'
 echo
 echo "($CONNS connections, $DURATION each, $(nproc) cores, PostgreSQL $("$bin/postgres" --version | awk '{print $3}'))"

@@ -319,6 +319,14 @@ pub struct PostgresConfig {
     pub migrate: bool,
     /// How long to wait for the database at start before exiting (0: exit at once).
     pub connect_wait_ms: u64,
+    /// The most keys one batched read asks for (concurrent GETs share a statement); 0: off.
+    pub read_batch: usize,
+    /// The most batched reads in flight at once.
+    pub read_batch_queries: usize,
+    /// The most unconditional PUTs one batched upsert carries (one commit for all); 0: off.
+    pub write_batch: usize,
+    /// The most batched upserts in flight at once.
+    pub write_batch_queries: usize,
 }
 
 impl Default for PostgresConfig {
@@ -331,6 +339,10 @@ impl Default for PostgresConfig {
             statement_timeout_ms: 5_000,
             migrate: true,
             connect_wait_ms: 0,
+            read_batch: 64,
+            read_batch_queries: 4,
+            write_batch: 64,
+            write_batch_queries: 4,
         }
     }
 }
@@ -896,6 +908,23 @@ impl Config {
                 "must not exceed store.postgres.max_connections",
             );
         }
+        for (key, batch, queries) in [
+            ("read", postgres.read_batch, postgres.read_batch_queries),
+            ("write", postgres.write_batch, postgres.write_batch_queries),
+        ] {
+            if batch > 1_000 {
+                return invalid(
+                    &format!("store.postgres.{key}_batch"),
+                    "must be at most 1000 (0 turns it off)",
+                );
+            }
+            if queries == 0 {
+                return invalid(
+                    &format!("store.postgres.{key}_batch_queries"),
+                    "must be at least 1",
+                );
+            }
+        }
         if postgres.acquire_timeout_ms == 0 {
             return invalid("store.postgres.acquire_timeout_ms", "must be above 0");
         }
@@ -1140,6 +1169,36 @@ mod tests {
             jail.set_env("HEXKV_STORE__POSTGRES__MIN_CONNECTIONS", "20");
             let err = load(&Overrides::default()).unwrap_err();
             assert!(err.starts_with("store.postgres.min_connections:"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            let c = load(&Overrides::default())?;
+            assert_eq!(
+                (
+                    c.store.postgres.read_batch,
+                    c.store.postgres.read_batch_queries
+                ),
+                (64, 4)
+            );
+            jail.set_env("HEXKV_STORE__POSTGRES__READ_BATCH", "0"); // off
+            jail.set_env("HEXKV_STORE__POSTGRES__READ_BATCH_QUERIES", "0");
+            let err = load(&Overrides::default()).unwrap_err();
+            assert!(
+                err.starts_with("store.postgres.read_batch_queries:"),
+                "{err}"
+            );
+            jail.set_env("HEXKV_STORE__POSTGRES__READ_BATCH_QUERIES", "16");
+            assert_eq!(load(&Overrides::default())?.store.postgres.read_batch, 0);
+            jail.set_env("HEXKV_STORE__POSTGRES__READ_BATCH", "1001");
+            let err = load(&Overrides::default()).unwrap_err();
+            assert!(err.starts_with("store.postgres.read_batch:"), "{err}");
+            jail.set_env("HEXKV_STORE__POSTGRES__READ_BATCH", "0");
+            jail.set_env("HEXKV_STORE__POSTGRES__WRITE_BATCH_QUERIES", "0");
+            let err = load(&Overrides::default()).unwrap_err();
+            assert!(
+                err.starts_with("store.postgres.write_batch_queries:"),
+                "{err}"
+            );
             Ok(())
         });
     }

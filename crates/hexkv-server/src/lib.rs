@@ -537,6 +537,10 @@ async fn open_postgres(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
         statement_timeout: Duration::from_millis(pg.statement_timeout_ms),
         migrate: pg.migrate,
         connect_wait: Duration::from_millis(pg.connect_wait_ms),
+        read_batch: pg.read_batch,
+        read_batch_queries: pg.read_batch_queries,
+        write_batch: pg.write_batch,
+        write_batch_queries: pg.write_batch_queries,
     };
     let started = Instant::now();
     let store = PostgresStore::connect(&options)
@@ -545,6 +549,8 @@ async fn open_postgres(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
     tracing::info!(
         target_db = %options.target(),
         max_connections = pg.max_connections,
+        read_batch = pg.read_batch,
+        write_batch = pg.write_batch,
         migrate = pg.migrate,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "store opened (PostgreSQL)"

@@ -27,6 +27,21 @@
 //! write that starts after another finished always takes a greater version. Concurrent writes to
 //! different keys may commit in another order than their versions.
 //!
+//! # Batching
+//! Concurrent `get`s are answered together: a `get` waits in a queue, and up to
+//! [`PostgresOptions::read_batch_queries`] tasks each send up to [`PostgresOptions::read_batch`]
+//! waiting keys as one `SELECT … WHERE key = ANY($1)`. Unconditional `put`s likewise share one
+//! multi-row upsert (`INSERT … SELECT FROM unnest($1, $2) ON CONFLICT … DO UPDATE`), which is one
+//! commit for the batch ([`PostgresOptions::write_batch`]). A lone operation is sent at once;
+//! batches form only while statements are in flight, so batching adds no latency at low load and
+//! saves most of the per-statement and per-commit cost under load. A batch runs after all its
+//! operations were asked for, so a read still sees every write acknowledged before it began; a
+//! write is acknowledged once its statement committed, and a failed statement fails every write
+//! in it with nothing applied. Within a batch, rows are written in key order (concurrent batches,
+//! from this replica or others, lock rows in the same order), and two writes to one key go in
+//! successive statements, the later one with the greater version.
+//! [`PostgresStore::batch_stats`] counts them.
+//!
 //! # Connections
 //! A deadpool of sqlx `PgConnection`s (`pool.rs`): a connection goes back to the pool without a
 //! round trip, unless its query broke it or was cancelled half-way, and then it is closed.
@@ -36,11 +51,16 @@
 //! timeouts are `Unavailable`; serialization failures and deadlocks are retried once, then
 //! `Unavailable`; everything else is `Internal`.
 
+mod batch;
 mod error;
 mod pool;
 
+pub use crate::batch::BatchStats;
+
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -53,6 +73,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio::time::Instant;
 
+use crate::batch::{Batcher, Run, copy_error};
 use crate::error::{is_retryable, is_transient, store_error};
 use crate::pool::{AcquireError, Checkout, Pool, breaks_connection};
 
@@ -74,11 +95,23 @@ pub struct PostgresOptions {
     pub migrate: bool,
     /// How long to wait for the database at start before giving up (0: fail at once).
     pub connect_wait: Duration,
+    /// The most keys one batched read asks for; 0 turns read batching off (one statement per
+    /// `get`). See "Read batching" above.
+    pub read_batch: usize,
+    /// The most batched reads in flight at once (each on its own connection; at most
+    /// `max_connections`).
+    pub read_batch_queries: usize,
+    /// The most unconditional `put`s one batched upsert carries; 0 turns write batching off.
+    pub write_batch: usize,
+    /// The most batched upserts in flight at once (each on its own connection; at most
+    /// `max_connections`).
+    pub write_batch_queries: usize,
 }
 
 impl PostgresOptions {
     /// Defaults for `url`: 16 connections, 5 s acquire and statement timeouts, migrations on,
-    /// no waiting at start.
+    /// no waiting at start, reads and unconditional writes batched up to 64 with 4 batches of
+    /// each in flight.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -88,6 +121,10 @@ impl PostgresOptions {
             statement_timeout: Duration::from_secs(5),
             migrate: true,
             connect_wait: Duration::ZERO,
+            read_batch: 64,
+            read_batch_queries: 4,
+            write_batch: 64,
+            write_batch_queries: 4,
         }
     }
 }
@@ -118,6 +155,10 @@ impl std::fmt::Debug for PostgresOptions {
             .field("statement_timeout", &self.statement_timeout)
             .field("migrate", &self.migrate)
             .field("connect_wait", &self.connect_wait)
+            .field("read_batch", &self.read_batch)
+            .field("read_batch_queries", &self.read_batch_queries)
+            .field("write_batch", &self.write_batch)
+            .field("write_batch_queries", &self.write_batch_queries)
             .finish()
     }
 }
@@ -162,7 +203,18 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// Batched `get`s; `None` when read batching is off.
+    reads: Option<Arc<Batcher<Key, Option<Row>>>>,
+    /// Batched unconditional `put`s; `None` when write batching is off.
+    writes: Option<Arc<Batcher<Put, PutResult>>>,
 }
+
+/// A key's value and version.
+type Row = (Bytes, i64);
+
+/// An unconditional write, and its own outcome within a batch.
+type Put = (Key, Value);
+type PutResult = Result<PutOutcome, StoreError>;
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -179,6 +231,17 @@ impl std::fmt::Debug for PostgresStore {
 type Query<'c, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'c>>;
 
 const GET: &str = "SELECT value, version FROM hexkv_entries WHERE key = $1";
+
+/// A batch of reads: the keys are distinct; absent ones have no row.
+const GET_MANY: &str = "SELECT key, value, version FROM hexkv_entries WHERE key = ANY($1)";
+
+/// A batch of upserts, in one statement and one commit: distinct keys, in key order. An insert
+/// takes the version computed with its row; an update a new one after it holds the row lock. A
+/// row written by this statement's insert has no `xmax` (no updating transaction).
+const PUT_MANY: &str = "INSERT INTO hexkv_entries AS e (key, value, version) \
+    SELECT k, v, nextval('hexkv_version') FROM unnest($1::text[], $2::bytea[]) AS t(k, v) \
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = nextval('hexkv_version') \
+    RETURNING e.key, e.version, e.xmax = 0 AS created";
 
 const CURRENT: &str = "SELECT version FROM hexkv_entries WHERE key = $1";
 
@@ -304,7 +367,180 @@ impl PostgresStore {
             }
         }
         drop(warm);
-        Ok(Self { pool })
+        // The batches run on a store without batchers (no reference cycle).
+        let unbatched = Self {
+            pool: pool.clone(),
+            reads: None,
+            writes: None,
+        };
+        let reads = (options.read_batch > 0).then(|| {
+            let store = unbatched.clone();
+            let run: Run<Key, Option<Row>> = Arc::new(move |keys| {
+                let store = store.clone();
+                Box::pin(async move { store.get_many(keys).await })
+            });
+            Arc::new(Batcher::new(
+                run,
+                options.read_batch,
+                options
+                    .read_batch_queries
+                    .min(options.max_connections as usize),
+            ))
+        });
+        let writes = (options.write_batch > 0).then(|| {
+            let store = unbatched.clone();
+            let run: Run<Put, PutResult> = Arc::new(move |puts| {
+                let store = store.clone();
+                Box::pin(async move { Ok(store.put_many(puts).await) })
+            });
+            Arc::new(Batcher::new(
+                run,
+                options.write_batch,
+                options
+                    .write_batch_queries
+                    .min(options.max_connections as usize),
+            ))
+        });
+        Ok(Self {
+            pool,
+            reads,
+            writes,
+        })
+    }
+
+    /// How many batched statements ran for `get`s and for `put`s, and how many operations they
+    /// carried (zeros for a kind whose batching is off).
+    pub fn batch_stats(&self) -> (BatchStats, BatchStats) {
+        (
+            self.reads.as_ref().map(|b| b.stats()).unwrap_or_default(),
+            self.writes.as_ref().map(|b| b.stats()).unwrap_or_default(),
+        )
+    }
+
+    /// One key's row, in a statement of its own.
+    async fn get_one(&self, key: &str) -> Result<Option<Row>, StoreError> {
+        let key: Arc<str> = key.into();
+        let row: Option<(Vec<u8>, i64)> = self
+            .run(true, |conn| {
+                let key = key.clone();
+                Box::pin(async move { sqlx::query_as(GET).bind(&*key).fetch_optional(conn).await })
+            })
+            .await?;
+        Ok(row.map(|(value, version)| (Bytes::from(value), version)))
+    }
+
+    /// The rows of `keys`, one answer per key, in one statement (a single key takes the
+    /// single-key one).
+    async fn get_many(&self, keys: Vec<Key>) -> Result<Vec<Option<Row>>, StoreError> {
+        if let [key] = keys.as_slice() {
+            return Ok(vec![self.get_one(key.as_str()).await?]);
+        }
+        let mut distinct: Vec<&str> = keys.iter().map(Key::as_str).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let distinct: Arc<[String]> = distinct.into_iter().map(str::to_owned).collect();
+        let rows: Vec<(String, Vec<u8>, i64)> = self
+            .run(true, |conn| {
+                let keys = distinct.clone();
+                Box::pin(async move {
+                    sqlx::query_as(GET_MANY)
+                        .bind(&keys[..])
+                        .fetch_all(conn)
+                        .await
+                })
+            })
+            .await?;
+        let rows: HashMap<String, Row> = rows
+            .into_iter()
+            .map(|(key, value, version)| (key, (Bytes::from(value), version)))
+            .collect();
+        Ok(keys.iter().map(|k| rows.get(k.as_str()).cloned()).collect())
+    }
+
+    /// One unconditional write, in a statement of its own.
+    async fn put_one(&self, key: &Key, value: &Value) -> Result<PutOutcome, StoreError> {
+        let (version, created): (i64, bool) = self
+            .run(false, |conn| {
+                let (key, value) = (key.clone(), value.clone());
+                Box::pin(async move {
+                    sqlx::query_as(PUT)
+                        .bind(key.as_str())
+                        .bind(value.as_bytes())
+                        .fetch_one(conn)
+                        .await
+                })
+            })
+            .await?;
+        Ok(PutOutcome {
+            version: version_of(version)?,
+            created,
+        })
+    }
+
+    /// Unconditional writes, one answer each: one statement for the first write of every key,
+    /// then one for the second writes of keys written twice, and so on (an upsert cannot touch
+    /// a row twice). Each statement commits on its own, so each write has its own outcome.
+    async fn put_many(&self, puts: Vec<Put>) -> Vec<PutResult> {
+        if let [(key, value)] = puts.as_slice() {
+            return vec![self.put_one(key, value).await];
+        }
+        let mut answers: Vec<Option<PutResult>> = puts.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..puts.len()).collect();
+        while !pending.is_empty() {
+            let mut seen = HashSet::new();
+            let (mut round, later): (Vec<usize>, Vec<usize>) = pending
+                .iter()
+                .partition(|&&i| seen.insert(puts[i].0.as_str()));
+            round.sort_unstable_by(|&a, &b| puts[a].0.cmp(&puts[b].0));
+            let keys: Arc<[String]> = round
+                .iter()
+                .map(|&i| puts[i].0.as_str().to_owned())
+                .collect();
+            let values: Arc<[Value]> = round.iter().map(|&i| puts[i].1.clone()).collect();
+            let written: Result<Vec<(String, i64, bool)>, StoreError> = self
+                .run(false, |conn| {
+                    let (keys, values) = (keys.clone(), values.clone());
+                    Box::pin(async move {
+                        let values: Vec<&[u8]> = values.iter().map(Value::as_bytes).collect();
+                        sqlx::query_as(PUT_MANY)
+                            .bind(&keys[..])
+                            .bind(&values)
+                            .fetch_all(conn)
+                            .await
+                    })
+                })
+                .await;
+            match written {
+                Ok(rows) => {
+                    let rows: HashMap<String, (i64, bool)> = rows
+                        .into_iter()
+                        .map(|(key, version, created)| (key, (version, created)))
+                        .collect();
+                    for &i in &round {
+                        answers[i] = Some(match rows.get(puts[i].0.as_str()) {
+                            Some(&(version, created)) => {
+                                version_of(version).map(|version| PutOutcome { version, created })
+                            }
+                            None => Err(StoreError::internal("a batched upsert returned no row")),
+                        });
+                    }
+                }
+                Err(err) => {
+                    // Nothing in this statement was applied; later rounds are not tried.
+                    for &i in round.iter().chain(&later) {
+                        answers[i] = Some(Err(copy_error(&err)));
+                    }
+                    break;
+                }
+            }
+            pending = later;
+        }
+        answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| Err(StoreError::internal("a batched write got no answer")))
+            })
+            .collect()
     }
 
     /// Runs `op` on a pooled connection. It runs once more if it failed with a serialization
@@ -448,29 +684,24 @@ fn successor(prefix: &str) -> Option<String> {
 
 #[async_trait]
 impl KvStore for PostgresStore {
+    /// Batched with concurrent `get`s unless read batching is off (see "Batching").
     async fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
-        let row: Option<(Vec<u8>, i64)> = self
-            .run(true, |conn| {
-                let key = key.clone();
-                Box::pin(async move {
-                    sqlx::query_as(GET)
-                        .bind(key.as_str())
-                        .fetch_optional(conn)
-                        .await
-                })
-            })
-            .await?;
+        let row = match &self.reads {
+            Some(batcher) => batcher.call(key.clone()).await?,
+            None => self.get_one(key.as_str()).await?,
+        };
         row.map(|(value, version)| {
             Ok(Entry {
                 key: key.clone(),
-                value: Value::new(Bytes::from(value)),
+                value: Value::new(value),
                 version: version_of(version)?,
             })
         })
         .transpose()
     }
 
-    /// Writes in one statement. A failed precondition reports the version from the statement's
+    /// Writes in one statement; an unconditional write is batched with concurrent ones unless
+    /// write batching is off (see "Batching"). A failed precondition reports the version from the statement's
     /// snapshot, or, when a concurrent commit made that stale, from a second read.
     async fn put(
         &self,
@@ -480,22 +711,10 @@ impl KvStore for PostgresStore {
     ) -> Result<PutOutcome, StoreError> {
         let result = match precondition {
             Precondition::None => {
-                let (version, created): (i64, bool) = self
-                    .run(false, |conn| {
-                        let (key, value) = (key.clone(), value.clone());
-                        Box::pin(async move {
-                            sqlx::query_as(PUT)
-                                .bind(key.as_str())
-                                .bind(value.as_bytes())
-                                .fetch_one(conn)
-                                .await
-                        })
-                    })
-                    .await?;
-                return Ok(PutOutcome {
-                    version: version_of(version)?,
-                    created,
-                });
+                return match &self.writes {
+                    Some(batcher) => batcher.call((key, value)).await?,
+                    None => self.put_one(&key, &value).await,
+                };
             }
             Precondition::Absent => {
                 let create = write_statement(CREATE, &key, &value, None);

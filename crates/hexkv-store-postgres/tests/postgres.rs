@@ -302,3 +302,233 @@ async fn a_cancelled_operation_does_not_poison_the_pool() {
         "{entry:?}"
     );
 }
+
+/// Concurrent GETs share statements (read batching), and each still answers its own key with the
+/// write acknowledged before it, for keys the batch's `ANY($1)` must match exactly: absent ones,
+/// non-ASCII, ones differing only in case or a trailing space.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_gets_share_statements_and_each_sees_its_own_key() {
+    let Some(db) = database().await else { return };
+    let store = PostgresStore::connect(&PostgresOptions {
+        read_batch: 16,
+        read_batch_queries: 1,
+        ..options(&db)
+    })
+    .await
+    .unwrap();
+    let names: Vec<String> = (0..40)
+        .map(|i| match i % 4 {
+            0 => format!("batch/{i}"),
+            1 => format!("Batch/{i}"),
+            2 => format!("batch/{i} "),
+            _ => format!("batch/é{i}"),
+        })
+        .collect();
+    let mut versions = std::collections::HashMap::new();
+    for name in names.iter().filter(|n| !n.ends_with(' ')) {
+        let put = store
+            .put(
+                key(name),
+                Value::new(format!("v:{name}")),
+                Precondition::None,
+            )
+            .await
+            .unwrap();
+        versions.insert(name.clone(), put.version);
+    }
+    let before = store.batch_stats().0;
+
+    let mut reads = tokio::task::JoinSet::new();
+    for round in 0..5 {
+        for name in &names {
+            let (store, name) = (store.clone(), name.clone());
+            reads.spawn(async move {
+                let entry = store.get(&key(&name)).await.unwrap();
+                (round, name, entry)
+            });
+        }
+    }
+    while let Some(done) = reads.join_next().await {
+        let (_, name, entry) = done.unwrap();
+        match versions.get(&name) {
+            Some(version) => {
+                let entry = entry.unwrap_or_else(|| panic!("{name:?} not found"));
+                assert_eq!(entry.key.as_str(), name);
+                assert_eq!(entry.value.as_bytes(), format!("v:{name}").as_bytes());
+                assert_eq!(entry.version, *version);
+            }
+            None => assert!(entry.is_none(), "{name:?} must be absent"),
+        }
+    }
+    let after = store.batch_stats().0;
+    let (batches, gets) = (
+        after.statements - before.statements,
+        after.operations - before.operations,
+    );
+    assert_eq!(gets, 200);
+    assert!(batches < gets, "{batches} statements for {gets} GETs");
+
+    // Writers and readers together: each task reads back what it just wrote.
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..16 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            for i in 0..20 {
+                let k = key(&format!("rw/{t}"));
+                let value = format!("{t}:{i}");
+                let put = store
+                    .put(k.clone(), Value::new(value.clone()), Precondition::None)
+                    .await
+                    .unwrap();
+                let entry = store.get(&k).await.unwrap().unwrap();
+                assert_eq!(entry.value.as_bytes(), value.as_bytes());
+                assert_eq!(entry.version, put.version);
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_batching_off_every_operation_is_its_own_statement() {
+    let Some(db) = database().await else { return };
+    let store = PostgresStore::connect(&PostgresOptions {
+        read_batch: 0,
+        write_batch: 0,
+        ..options(&db)
+    })
+    .await
+    .unwrap();
+    store
+        .put(key("k"), Value::new("v"), Precondition::None)
+        .await
+        .unwrap();
+    let mut reads = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let store = store.clone();
+        reads.spawn(async move { store.get(&key("k")).await.unwrap().unwrap() });
+    }
+    while let Some(entry) = reads.join_next().await {
+        assert_eq!(entry.unwrap().value.as_bytes(), b"v");
+    }
+    assert_eq!(store.batch_stats(), Default::default());
+}
+
+/// Concurrent unconditional PUTs share upserts (write batching), including several writes to one
+/// key: every write gets its own version, each key ends with the value of its greatest version,
+/// and exactly one write per key reports that it created the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_share_upserts_and_each_gets_its_own_outcome() {
+    let Some(db) = database().await else { return };
+    let store = PostgresStore::connect(&PostgresOptions {
+        write_batch: 16,
+        write_batch_queries: 1,
+        ..options(&db)
+    })
+    .await
+    .unwrap();
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let store = store.clone();
+        writes.spawn(async move {
+            // 50 keys, 4 writes each, so batches hold several writes to one key.
+            let name = format!("w/{}", i % 50);
+            let value = format!("{name}#{i}");
+            let outcome = store
+                .put(key(&name), Value::new(value.clone()), Precondition::None)
+                .await
+                .unwrap();
+            (name, value, outcome)
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(done) = writes.join_next().await {
+        outcomes.push(done.unwrap());
+    }
+    let mut versions: Vec<_> = outcomes.iter().map(|(_, _, o)| o.version).collect();
+    versions.sort();
+    versions.dedup();
+    assert_eq!(versions.len(), 200, "every write has a version of its own");
+    for k in 0..50 {
+        let name = format!("w/{k}");
+        let mine: Vec<_> = outcomes.iter().filter(|(n, _, _)| *n == name).collect();
+        assert_eq!(
+            mine.iter().filter(|(_, _, o)| o.created).count(),
+            1,
+            "{name}"
+        );
+        let last = mine.iter().max_by_key(|(_, _, o)| o.version).unwrap();
+        let first = mine.iter().min_by_key(|(_, _, o)| o.version).unwrap();
+        assert!(first.2.created, "{name}: the first write created it");
+        let entry = store.get(&key(&name)).await.unwrap().unwrap();
+        assert_eq!(entry.value.as_bytes(), last.1.as_bytes(), "{name}");
+        assert_eq!(entry.version, last.2.version, "{name}");
+    }
+    let stats = store.batch_stats().1;
+    assert_eq!(stats.operations, 200);
+    assert!(stats.statements < 200, "{stats:?}");
+}
+
+/// A batched upsert that fails (here: past the statement timeout, on a row another session has
+/// locked) fails every write in it, and none of them is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batched_upsert_applies_none_of_its_writes() {
+    let Some(db) = database().await else { return };
+    let store = PostgresStore::connect(&PostgresOptions {
+        statement_timeout: Duration::from_millis(300),
+        write_batch_queries: 1,
+        ..options(&db)
+    })
+    .await
+    .unwrap();
+    store
+        .put(key("locked"), Value::new("v1"), Precondition::None)
+        .await
+        .unwrap();
+    let mut other = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let mut tx = other.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM hexkv_entries WHERE key = 'locked' FOR UPDATE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+
+    let mut writes = tokio::task::JoinSet::new();
+    for name in ["locked", "a", "b", "c", "locked", "d"] {
+        let store = store.clone();
+        writes.spawn(async move {
+            let result = store
+                .put(key(name), Value::new("v2"), Precondition::None)
+                .await;
+            (name, result)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(done) = writes.join_next().await {
+        results.push(done.unwrap());
+    }
+    tx.rollback().await.unwrap();
+
+    let mut failed = 0;
+    for (name, result) in results {
+        let entry = store.get(&key(name)).await.unwrap();
+        match result {
+            Ok(outcome) => {
+                let entry = entry.unwrap();
+                assert_eq!(entry.value.as_bytes(), b"v2", "{name}");
+                assert!(entry.version >= outcome.version, "{name}");
+            }
+            Err(err) => {
+                failed += 1;
+                assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+                if name != "locked" {
+                    assert!(entry.is_none(), "{name} failed but was written");
+                }
+            }
+        }
+    }
+    assert!(failed >= 2, "both writes to the locked row time out");
+    let locked = store.get(&key("locked")).await.unwrap().unwrap();
+    assert_eq!(locked.value.as_bytes(), b"v1");
+}
