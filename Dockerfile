@@ -19,10 +19,10 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
-RUN cargo chef cook --release --locked -p hexkv-server --recipe-path recipe.json
+RUN cargo chef cook --profile dist --locked -p hexkv-server --recipe-path recipe.json
 COPY . .
-RUN cargo build --release --locked -p hexkv-server --bin hexkv \
-    && install -D -m 0755 target/release/hexkv /out/hexkv \
+RUN cargo build --profile dist --locked -p hexkv-server --bin hexkv \
+    && install -D -m 0755 target/dist/hexkv /out/hexkv \
     && install -d -m 0755 /out/data
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -32,19 +32,19 @@ check-features:
     cargo check -p hexkv-server --no-default-features --features grpc,memory,tls
     cargo check -p hexkv-core --no-default-features
 
-# REST throughput against a bare axum handler, in one run (needs wrk). See docs/benchmarks.md.
+# Every benchmark in one run; regenerates docs/benchmarks.md and its plots (needs wrk). About 15 min.
 bench:
+    scripts/bench.py
+
+# REST throughput against a bare axum handler, in one run (needs wrk). Part of `just bench`.
+bench-http:
     scripts/bench-http.sh
 
-# gRPC against REST with hexkv bench: peak throughput, and latency at half the peak. See docs/benchmarks.md.
-bench-protocols:
-    scripts/bench-protocols.sh
-
-# Resident memory with a million keys, and the start-up replay of their log. See docs/benchmarks.md.
+# Resident memory with a million keys, and start-up from the log and from a snapshot. Part of `just bench`.
 bench-memory:
     scripts/bench-memory.sh
 
-# REST on PostgreSQL beside pgbench on the same server (needs wrk). See docs/benchmarks.md.
+# REST on PostgreSQL beside pgbench on the same server (needs wrk). Part of `just bench`.
 bench-pg:
     scripts/bench-postgres.sh
 

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # REST throughput of hexkv against a bare axum handler, measured in one run on this machine.
 #
-#   scripts/bench-http.sh            # or: just bench
+#   scripts/bench-http.sh            # or: just bench-http (part of just bench)
 #   DURATION=30s CONNS=128 scripts/bench-http.sh
 #
-# Needs wrk (Debian: apt-get install wrk). Prints a Markdown table for docs/benchmarks.md.
+# Needs wrk (Debian: apt-get install wrk). Prints a Markdown table; with JSON_OUT=FILE, also
+# writes the figures there (scripts/bench.py uses them).
 # The data directory is on the workspace's disk (target/), not /tmp, so fsync is real.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The build profile measured: `dist` (fat LTO) is what the container image ships.
+PROFILE=${PROFILE:-dist}
 
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
@@ -16,7 +20,7 @@ BARE_ADDR=127.0.0.1:18081
 HEXKV_ADDR=127.0.0.1:18080
 
 command -v wrk >/dev/null || { echo "wrk is needed (Debian: apt-get install wrk)" >&2; exit 1; }
-cargo build --release --quiet -p hexkv-server --bin hexkv -p hexkv-http --example bare_handler
+cargo build --profile "$PROFILE" --quiet -p hexkv-server --bin hexkv -p hexkv-http --example bare_handler
 target=$(cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 work="$target/bench-http"
@@ -58,7 +62,7 @@ measure() { # PID ARGS...
 
 start_hexkv() { # FSYNC
   rm -rf "$work/data" "$work/ready.json"
-  "$target/release/hexkv" serve --http-listen "$HEXKV_ADDR" --data-dir "$work/data" \
+  "$target/$PROFILE/hexkv" serve --http-listen "$HEXKV_ADDR" --data-dir "$work/data" \
     --fsync "$1" --log-level warn --ready-file "$work/ready.json" > "$work/hexkv.log" 2>&1 &
   pids+=($!)
   wait_for "http://$HEXKV_ADDR/healthz"
@@ -69,7 +73,7 @@ stop_last() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 
 # The ceiling: a bare axum handler, measured before and after hexkv (this machine's throughput
 # drifts by several percent between minutes); the ratios use the mean of the two.
 measure_bare() {
-  "$target/release/examples/bare_handler" "$BARE_ADDR" > /dev/null 2>&1 &
+  "$target/$PROFILE/examples/bare_handler" "$BARE_ADDR" > /dev/null 2>&1 &
   pids+=($!)
   wait_for "http://$BARE_ADDR/"
   measure "${pids[-1]}" "http://$BARE_ADDR/"
@@ -99,6 +103,27 @@ done
 
 read -r bare2_rps bare2_p50 bare2_p99 bare2_bad bare2_cpu < <(measure_bare)
 bare_rps=$(awk -v a="$bare1_rps" -v b="$bare2_rps" 'BEGIN {printf "%.2f", (a + b) / 2}')
+
+if [ -n "${JSON_OUT:-}" ]; then # the figures for scripts/bench.py
+  python3 - "$JSON_OUT" "$THREADS" "$CONNS" "$DURATION" \
+    "bare before|$bare1_rps|$bare1_p50|$bare1_p99|$bare1_bad|$bare1_cpu" \
+    "bare after|$bare2_rps|$bare2_p50|$bare2_p99|$bare2_bad|$bare2_cpu" "${rows[@]}" <<'PY'
+import json, sys
+def ms(text):  # wrk's "565.00us", "2.23ms", "1.01s"
+    for unit, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    return float(text)
+out, threads, conns, duration, *rows = sys.argv[1:]
+runs = []
+for row in rows:
+    name, rps, p50, p99, bad, cpu = row.split("|")
+    runs.append({"name": name, "rps": float(rps), "p50_ms": ms(p50), "p99_ms": ms(p99),
+                 "non_2xx": int(bad), "cpu_us": float(cpu)})
+json.dump({"wrk": f"wrk -t{threads} -c{conns} -d{duration} --latency", "runs": runs},
+          open(out, "w"), indent=1)
+PY
+fi
 
 echo
 echo "wrk -t$THREADS -c$CONNS -d$DURATION, $(nproc) cores, $(uname -m), $(date -u +%Y-%m-%d)"

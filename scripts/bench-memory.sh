@@ -7,15 +7,18 @@
 #   scripts/bench-memory.sh             # or: just bench-memory
 #   KEYS=100000 scripts/bench-memory.sh
 #
-# Prints a Markdown table for docs/benchmarks.md.
+# Prints a Markdown table; with JSON_OUT=FILE, also writes the figures there (scripts/bench.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The build profile measured: `dist` (fat LTO) is what the container image ships.
+PROFILE=${PROFILE:-dist}
 
 KEYS=${KEYS:-1000000}
 HTTP=127.0.0.1:18480
 GRPC=127.0.0.1:18481
 
-cargo build --release --quiet -p hexkv-server --bin hexkv
+cargo build --profile "$PROFILE" --quiet -p hexkv-server --bin hexkv
 target=$(cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 work="$target/bench-memory"
@@ -25,7 +28,7 @@ cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; wait 2>/dev/null |
 trap cleanup EXIT
 
 start() { # LOG
-  "$target/release/hexkv" serve --http-listen "$HTTP" --grpc-listen "$GRPC" \
+  "$target/$PROFILE/hexkv" serve --http-listen "$HTTP" --grpc-listen "$GRPC" \
     --data-dir "$work/data" --fsync never --log-format json --ready-file "$work/ready.json" \
     > "$1" 2>&1 &
   pid=$!
@@ -42,7 +45,7 @@ stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; rm -f "$work/ready.
 start "$work/first.log"
 base=$(rss_mib)
 t0=$(date +%s.%N)
-"$target/release/hexkv" bench --endpoint "http://$GRPC" --workload get --keys "$KEYS" \
+"$target/$PROFILE/hexkv" bench --endpoint "http://$GRPC" --workload get --keys "$KEYS" \
   --key-size 16 --value-size 100 --requests 1 --warmup 0 -c 64 -o json > "$work/bench.json"
 t1=$(date +%s.%N)
 loaded=$(rss_mib)
@@ -54,7 +57,7 @@ opened=$(grep '"store opened"' "$work/second.log" | head -1)
 stop
 
 c0=$(date +%s.%N)
-"$target/release/hexkv" compact --data-dir "$work/data" --log-level warn > "$work/compact.log"
+"$target/$PROFILE/hexkv" compact --data-dir "$work/data" --log-level warn > "$work/compact.log"
 c1=$(date +%s.%N)
 start "$work/third.log"
 from_snapshot=$(rss_mib)
@@ -68,6 +71,13 @@ opened = json.loads(sys.argv[1])
 records, ms = opened["records"], opened["elapsed_ms"]
 snap = json.loads(sys.argv[2])
 keys, snap_ms = snap["snapshot_keys"], snap["elapsed_ms"]
+if "${JSON_OUT:-}":  # the figures for scripts/bench.py
+    json.dump({"keys": $KEYS, "raw_mib": $raw_mib, "rss_empty_mib": $base,
+               "rss_loaded_mib": $loaded, "write_s": round($t1 - $t0, 2),
+               "replay_records": records, "replay_ms": ms, "rss_replayed_mib": $replayed,
+               "compact_s": round($c1 - $c0, 2), "snapshot_keys": keys,
+               "snapshot_ms": snap_ms, "rss_snapshot_mib": $from_snapshot},
+              open("${JSON_OUT:-}", "w"), indent=1)
 print()
 print("$(nproc) cores, $(uname -m), $(date -u +%Y-%m-%d), $KEYS keys of 16 B with 100-byte values ($raw_mib MiB raw)")
 print()

@@ -8,9 +8,13 @@
 # Needs wrk (Debian: apt-get install wrk) and the PostgreSQL server binaries (pgbench included).
 # Starts the development server of scripts/pg.sh (fsync on, default settings), fills 100 000 keys,
 # then measures GET and PUT of 100-byte values over REST at $CONNS connections (hexkv's pool at
-# $CONNS too) and pgbench at $CONNS clients, then GET and PUT once more with batching off. Prints a Markdown table for docs/benchmarks.md.
+# $CONNS too) and pgbench at $CONNS clients, then GET and PUT once more with batching off.
+# Prints a Markdown table; with JSON_OUT=FILE, also writes the figures there (scripts/bench.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The build profile measured: `dist` (fat LTO) is what the container image ships.
+PROFILE=${PROFILE:-dist}
 
 DURATION=${DURATION:-10s}
 SECS=${DURATION%s}
@@ -20,7 +24,7 @@ HEXKV_ADDR=127.0.0.1:18090
 KEYS=100000
 
 command -v wrk >/dev/null || { echo "wrk is needed (Debian: apt-get install wrk)" >&2; exit 1; }
-cargo build --release --quiet -p hexkv-server --bin hexkv
+cargo build --profile "$PROFILE" --quiet -p hexkv-server --bin hexkv
 target=$(cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 work="$target/bench-postgres"
@@ -39,7 +43,7 @@ trap cleanup EXIT
 start_hexkv() { # BATCH: store.postgres.read_batch and write_batch (0: one statement each)
   HEXKV_STORE__POSTGRES__MAX_CONNECTIONS=$CONNS HEXKV_STORE__POSTGRES__READ_BATCH=$1 \
     HEXKV_STORE__POSTGRES__WRITE_BATCH=$1 \
-    "$target/release/hexkv" serve \
+    "$target/$PROFILE/hexkv" serve \
     --store postgres --postgres-url "$url" --http-listen "$HEXKV_ADDR" --grpc-listen 127.0.0.1:0 \
     --log-level warn > "$work/hexkv.log" 2>&1 &
   pid=$!
@@ -97,6 +101,26 @@ stop_hexkv
 start_hexkv 0
 read -r single_rps single_p99 single_bad < <(wrk_rps "$work/get.lua")
 read -r single_put_rps single_put_p99 single_put_bad < <(wrk_rps scripts/wrk/put.lua)
+
+if [ -n "${JSON_OUT:-}" ]; then # the figures for scripts/bench.py
+  python3 - "$JSON_OUT" "$CONNS" "$DURATION" "$("$bin/postgres" --version | awk '{print $3}')" \
+    "get|$get_rps|$get_p99|$get_bad|$select_tps" "get_unbatched|$single_rps|$single_p99|$single_bad|$select_tps" \
+    "put|$put_rps|$put_p99|$put_bad|$upsert_tps" "put_unbatched|$single_put_rps|$single_put_p99|$single_put_bad|$upsert_tps" <<'PY'
+import json, sys
+def ms(text):  # wrk's "565.00us", "2.23ms", "1.01s"
+    for unit, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    return float(text)
+out, conns, duration, version, *rows = sys.argv[1:]
+runs = {}
+for row in rows:
+    name, rps, p99, bad, tps = row.split("|")
+    runs[name] = {"rps": float(rps), "p99_ms": ms(p99), "non_2xx": int(bad), "pgbench_tps": float(tps)}
+json.dump({"connections": int(conns), "duration": duration, "postgres": version, "runs": runs},
+          open(out, "w"), indent=1)
+PY
+fi
 
 echo
 echo "| operation | hexkv REST req/s | p99 | non-2xx | pgbench tps | hexkv / pgbench |"

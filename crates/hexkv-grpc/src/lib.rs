@@ -108,6 +108,26 @@ pub struct GrpcServices {
 /// The name health checks use for the key-value service.
 pub const SERVICE_NAME: &str = "hexkv.v1.KeyValue";
 
+/// The connections accepted on `listener`, with Nagle's algorithm off (`TCP_NODELAY`).
+///
+/// HTTP/2 sends a response as several frames (headers, data, trailers), which may leave in
+/// separate writes; with Nagle's algorithm on, a small write waits for the peer to acknowledge the
+/// previous one, and a client that delays its acknowledgements (40 ms on Linux) stalls the call.
+/// Measured before this: a lone call at a time on the PostgreSQL store had a p99 of 41 ms. tonic
+/// sets the option only on listeners it binds itself.
+pub fn without_nagle(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
+    use tokio_stream::StreamExt as _;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot turn Nagle's algorithm off");
+            }
+        })
+    })
+}
+
 impl GrpcServices {
     /// Builds the services over `api`. Health starts as SERVING for both the overall server (`""`)
     /// and `hexkv.v1.KeyValue`.
@@ -175,11 +195,7 @@ impl GrpcServices {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
-        self.serve_incoming(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
-        .await
+        self.serve_incoming(without_nagle(listener), shutdown).await
     }
 
     /// Serves the services on the connections of `incoming` (TLS connections, for instance),

@@ -235,3 +235,18 @@ fn list_query_errors_map_to_their_fields() {
     let status = status(KvError::InvalidQuery(ListQueryError::Cursor));
     assert_eq!(violation_field(&status), "cursor");
 }
+
+#[tokio::test]
+async fn accepted_connections_have_nagles_algorithm_off() {
+    use tokio_stream::StreamExt as _;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let plain_client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(!plain_client.nodelay().unwrap(), "the default is on");
+
+    let mut incoming = Box::pin(crate::without_nagle(listener));
+    let accepted = incoming.next().await.unwrap().unwrap();
+    assert!(accepted.nodelay().unwrap());
+    drop(plain_client);
+}

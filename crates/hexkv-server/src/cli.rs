@@ -76,7 +76,7 @@ pub enum ClientCommand {
         connection: Connection,
     },
     /// Load the service and report throughput, errors and latency quantiles (see
-    /// docs/benchmarks.md).
+    /// docs/performance.md).
     Bench(Box<BenchArgs>),
     /// List the keys starting with PREFIX (every key without it), in key order.
     List {

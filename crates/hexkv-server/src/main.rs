@@ -99,7 +99,7 @@ enum ConfigAction {
 }
 
 /// mimalloc rather than the system allocator: a request allocates a few dozen small, short-lived
-/// objects across threads, which glibc's malloc serves markedly slower (see `docs/benchmarks.md`
+/// objects across threads, which glibc's malloc serves markedly slower (see `docs/performance.md`
 /// and `docs/adr/0004-mimalloc.md`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

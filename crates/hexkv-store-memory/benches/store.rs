@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the embedded store's hot paths (`cargo bench -p hexkv-store-memory`):
 //! key parsing, point reads and writes on the sharded map against a single-lock map under
 //! contention, a page of a prefix listing, durable writes by group-commit batch size, and the
-//! start-up replay of a log. Results are recorded in docs/benchmarks.md; nothing here is a test.
+//! start-up replay of a log. Results are recorded in docs/performance.md; nothing here is a test.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

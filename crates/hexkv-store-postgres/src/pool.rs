@@ -1,7 +1,7 @@
 //! The connection pool: deadpool over sqlx's `PgConnection`.
 //!
 //! sqlx's own pool checks every connection as it comes back (a `Sync` round trip in a spawned
-//! task), which costs a round trip and a task per request (see `docs/benchmarks.md`). Here a
+//! task), which costs a round trip and a task per request (see `docs/performance.md`). Here a
 //! connection goes back to the pool as it is, unless it is suspect: its last query failed at the
 //! connection level (I/O, TLS, protocol, the server shutting down), or was cancelled half-way
 //! (the request was dropped), which could leave a reply unread. A suspect connection is closed
