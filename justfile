@@ -32,7 +32,7 @@ check-features:
     cargo check -p hexkv-server --no-default-features --features grpc,memory,tls
     cargo check -p hexkv-core --no-default-features
 
-# Every benchmark in one run; regenerates docs/benchmarks.md and its plots (needs wrk). About 15 min.
+# Every benchmark in one run; regenerates docs/benchmarks.md and its plots (needs wrk). About 12 min.
 bench:
     scripts/bench.py
 
