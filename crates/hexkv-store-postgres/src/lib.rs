@@ -96,7 +96,7 @@ pub struct PostgresOptions {
     /// How long to wait for the database at start before giving up (0: fail at once).
     pub connect_wait: Duration,
     /// The most keys one batched read asks for; 0 turns read batching off (one statement per
-    /// `get`). See "Read batching" above.
+    /// `get`). See "Batching" above.
     pub read_batch: usize,
     /// The most batched reads in flight at once (each on its own connection; at most
     /// `max_connections`).
@@ -373,34 +373,25 @@ impl PostgresStore {
             reads: None,
             writes: None,
         };
-        let reads = (options.read_batch > 0).then(|| {
-            let store = unbatched.clone();
-            let run: Run<Key, Option<Row>> = Arc::new(move |keys| {
+        let connections = options.max_connections as usize;
+        let store = unbatched.clone();
+        let reads = batcher(
+            options.read_batch,
+            options.read_batch_queries.min(connections),
+            Arc::new(move |keys| {
                 let store = store.clone();
                 Box::pin(async move { store.get_many(keys).await })
-            });
-            Arc::new(Batcher::new(
-                run,
-                options.read_batch,
-                options
-                    .read_batch_queries
-                    .min(options.max_connections as usize),
-            ))
-        });
-        let writes = (options.write_batch > 0).then(|| {
-            let store = unbatched.clone();
-            let run: Run<Put, PutResult> = Arc::new(move |puts| {
+            }),
+        );
+        let store = unbatched;
+        let writes = batcher(
+            options.write_batch,
+            options.write_batch_queries.min(connections),
+            Arc::new(move |puts| {
                 let store = store.clone();
                 Box::pin(async move { Ok(store.put_many(puts).await) })
-            });
-            Arc::new(Batcher::new(
-                run,
-                options.write_batch,
-                options
-                    .write_batch_queries
-                    .min(options.max_connections as usize),
-            ))
-        });
+            }),
+        );
         Ok(Self {
             pool,
             reads,
@@ -649,6 +640,15 @@ async fn wait_for_database(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
     }
+}
+
+/// A batcher running `run`, or `None` when `max_batch` is 0 (batching off).
+fn batcher<Q: Send + 'static, A: Send + 'static>(
+    max_batch: usize,
+    max_statements: usize,
+    run: Run<Q, A>,
+) -> Option<Arc<Batcher<Q, A>>> {
+    (max_batch > 0).then(|| Arc::new(Batcher::new(run, max_batch, max_statements)))
 }
 
 fn acquire_error(err: AcquireError) -> StoreError {

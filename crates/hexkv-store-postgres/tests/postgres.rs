@@ -19,27 +19,42 @@ fn options(db: &TestDatabase) -> PostgresOptions {
     PostgresOptions::new(db.url())
 }
 
+async fn connect(options: PostgresOptions) -> PostgresStore {
+    PostgresStore::connect(&options).await.unwrap()
+}
+
+/// Another session, in a transaction holding `key`'s row lock until [`unlock`].
+async fn lock_row(db: &TestDatabase, key: &str) -> sqlx::PgConnection {
+    let mut other = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT 1 FROM hexkv_entries WHERE key = $1 FOR UPDATE")
+        .bind(key)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    other
+}
+
+async fn unlock(mut other: sqlx::PgConnection) {
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    other.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_blocked_past_the_statement_timeout_is_unavailable_and_changes_nothing() {
     let Some(db) = database().await else { return };
-    let store = PostgresStore::connect(&PostgresOptions {
+    let store = connect(PostgresOptions {
         statement_timeout: Duration::from_millis(300),
         ..options(&db)
     })
-    .await
-    .unwrap();
+    .await;
     let written = store
         .put(key("locked"), Value::new("v1"), Precondition::None)
         .await
         .unwrap();
 
     // Another session holds the row's lock.
-    let mut other = sqlx::PgConnection::connect(db.url()).await.unwrap();
-    let mut tx = other.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM hexkv_entries WHERE key = 'locked' FOR UPDATE")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let other = lock_row(&db, "locked").await;
 
     let started = Instant::now();
     let err = store
@@ -55,7 +70,7 @@ async fn a_write_blocked_past_the_statement_timeout_is_unavailable_and_changes_n
         "expected Unavailable, got {err:?}"
     );
     assert!(started.elapsed() >= Duration::from_millis(300));
-    tx.rollback().await.unwrap();
+    unlock(other).await;
 
     let entry = store.get(&key("locked")).await.unwrap().unwrap();
     assert_eq!(entry.value.as_bytes(), b"v1");
@@ -258,12 +273,7 @@ async fn a_cancelled_operation_does_not_poison_the_pool() {
         .await
         .unwrap();
 
-    let mut other = sqlx::PgConnection::connect(db.url()).await.unwrap();
-    let mut tx = other.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM hexkv_entries WHERE key = 'k' FOR UPDATE")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let other = lock_row(&db, "k").await;
     // The write blocks on the row lock; drop it mid-statement.
     let blocked = {
         let store = Arc::clone(&store);
@@ -280,7 +290,7 @@ async fn a_cancelled_operation_does_not_poison_the_pool() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     blocked.abort();
     assert!(blocked.await.unwrap_err().is_cancelled());
-    tx.rollback().await.unwrap();
+    unlock(other).await;
 
     // Many operations through the two-connection pool: none sees a stray reply.
     for i in 0..20 {
@@ -309,13 +319,12 @@ async fn a_cancelled_operation_does_not_poison_the_pool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_gets_share_statements_and_each_sees_its_own_key() {
     let Some(db) = database().await else { return };
-    let store = PostgresStore::connect(&PostgresOptions {
+    let store = connect(PostgresOptions {
         read_batch: 16,
         read_batch_queries: 1,
         ..options(&db)
     })
-    .await
-    .unwrap();
+    .await;
     let names: Vec<String> = (0..40)
         .map(|i| match i % 4 {
             0 => format!("batch/{i}"),
@@ -394,13 +403,12 @@ async fn concurrent_gets_share_statements_and_each_sees_its_own_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_batching_off_every_operation_is_its_own_statement() {
     let Some(db) = database().await else { return };
-    let store = PostgresStore::connect(&PostgresOptions {
+    let store = connect(PostgresOptions {
         read_batch: 0,
         write_batch: 0,
         ..options(&db)
     })
-    .await
-    .unwrap();
+    .await;
     store
         .put(key("k"), Value::new("v"), Precondition::None)
         .await
@@ -422,13 +430,12 @@ async fn with_batching_off_every_operation_is_its_own_statement() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_puts_share_upserts_and_each_gets_its_own_outcome() {
     let Some(db) = database().await else { return };
-    let store = PostgresStore::connect(&PostgresOptions {
+    let store = connect(PostgresOptions {
         write_batch: 16,
         write_batch_queries: 1,
         ..options(&db)
     })
-    .await
-    .unwrap();
+    .await;
     let mut writes = tokio::task::JoinSet::new();
     for i in 0..200 {
         let store = store.clone();
@@ -476,23 +483,17 @@ async fn concurrent_puts_share_upserts_and_each_gets_its_own_outcome() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_batched_upsert_applies_none_of_its_writes() {
     let Some(db) = database().await else { return };
-    let store = PostgresStore::connect(&PostgresOptions {
+    let store = connect(PostgresOptions {
         statement_timeout: Duration::from_millis(300),
         write_batch_queries: 1,
         ..options(&db)
     })
-    .await
-    .unwrap();
+    .await;
     store
         .put(key("locked"), Value::new("v1"), Precondition::None)
         .await
         .unwrap();
-    let mut other = sqlx::PgConnection::connect(db.url()).await.unwrap();
-    let mut tx = other.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM hexkv_entries WHERE key = 'locked' FOR UPDATE")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let other = lock_row(&db, "locked").await;
 
     let mut writes = tokio::task::JoinSet::new();
     for name in ["locked", "a", "b", "c", "locked", "d"] {
@@ -508,7 +509,7 @@ async fn a_failed_batched_upsert_applies_none_of_its_writes() {
     while let Some(done) = writes.join_next().await {
         results.push(done.unwrap());
     }
-    tx.rollback().await.unwrap();
+    unlock(other).await;
 
     let mut failed = 0;
     for (name, result) in results {
