@@ -15,6 +15,7 @@
 //! whose checksum matches and whose version continues the history: a random match is about as
 //! likely as a CRC32C collision.
 
+use std::io::{self, Read};
 use std::path::Path;
 
 use crate::OpenError;
@@ -44,59 +45,116 @@ pub(crate) struct Cut {
     pub(crate) lost_records: bool,
 }
 
+/// How much of a log file replay reads at a time: the whole file is never held in memory (a
+/// large buffer, once freed, would stay in the process's resident memory).
+pub(crate) const CHUNK: usize = 1 << 20;
+
 /// Replays `data` (a whole log file, header included), calling `apply` for every valid record in
 /// order.
 ///
 /// Versions must rise above `after_version` (the history before this file).
+#[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
 pub(crate) fn replay(
     path: &Path,
     data: &[u8],
     repair: bool,
     after_version: u64,
+    apply: impl FnMut(Record<'_>),
+) -> Result<Recovered, OpenError> {
+    replay_stream(path, data, CHUNK, repair, after_version, apply)
+}
+
+/// Replays the log file read from `source`, `chunk` bytes at a time (more when a record is
+/// larger), calling `apply` for every valid record in order. Only where the records stop before
+/// the end of the file is the rest read whole, to tell a torn tail from corruption.
+///
+/// Versions must rise above `after_version` (the history before this file).
+pub(crate) fn replay_stream(
+    path: &Path,
+    mut source: impl Read,
+    chunk: usize,
+    repair: bool,
+    after_version: u64,
     mut apply: impl FnMut(Record<'_>),
 ) -> Result<Recovered, OpenError> {
-    check_header(path, data)?;
-    let mut offset = HEADER_LEN;
+    let io = |source| OpenError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let chunk = chunk.max(1);
+    let mut buf = Vec::with_capacity(chunk.max(HEADER_LEN));
+    let mut eof = fill(&mut source, &mut buf, HEADER_LEN).map_err(io)?;
+    check_header(path, &buf)?;
+    // `buf` holds the file from offset `base`; the next record starts at `buf[pos]`.
+    let (mut base, mut pos) = (0usize, HEADER_LEN);
     let mut last_version = after_version;
     let mut records = 0u64;
-    while offset < data.len() {
-        let problem = match record::decode(&data[offset..]) {
+    loop {
+        let problem = match record::decode(&buf[pos..]) {
             Decoded::Record(rec, used) if rec.version > last_version => {
                 last_version = rec.version;
                 records += 1;
                 apply(rec);
-                offset += used;
+                pos += used;
                 continue;
+            }
+            Decoded::Incomplete if !eof => {
+                // Keep the partial record, read on.
+                buf.drain(..pos);
+                base += pos;
+                pos = 0;
+                let want = buf.len() + chunk;
+                eof = fill(&mut source, &mut buf, want).map_err(io)?;
+                continue;
+            }
+            _ if pos == buf.len() => {
+                return Ok(Recovered {
+                    valid_len: (base + pos) as u64,
+                    last_version,
+                    records,
+                    cut: None,
+                });
             }
             Decoded::Record(..) => "version does not increase",
             Decoded::Incomplete => "record ends past the end of the file",
             Decoded::Invalid(why) => why,
         };
-        let lost_records = valid_record_after(data, offset, last_version);
+        // Damage: read the rest, and look for valid records behind it.
+        source.read_to_end(&mut buf).map_err(io)?;
+        let lost_records = valid_record_after(&buf, pos, last_version);
+        let offset = (base + pos) as u64;
         if lost_records && !repair {
             return Err(OpenError::Corrupt {
                 path: path.to_owned(),
-                offset: offset as u64,
+                offset,
                 reason: problem.to_owned(),
             });
         }
         return Ok(Recovered {
-            valid_len: offset as u64,
+            valid_len: offset,
             last_version,
             records,
             cut: Some(Cut {
-                offset: offset as u64,
-                bytes: (data.len() - offset) as u64,
+                offset,
+                bytes: (buf.len() - pos) as u64,
                 lost_records,
             }),
         });
     }
-    Ok(Recovered {
-        valid_len: data.len() as u64,
-        last_version,
-        records,
-        cut: None,
-    })
+}
+
+/// Reads from `source` until `buf` holds `len` bytes or the source ends; whether it ended.
+fn fill(source: &mut impl Read, buf: &mut Vec<u8>, len: usize) -> io::Result<bool> {
+    while buf.len() < len {
+        let before = buf.len();
+        match source.by_ref().take((len - before) as u64).read_to_end(buf) {
+            Ok(0) => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
 }
 
 fn check_header(path: &Path, data: &[u8]) -> Result<(), OpenError> {
@@ -162,7 +220,45 @@ mod tests {
 
     fn replay_count(data: &[u8], repair: bool) -> Result<(Recovered, u64), OpenError> {
         let mut n = 0;
-        replay(Path::new("test.log"), data, repair, 0, |_| n += 1).map(|r| (r, n))
+        let whole = replay(Path::new("test.log"), data, repair, 0, |_| n += 1).map(|r| (r, n));
+        // Read in small pieces, so records and the header straddle every kind of boundary:
+        // the same records and the same verdict.
+        for chunk in [1, 7, 64] {
+            let mut m = 0;
+            let streamed = replay_stream(Path::new("test.log"), data, chunk, repair, 0, |_| m += 1)
+                .map(|r| (r, m));
+            assert_eq!(
+                format!("{streamed:?}"),
+                format!("{whole:?}"),
+                "chunk {chunk}"
+            );
+        }
+        whole
+    }
+
+    #[test]
+    fn a_log_is_read_a_chunk_at_a_time() {
+        /// Counts the bytes asked for at once.
+        struct Counting<'a> {
+            data: &'a [u8],
+            largest_read: usize,
+        }
+        impl Read for Counting<'_> {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                self.largest_read = self.largest_read.max(out.len());
+                self.data.read(out)
+            }
+        }
+        let (data, _) = log_of(2000);
+        let mut source = Counting {
+            data: &data,
+            largest_read: 0,
+        };
+        let mut n = 0;
+        let r = replay_stream(Path::new("t.log"), &mut source, 1024, false, 0, |_| n += 1).unwrap();
+        assert_eq!((n, r.records, r.valid_len), (2000, 2000, data.len() as u64));
+        assert!(data.len() > 40_000);
+        assert!(source.largest_read <= 2048, "{}", source.largest_read);
     }
 
     #[test]

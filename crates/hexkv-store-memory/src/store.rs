@@ -267,12 +267,14 @@ impl MemoryStore {
             if last {
                 complete_header(data_dir, &path, &mut file)?;
             }
-            let mut data = Vec::new();
-            file.read_to_end(&mut data).map_err(io_at(&path))?;
-            let recovered = recovery::replay(&path, &data, options.repair, covered, |rec| {
-                apply_record(&map, rec)
-            })?;
-            drop(data);
+            let recovered = recovery::replay_stream(
+                &path,
+                &mut file,
+                recovery::CHUNK,
+                options.repair,
+                covered,
+                |rec| apply_record(&map, rec),
+            )?;
             if let Some(cut) = &recovered.cut {
                 if !last && !cut.lost_records && !options.repair {
                     // Only the newest segment can end in a torn write: each is synced before
