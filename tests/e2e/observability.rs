@@ -169,7 +169,12 @@ async fn metrics_count_known_traffic() {
     assert_eq!(value(&m, "hexkv_keys", &[]), 2.0);
     assert_eq!(value(&m, "hexkv_log_group_commit_records_sum", &[]), 4.0);
     assert!(value(&m, "hexkv_log_fsync_duration_seconds_count", &[]) >= 1.0);
-    assert_eq!(value(&m, "hexkv_store_breaker_state", &[]), 0.0);
+    // The memory store goes without the store decorators (`resilience.store.apply = remote`).
+    assert!(
+        !m.keys()
+            .any(|(name, _)| name == "hexkv_store_breaker_state"),
+        "a breaker around the memory store"
+    );
     let build = m
         .iter()
         .find(|((name, _), _)| name == "hexkv_build_info")
@@ -199,6 +204,37 @@ async fn metrics_count_known_traffic() {
         .expect("a gRPC call was logged");
     assert_eq!(grpc_line["span"]["rpc.method"], "Get");
     assert!(!logs.contains("\"v\""), "a value was logged");
+}
+
+/// `resilience.store.apply = always` puts the decorators around the memory store too: its
+/// breaker reports its state, and requests still go through.
+#[tokio::test]
+async fn the_store_decorators_can_wrap_the_memory_store() {
+    let (_tmp, data) = data_dir();
+    let server = Server::start(&data, &[], &[("HEXKV_RESILIENCE__STORE__APPLY", "always")]);
+    let http = Client::new();
+    let r = http
+        .put(server.url("/v1/kv/k"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = http.get(server.url("/v1/kv/k")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "v");
+    let r = http.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let m = parse(&text);
+    let breaker = (String::from("hexkv_store_breaker_state"), BTreeMap::new());
+    assert_eq!(m.get(&breaker), Some(&0.0), "{text}");
 }
 
 /// With `first = 5, thereafter = 0`, only five of twenty identical log lines per interval are

@@ -146,6 +146,8 @@ pub struct ResilienceConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreResilienceConfig {
+    /// Which stores the decorators wrap: by default only a store across the network.
+    pub apply: ApplyResilience,
     /// Fail one attempt of a store call after this long (counted by the breaker); 0 turns the
     /// timeout off.
     pub timeout_ms: u64,
@@ -182,6 +184,7 @@ pub struct StoreResilienceConfig {
 impl Default for StoreResilienceConfig {
     fn default() -> Self {
         Self {
+            apply: ApplyResilience::default(),
             timeout_ms: 10_000,
             retry_attempts: 3,
             retry_base_delay_ms: 25,
@@ -197,6 +200,32 @@ impl Default for StoreResilienceConfig {
             bulkhead_max_wait_ms: 100,
             check_cache_ms: 1_000,
             check_timeout_ms: 2_000,
+        }
+    }
+}
+
+/// Which stores `[resilience.store]` wraps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ApplyResilience {
+    /// A store across the network (PostgreSQL): the one that can hang, fail for a while and
+    /// come back. The memory store answers from the process (a read cannot time out, nothing
+    /// fails transiently), so it goes without them and its requests skip their cost.
+    #[default]
+    Remote,
+    /// Every store, the memory store too.
+    Always,
+    /// No store.
+    Never,
+}
+
+impl ApplyResilience {
+    /// Whether the decorators wrap a store of `backend`.
+    pub fn wraps(self, backend: Backend) -> bool {
+        match self {
+            Self::Remote => backend == Backend::Postgres,
+            Self::Always => true,
+            Self::Never => false,
         }
     }
 }
@@ -1212,6 +1241,23 @@ mod tests {
             assert_eq!(c.resilience.store.timeout_ms, 250);
             assert_eq!(c.resilience.store.breaker_probes, 2);
             assert_eq!(c.resilience.store.retry_attempts, 3); // default
+            assert_eq!(c.resilience.store.apply, ApplyResilience::Remote); // default
+            assert!(!c.resilience.store.apply.wraps(Backend::Memory));
+            assert!(c.resilience.store.apply.wraps(Backend::Postgres));
+            jail.set_env("HEXKV_RESILIENCE__STORE__APPLY", "always");
+            let c = load(&Overrides::default())?;
+            assert_eq!(c.resilience.store.apply, ApplyResilience::Always);
+            assert!(c.resilience.store.apply.wraps(Backend::Memory));
+            jail.set_env("HEXKV_RESILIENCE__STORE__APPLY", "never");
+            let c = load(&Overrides::default())?;
+            assert!(!c.resilience.store.apply.wraps(Backend::Postgres));
+            jail.set_env("HEXKV_RESILIENCE__STORE__APPLY", "sometimes");
+            let err = load(&Overrides::default()).unwrap_err();
+            assert!(
+                err.contains("RESILIENCE.STORE.APPLY") && err.contains("`remote`"),
+                "{err}"
+            );
+            jail.set_env("HEXKV_RESILIENCE__STORE__APPLY", "remote");
             jail.set_env(
                 "HEXKV_RESILIENCE__STORE__BREAKER_FAILURE_RATE_PERCENT",
                 "150",

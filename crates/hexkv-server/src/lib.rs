@@ -416,7 +416,11 @@ async fn open_store(config: &Config) -> anyhow::Result<Protected> {
         crate::config::Backend::Postgres => "postgresql",
     };
     let store = Arc::new(hexkv_telemetry::InstrumentedStore::new(store, backend));
-    Ok(protect(store, &config.resilience.store))
+    let resilience = &config.resilience.store;
+    if !resilience.apply.wraps(config.store.backend) {
+        return Ok((store, None));
+    }
+    Ok(protect(store, resilience))
 }
 
 /// Follows the store breaker's state changes in the log and in the metrics
