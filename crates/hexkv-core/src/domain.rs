@@ -64,10 +64,21 @@ impl Key {
 
     /// Parses a key from raw bytes (for example a percent-decoded URL path segment).
     pub fn from_utf8(bytes: Vec<u8>) -> Result<Self, KeyError> {
-        let text = String::from_utf8(bytes).map_err(|e| KeyError::NotUtf8 {
-            valid_up_to: e.utf8_error().valid_up_to(),
+        Self::from_bytes(&bytes)
+    }
+
+    /// Parses a key from borrowed raw bytes, with one allocation (the shared text).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| KeyError::NotUtf8 {
+            valid_up_to: e.valid_up_to(),
         })?;
-        Self::new(text)
+        Self::parse(text)
+    }
+
+    /// Parses a key from borrowed text, with one allocation (the shared text).
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
+        check_key_text(text, false)?;
+        Ok(Self(Arc::from(text)))
     }
 
     /// The key as text.
@@ -516,6 +527,13 @@ mod tests {
             Key::from_utf8(vec![b'a', 0xff]),
             Err(KeyError::NotUtf8 { valid_up_to: 1 })
         );
+        assert_eq!(Key::from_bytes(b"a/b").unwrap().as_str(), "a/b");
+        assert_eq!(Key::from_bytes(b""), Err(KeyError::Empty));
+        assert_eq!(
+            Key::parse("a\tb"),
+            Err(KeyError::ControlCharacter { index: 1 })
+        );
+        assert_eq!(Key::parse("k").unwrap(), Key::new("k").unwrap());
     }
 
     #[test]

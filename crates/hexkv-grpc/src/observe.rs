@@ -88,7 +88,13 @@ impl Observe for GrpcObserve {
         );
         Started {
             span,
-            labels: vec![Label::new("service", service), Label::new("method", method)],
+            // Room for the code label pushed at the end.
+            labels: {
+                let mut labels = Vec::with_capacity(3);
+                labels.push(Label::new("service", service));
+                labels.push(Label::new("method", method));
+                labels
+            },
             response_header: Some((REQUEST_ID_HEADER, id)),
         }
     }

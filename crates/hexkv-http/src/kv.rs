@@ -59,12 +59,18 @@ pub(crate) struct Listing<'a> {
 /// The key named by the request path (everything after `/v1/kv/`, percent-decoded).
 fn key_from_uri(uri: &Uri) -> Result<Key, ApiError> {
     let raw = uri.path().strip_prefix(KV_PREFIX).unwrap_or_default();
-    let bytes: Vec<u8> = percent_decode_str(raw).collect();
-    Ok(Key::from_utf8(bytes)?)
+    // Borrowed unless the path holds escapes: most keys are parsed without a copy.
+    let bytes: std::borrow::Cow<'_, [u8]> = percent_decode_str(raw).into();
+    Ok(Key::from_bytes(&bytes)?)
 }
 
+/// `"<version>"`, formatted without the formatting machinery (it runs on every GET and PUT).
 fn etag(version: Version) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\"")).expect("digits and quotes are valid")
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(version.get());
+    let mut tag = [b'"'; 22];
+    tag[1..=digits.len()].copy_from_slice(digits.as_bytes());
+    HeaderValue::from_bytes(&tag[..digits.len() + 2]).expect("digits and quotes are valid")
 }
 
 /// Characters escaped when a key is put back into a URL (`Location`): controls, space and the
@@ -395,4 +401,39 @@ pub(crate) async fn list_keys(
         next_cursor: next_cursor.map(|c| c.encode()),
     };
     Ok(Json(listing).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_quote_the_version_at_every_length() {
+        for version in [1, 9, 10, 42, 1_000_000, u64::MAX] {
+            assert_eq!(
+                etag(Version::new(version)),
+                format!("\"{version}\"").as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn keys_come_from_the_path_percent_decoded() {
+        let key = |path: &str| key_from_uri(&path.parse::<Uri>().unwrap());
+        assert_eq!(key("/v1/kv/users/42").unwrap().as_str(), "users/42");
+        assert_eq!(key("/v1/kv/a%2Fb%20c").unwrap().as_str(), "a/b c");
+        assert_eq!(key("/v1/kv/%C3%A9t%C3%A9").unwrap().as_str(), "été");
+        assert!(matches!(
+            key("/v1/kv/a%FFb"),
+            Err(ApiError::Kv(hexkv_core::KvError::InvalidKey(
+                KeyError::NotUtf8 { valid_up_to: 1 }
+            )))
+        ));
+        assert!(matches!(
+            key("/v1/kv/a%0Ab"),
+            Err(ApiError::Kv(hexkv_core::KvError::InvalidKey(
+                KeyError::ControlCharacter { index: 1 }
+            )))
+        ));
+    }
 }

@@ -33,12 +33,23 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::ApiError;
 
-/// What the handlers share.
+/// What the handlers share: behind one `Arc`, since axum clones the state for every request.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState(Arc<Shared>);
+
+/// The contents of [`AppState`].
+pub(crate) struct Shared {
     api: Arc<dyn KeyValueApi>,
     metrics: Option<hexkv_telemetry::Metrics>,
     flags: Option<Arc<hexkv_core::FeatureFlags>>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// Settings of the HTTP adapter.
@@ -112,11 +123,11 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
         auth,
     } = extras;
     let serve_metrics = metrics.is_some();
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         api,
         metrics,
         flags,
-    };
+    }));
     let in_flight = in_flight.or_else(|| {
         (options.max_in_flight > 0)
             .then(|| hexkv_resilience::InFlightLimit::new(options.max_in_flight))

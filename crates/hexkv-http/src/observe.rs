@@ -96,10 +96,13 @@ impl Observe for HttpObserve {
         );
         Started {
             span,
-            labels: vec![
-                Label::new("method", method),
-                Label::new("route", route_label(route)),
-            ],
+            // Room for the status label pushed at the end.
+            labels: {
+                let mut labels = Vec::with_capacity(3);
+                labels.push(Label::new("method", method));
+                labels.push(Label::new("route", route_label(route)));
+                labels
+            },
             response_header: None,
         }
     }

@@ -55,21 +55,49 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = DeadlineFuture<S::Future, F>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let response = self.inner.call(request);
-        let (limit, expired) = (self.limit, self.expired.clone());
-        Box::pin(async move {
-            match tokio::time::timeout(limit, response).await {
-                Ok(result) => result,
-                Err(_) => Ok(expired()),
+        DeadlineFuture {
+            inner: tokio::time::timeout(self.limit, self.inner.call(request)),
+            expired: Some(self.expired.clone()),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Deadline`] (no allocation per request; the timer is registered
+    /// only if the inner future is still pending when first polled).
+    pub struct DeadlineFuture<Fut, F> {
+        #[pin]
+        inner: tokio::time::Timeout<Fut>,
+        expired: Option<F>,
+    }
+}
+
+impl<Fut, F, R, E> Future for DeadlineFuture<Fut, F>
+where
+    Fut: Future<Output = Result<R, E>>,
+    F: Fn() -> R,
+{
+    type Output = Result<R, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match std::task::ready!(this.inner.poll(cx)) {
+            Ok(result) => Poll::Ready(result),
+            Err(_) => {
+                let expired = this
+                    .expired
+                    .take()
+                    .expect("DeadlineFuture polled after completion");
+                Poll::Ready(Ok(expired()))
             }
-        })
+        }
     }
 }
 

@@ -60,7 +60,8 @@ impl InFlightLimit {
 }
 
 /// One admitted request; gives its place back when dropped.
-struct Slot(Arc<InFlightLimit>);
+/// A request's place under the bound, given back when dropped.
+pub struct Slot(Arc<InFlightLimit>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -122,7 +123,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = ShedFuture<S::Future, F>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -130,17 +131,54 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         match self.limit.try_acquire() {
-            Some(slot) => {
-                let response = self.inner.call(request);
-                Box::pin(async move {
-                    let response = response.await;
-                    drop(slot);
-                    response
-                })
+            Some(slot) => ShedFuture::Admitted {
+                inner: self.inner.call(request),
+                slot: Some(slot),
+            },
+            None => ShedFuture::Refused {
+                reject: Some(self.reject.clone()),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`LoadShed`] (no allocation per request): the inner service's,
+    /// holding its slot until it finishes or is dropped, or the refusal.
+    #[allow(missing_docs)]
+    #[project = ShedProj]
+    pub enum ShedFuture<Fut, F> {
+        /// Admitted: the inner service answers.
+        Admitted {
+            #[pin]
+            inner: Fut,
+            slot: Option<Slot>,
+        },
+        /// Refused: `reject()` answers.
+        Refused {
+            reject: Option<F>,
+        },
+    }
+}
+
+impl<Fut, F, R, E> Future for ShedFuture<Fut, F>
+where
+    Fut: Future<Output = Result<R, E>>,
+    F: Fn() -> R,
+{
+    type Output = Result<R, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ShedProj::Admitted { inner, slot } => {
+                let response = std::task::ready!(inner.poll(cx));
+                // The slot is free as soon as the answer is, not when the future is dropped.
+                slot.take();
+                Poll::Ready(response)
             }
-            None => {
-                let reject = self.reject.clone();
-                Box::pin(async move { Ok(reject()) })
+            ShedProj::Refused { reject } => {
+                let reject = reject.take().expect("ShedFuture polled after completion");
+                Poll::Ready(Ok(reject()))
             }
         }
     }
@@ -205,6 +243,23 @@ mod tests {
         for call in [first, second, third] {
             assert_eq!(call.await.unwrap().unwrap(), "done");
         }
+        assert_eq!(layer.limit().in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_request_gives_its_slot_back() {
+        let layer = LoadShedLayer::new(1, || "overloaded");
+        let service = layer.layer(slow());
+        let first = tokio::spawn(service.clone().oneshot(()));
+        tokio::task::yield_now().await;
+        assert_eq!(layer.limit().in_flight(), 1);
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        assert_eq!(layer.limit().in_flight(), 0);
+        assert_eq!(service.clone().oneshot(()).await.unwrap(), "done");
+        // A future polled to its answer frees its slot then, even if kept.
+        let mut kept = Box::pin(service.clone().oneshot(()));
+        assert_eq!((&mut kept).await.unwrap(), "done");
         assert_eq!(layer.limit().in_flight(), 0);
     }
 }

@@ -69,7 +69,9 @@ pub struct Finished {
 #[derive(Default)]
 struct Handles {
     map: RwLock<HashMap<u64, (Vec<Label>, metrics::Histogram)>>,
-    hasher: std::hash::RandomState,
+    /// A fast hash: labels come from a small set the adapters bound (`other`, `unmatched`), so
+    /// no client can choose them to collide.
+    hasher: foldhash::fast::RandomState,
 }
 
 const MAX_CACHED: usize = 4096;
