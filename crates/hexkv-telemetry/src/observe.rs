@@ -65,25 +65,78 @@ pub struct Finished {
 
 /// The histogram handles already registered, by label set: a request records through its
 /// handle without the registry's lookup (which builds a key, clones its labels and hashes them).
-/// Bounded: past `MAX_CACHED` label sets, requests go through the registry.
-#[derive(Default)]
+/// Each worker thread keeps its own copy of the handles it used, so the common case touches no
+/// lock and no reference count shared between cores. Bounded: past `MAX_CACHED` label sets,
+/// requests go through the registry.
 struct Handles {
+    /// Tells this layer's handles apart in the threads' caches.
+    id: u64,
     map: RwLock<HashMap<u64, (Vec<Label>, metrics::Histogram)>>,
     /// A fast hash: labels come from a small set the adapters bound (`other`, `unmatched`), so
     /// no client can choose them to collide.
-    hasher: foldhash::fast::RandomState,
+    hasher: foldhash::fast::FixedState,
 }
 
 const MAX_CACHED: usize = 4096;
 
+/// A thread's handles: by layer id and label hash.
+type LocalHandles =
+    HashMap<(u64, u64), (Vec<Label>, metrics::Histogram), foldhash::fast::FixedState>;
+
+thread_local! {
+    static LOCAL: std::cell::RefCell<LocalHandles> = std::cell::RefCell::default();
+}
+
+impl Default for Handles {
+    fn default() -> Self {
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Self {
+            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            map: RwLock::default(),
+            hasher: foldhash::fast::FixedState::default(),
+        }
+    }
+}
+
 impl Handles {
-    fn histogram(&self, name: &'static str, labels: Vec<Label>) -> metrics::Histogram {
+    fn hash(&self, labels: &[Label]) -> u64 {
         let mut hasher = self.hasher.build_hasher();
-        for label in &labels {
+        for label in labels {
             label.key().hash(&mut hasher);
             label.value().hash(&mut hasher);
         }
-        let hash = hasher.finish();
+        hasher.finish()
+    }
+
+    /// Records `value` in the histogram `name{labels}`.
+    fn record(&self, name: &'static str, labels: Vec<Label>, value: f64) {
+        let hash = self.hash(&labels);
+        let key = (self.id, hash);
+        let recorded = LOCAL
+            .try_with(|local| match local.borrow().get(&key) {
+                Some((known, handle)) if *known == labels => {
+                    handle.record(value);
+                    true
+                }
+                _ => false,
+            })
+            .unwrap_or(false);
+        if recorded {
+            return;
+        }
+        let handle = self.histogram(name, hash, labels.clone());
+        handle.record(value);
+        // A thread being torn down has no cache any more; the shared map served it.
+        let _ = LOCAL.try_with(|local| {
+            let mut local = local.borrow_mut();
+            if local.len() < MAX_CACHED {
+                local.insert(key, (labels, handle));
+            }
+        });
+    }
+
+    /// The handle from the shared map, registering it on first use.
+    fn histogram(&self, name: &'static str, hash: u64, labels: Vec<Label>) -> metrics::Histogram {
         {
             let map = self.map.read().unwrap_or_else(|e| e.into_inner());
             if let Some((known, handle)) = map.get(&hash)
@@ -223,8 +276,7 @@ where
         if let Some(mut labels) = this.labels.take() {
             labels.push(Label::new(O::STATUS_LABEL, status));
             this.handles
-                .histogram(O::DURATION, labels)
-                .record(elapsed.as_secs_f64());
+                .record(O::DURATION, labels, elapsed.as_secs_f64());
         }
         let mut result = result;
         if let (Ok(response), Some((name, value))) = (&mut result, this.response_header.take()) {
@@ -302,5 +354,46 @@ mod tests {
             text.contains(r#"test_request_duration_seconds_count{path="/a",status="200"} 2"#),
             "{text}"
         );
+    }
+
+    /// Each worker thread caches its handles: counts from many threads and two layers add up,
+    /// each layer's to its own series.
+    #[test]
+    fn counts_add_up_across_threads_and_layers() {
+        let (recorder, metrics) = crate::Metrics::local().unwrap();
+        let ok = tower::service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::builder().status(200).body(()).unwrap())
+        });
+        let failing = tower::service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::builder().status(503).body(()).unwrap())
+        });
+        let first = ObserveLayer::new(Plain).layer(ok);
+        let second = ObserveLayer::new(Plain).layer(failing);
+        let recorder = Arc::new(recorder);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                let (first, second, recorder) = (first.clone(), second.clone(), &recorder);
+                scope.spawn(move || {
+                    let _guard = metrics::set_default_local_recorder(&**recorder);
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(async {
+                        for _ in 0..25 {
+                            let request = || Request::get("/k").body(()).unwrap();
+                            first.clone().oneshot(request()).await.unwrap();
+                            second.clone().oneshot(request()).await.unwrap();
+                        }
+                    });
+                });
+            }
+        });
+        let text = metrics.render();
+        for status in ["200", "503"] {
+            let line = format!(
+                r#"test_request_duration_seconds_count{{path="/k",status="{status}"}} 100"#
+            );
+            assert!(text.contains(&line), "{text}");
+        }
     }
 }
