@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::handler::Handler;
 use axum::routing::{any, get};
 use hexkv_core::KeyValueApi;
 use tower::ServiceBuilder;
@@ -138,7 +139,9 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
         .route(
             "/v1/kv/{*key}",
             get(kv::get_value)
-                .put(kv::put_value)
+                // The body limit only where a body is read: it is an extension on the request,
+                // and a fourth extension makes the map grow on every request.
+                .put(kv::put_value.layer(DefaultBodyLimit::max(options.max_body_bytes)))
                 .delete(kv::delete_value),
         )
         .route("/healthz", get(health::healthz))
@@ -148,7 +151,7 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
         router = router.route("/metrics", get(health::metrics));
     }
     // The protection of the key-value routes, outermost first: throttling, the request timeout,
-    // load shedding, the body limit. The operational routes bypass it.
+    // load shedding (the body limit is on the PUT route). The operational routes bypass it.
     let guard = ServiceBuilder::new()
         .option_layer(throttle.map(|throttle| {
             hexkv_resilience::ThrottleLayer::new(
@@ -174,8 +177,7 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
                     .increment(1);
                 axum::response::IntoResponse::into_response(ApiError::Overloaded)
             })
-        }))
-        .layer(DefaultBodyLimit::max(options.max_body_bytes));
+        }));
     router
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -7,7 +7,7 @@
 //!
 //! It is a tower layer rather than `axum::middleware::from_fn` because `from_fn` clones the inner
 //! service and boxes a future on every request; this runs on every request, so it is worth the
-//! few lines.
+//! few lines (and its future is pin-projected, not boxed, for the same reason).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -67,17 +67,20 @@ where
             hexkv_telemetry::request_id::from_client(request.headers().get(&REQUEST_ID_HEADER));
         request.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
         ResponseFuture {
-            inner: Box::pin(REQUEST_ID.scope(id.clone(), self.inner.call(request))),
+            inner: REQUEST_ID.scope(id.clone(), self.inner.call(request)),
             id: Some(id),
         }
     }
 }
 
-/// The response future of [`RequestIdService`]: runs the inner future with the id in scope, then
-/// sets the id on the response.
-pub struct ResponseFuture<F> {
-    inner: Pin<Box<TaskLocalFuture<HeaderValue, F>>>,
-    id: Option<HeaderValue>,
+pin_project_lite::pin_project! {
+    /// The response future of [`RequestIdService`]: runs the inner future with the id in scope,
+    /// then sets the id on the response.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: TaskLocalFuture<HeaderValue, F>,
+        id: Option<HeaderValue>,
+    }
 }
 
 impl<F, B, E> Future for ResponseFuture<F>
@@ -86,9 +89,10 @@ where
 {
     type Output = Result<Response<B>, E>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut response = ready!(self.inner.as_mut().poll(cx))?;
-        if let Some(id) = self.id.take() {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.inner.poll(cx))?;
+        if let Some(id) = this.id.take() {
             response.headers_mut().insert(REQUEST_ID_HEADER, id);
         }
         Poll::Ready(Ok(response))

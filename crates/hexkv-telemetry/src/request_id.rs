@@ -53,7 +53,10 @@ pub fn new_id() -> HeaderValue {
             id[i * 17 + digit] = HEX[(word >> (60 - 4 * digit)) as usize & 0xf];
         }
     }
-    HeaderValue::from_bytes(&id).expect("hex digits and a dash are a valid header")
+    // Owned by a shared buffer from the start: the id is cloned onto the request, the response
+    // and into the log context, and a copied slice would allocate again on its first clone.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
+        .expect("hex digits and a dash are a valid header")
 }
 
 #[cfg(test)]

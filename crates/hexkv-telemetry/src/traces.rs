@@ -133,7 +133,8 @@ impl Injector for HeaderInjector<'_> {
 
 /// Makes `span` continue the trace the request's `traceparent` names, if it names one.
 pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
-    if !headers.contains_key("traceparent") {
+    // A span no subscriber records (traces off, a level that filters it) has nothing to join.
+    if span.is_disabled() || !headers.contains_key("traceparent") {
         return;
     }
     let parent =
