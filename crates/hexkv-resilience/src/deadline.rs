@@ -63,18 +63,24 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         DeadlineFuture {
-            inner: tokio::time::timeout(self.limit, self.inner.call(request)),
+            inner: self.inner.call(request),
+            timer: None,
+            limit: self.limit,
             expired: Some(self.expired.clone()),
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The response future of [`Deadline`] (no allocation per request; the timer is registered
-    /// only if the inner future is still pending when first polled).
+    /// The response future of [`Deadline`]. No allocation per request, and no timer for a
+    /// request answered when first polled (most of them, on the memory store): the timer starts
+    /// when the inner future first has to wait, `limit` from then.
     pub struct DeadlineFuture<Fut, F> {
         #[pin]
-        inner: tokio::time::Timeout<Fut>,
+        inner: Fut,
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
+        limit: Duration,
         expired: Option<F>,
     }
 }
@@ -87,17 +93,20 @@ where
     type Output = Result<R, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match std::task::ready!(this.inner.poll(cx)) {
-            Ok(result) => Poll::Ready(result),
-            Err(_) => {
-                let expired = this
-                    .expired
-                    .take()
-                    .expect("DeadlineFuture polled after completion");
-                Poll::Ready(Ok(expired()))
-            }
+        let mut this = self.project();
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            return Poll::Ready(result);
         }
+        if this.timer.is_none() {
+            this.timer.set(Some(tokio::time::sleep(*this.limit)));
+        }
+        let timer = this.timer.as_pin_mut().expect("the timer was just set");
+        std::task::ready!(timer.poll(cx));
+        let expired = this
+            .expired
+            .take()
+            .expect("DeadlineFuture polled after completion");
+        Poll::Ready(Ok(expired()))
     }
 }
 
@@ -147,5 +156,19 @@ mod tests {
 
         let answer = service.oneshot(Duration::from_millis(100)).await.unwrap();
         assert_eq!(answer, "done");
+    }
+
+    /// A request answered at its first poll never starts a timer: this polls one outside any
+    /// runtime, where starting a timer would panic.
+    #[test]
+    fn an_immediate_answer_starts_no_timer() {
+        let ready = tower::service_fn(|()| async { Ok::<_, Infallible>("done") });
+        let mut service = DeadlineLayer::new(Duration::from_millis(500), || "expired").layer(ready);
+        let mut future = std::pin::pin!(service.call(()));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(
+            future.as_mut().poll(&mut cx),
+            Poll::Ready(Ok("done"))
+        ));
     }
 }
