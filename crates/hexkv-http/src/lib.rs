@@ -111,10 +111,11 @@ pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> Router {
 /// The application's router, with its middleware.
 ///
 /// Every request gets a request id, a span, a log line and its metrics ([`observe`]), and a
-/// panic becomes a 500. The key-value routes are also subject to throttling, the request
-/// timeout, load shedding and the body limit; the operational routes (`/healthz`, `/readyz`,
-/// `/metrics`) are not, so that probes and scrapes keep answering while the service sheds load
-/// (a liveness probe refused under load would get a busy replica restarted).
+/// panic becomes a 500. The key-value handlers are also subject to throttling, the request
+/// timeout, load shedding and (PUT) the body limit; the operational routes (`/healthz`,
+/// `/readyz`, `/metrics`, `/openapi.json`) and unknown routes are not, so that probes and scrapes
+/// keep answering while the service sheds load (a liveness probe refused under load would get a
+/// busy replica restarted).
 pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extras) -> Router {
     let Extras {
         throttle,
@@ -133,25 +134,9 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
         (options.max_in_flight > 0)
             .then(|| hexkv_resilience::InFlightLimit::new(options.max_in_flight))
     });
-    let mut router = Router::new()
-        .route("/v1/kv", get(kv::list_keys))
-        .route("/v1/kv/", any(kv::empty_key))
-        .route(
-            "/v1/kv/{*key}",
-            get(kv::get_value)
-                // The body limit only where a body is read: it is an extension on the request,
-                // and a fourth extension makes the map grow on every request.
-                .put(kv::put_value.layer(DefaultBodyLimit::max(options.max_body_bytes)))
-                .delete(kv::delete_value),
-        )
-        .route("/healthz", get(health::healthz))
-        .route("/openapi.json", get(openapi::openapi_json))
-        .route("/readyz", get(health::readyz));
-    if serve_metrics {
-        router = router.route("/metrics", get(health::metrics));
-    }
     // The protection of the key-value routes, outermost first: throttling, the request timeout,
-    // load shedding (the body limit is on the PUT route). The operational routes bypass it.
+    // load shedding. It wraps their handlers, so the operational routes (probes, scrapes) and
+    // unknown routes go without it, and a request is not cloned into two paths to choose from.
     let guard = ServiceBuilder::new()
         .option_layer(throttle.map(|throttle| {
             hexkv_resilience::ThrottleLayer::new(
@@ -178,6 +163,27 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
                 axum::response::IntoResponse::into_response(ApiError::Overloaded)
             })
         }));
+    let mut router = Router::new()
+        .route("/v1/kv", get(kv::list_keys.layer(guard.clone())))
+        .route("/v1/kv/", any(kv::empty_key.layer(guard.clone())))
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get_value.layer(guard.clone()))
+                // The body limit only where a body is read: it is an extension on the request,
+                // and a fourth extension makes the map grow on every request.
+                .put(
+                    kv::put_value
+                        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+                        .layer(guard.clone()),
+                )
+                .delete(kv::delete_value.layer(guard)),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/readyz", get(health::readyz));
+    if serve_metrics {
+        router = router.route("/metrics", get(health::metrics));
+    }
     router
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -185,7 +191,7 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
         // One `layer` call with the whole stack: every `Router::layer` call wraps each route in
         // another boxed, per-request-cloned service. Outermost first: request ids, observation
         // (span, log line, metrics), caught panics, authentication (before throttling, so a
-        // throttled client is a known one), then the guard (bypassed by probes and scrapes).
+        // throttled client is a known one); the guard is on the key-value handlers.
         .layer(
             ServiceBuilder::new()
                 .layer(request_id::RequestIdLayer)
@@ -197,18 +203,8 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
                     auth.map(|auth| {
                         axum::middleware::from_fn_with_state(Arc::new(auth), auth::guard)
                     }),
-                )
-                .layer(hexkv_resilience::BypassLayer::new(guard, is_operational)),
+                ),
         )
-}
-
-/// The routes that probes and scrapers call, which load shedding, throttling and the request
-/// timeout leave alone.
-fn is_operational(request: &Request) -> bool {
-    matches!(
-        request.uri().path(),
-        "/healthz" | "/readyz" | "/metrics" | "/openapi.json"
-    )
 }
 
 #[cfg(test)]
