@@ -169,12 +169,15 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
         .route(
             "/v1/kv/{*key}",
             get(kv::get_value.layer(guard.clone()))
-                // The body limit only where a body is read: it is an extension on the request,
-                // and a fourth extension makes the map grow on every request.
+                // The body limit only where a body is read (it is an extension on the request,
+                // and a fourth extension makes the map grow on every request), inside the guard:
+                // one layered handler rather than two.
                 .put(
-                    kv::put_value
-                        .layer(DefaultBodyLimit::max(options.max_body_bytes))
-                        .layer(guard.clone()),
+                    kv::put_value.layer(
+                        guard
+                            .clone()
+                            .layer(DefaultBodyLimit::max(options.max_body_bytes)),
+                    ),
                 )
                 .delete(kv::delete_value.layer(guard)),
         )
