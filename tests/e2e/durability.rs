@@ -208,14 +208,7 @@ async fn compaction_by_the_service_and_offline_keeps_every_write() {
         assert!(status.is_success());
         latest.insert(key, (version.unwrap(), value));
     }
-    let metrics = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::metrics_text(&client, &server).await;
     assert!(
         metrics.contains(r#"hexkv_compactions_total{outcome="ok"}"#),
         "no compaction counted:\n{metrics}"

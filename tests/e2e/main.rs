@@ -46,6 +46,18 @@ pub async fn put(
     (response.status(), etag(&response))
 }
 
+/// The server's `/metrics` page (Prometheus text).
+pub async fn metrics_text(client: &Client, server: &Server) -> String {
+    client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics text")
+}
+
 /// The version in a response's ETag.
 pub fn etag(response: &reqwest::Response) -> Option<u64> {
     response

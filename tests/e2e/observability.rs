@@ -224,14 +224,7 @@ async fn the_store_decorators_can_wrap_the_memory_store() {
     assert_eq!(r.text().await.unwrap(), "v");
     let r = http.get(server.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let text = http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::metrics_text(&http, &server).await;
     let m = parse(&text);
     let breaker = (String::from("hexkv_store_breaker_state"), BTreeMap::new());
     assert_eq!(m.get(&breaker), Some(&0.0), "{text}");
@@ -290,14 +283,7 @@ async fn sampling_drops_repeated_lines_and_counts_them() {
     );
     assert!(dropped > 0);
     assert!(written >= 5);
-    let text = http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::metrics_text(&http, &server).await;
     let m = parse(&text);
     assert!(
         value(&m, "hexkv_log_events_dropped_total", &[("level", "INFO")]) >= dropped as f64,
