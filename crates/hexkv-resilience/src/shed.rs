@@ -257,9 +257,12 @@ mod tests {
         assert!(first.await.unwrap_err().is_cancelled());
         assert_eq!(layer.limit().in_flight(), 0);
         assert_eq!(service.clone().oneshot(()).await.unwrap(), "done");
-        // A future polled to its answer frees its slot then, even if kept.
-        let mut kept = Box::pin(service.clone().oneshot(()));
+        // A future polled to its answer frees its slot then, even if kept (called directly:
+        // `oneshot` would drop the inner future as soon as it is done).
+        let mut direct = service.clone();
+        let mut kept = std::pin::pin!(direct.call(()));
         assert_eq!((&mut kept).await.unwrap(), "done");
         assert_eq!(layer.limit().in_flight(), 0);
+        drop(kept);
     }
 }
