@@ -263,6 +263,5 @@ mod tests {
         let mut kept = std::pin::pin!(direct.call(()));
         assert_eq!((&mut kept).await.unwrap(), "done");
         assert_eq!(layer.limit().in_flight(), 0);
-        drop(kept);
     }
 }
