@@ -13,9 +13,10 @@
 //!    concurrent writes), `Interval` or `Never`. Log order equals apply order equals version order.
 //! 2. **Framing.** Each record carries its length and a CRC32C; keys and values are binary safe
 //!    (format in the `record` module).
-//! 3. **Recovery.** At open the log is replayed. A torn record at the tail is cut with a warning;
-//!    damage followed by valid records stops the open with [`OpenError::Corrupt`] (file and offset)
-//!    unless [`DurableOptions::repair`] is set.
+//! 3. **Recovery.** At open the log is replayed. Zeros after the last record are the space the log
+//!    writes ahead of its records (preallocation), not damage. A torn record at the tail is cut
+//!    with a warning; damage followed by valid records stops the open with [`OpenError::Corrupt`]
+//!    (file and offset) unless [`DurableOptions::repair`] is set.
 //! 4. **Failure.** A failed write or fsync acknowledges nothing, leaves the visible state unchanged,
 //!    and reports `Unavailable`; the file is cut back so the failed records never replay.
 //! 5. **Bounded.** When the log outgrows the live data by [`CompactionPolicy::factor`], the map

@@ -60,7 +60,7 @@ pub enum FsyncPolicy {
 
 /// The file operations the flusher needs; a trait so tests can inject failures.
 pub(crate) trait LogFile: Send + 'static {
-    /// Appends all of `bytes` at the end of the file.
+    /// Writes all of `bytes` after the last record.
     fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
     /// Makes everything appended so far durable.
     fn sync(&mut self) -> io::Result<()>;
@@ -69,6 +69,8 @@ pub(crate) trait LogFile: Send + 'static {
     /// Syncs this segment, then continues in a new one (header written and durable); returns the
     /// new segment's number.
     fn rotate(&mut self) -> io::Result<u64>;
+    /// At close: makes everything appended durable, and leaves the file ending at its last record.
+    fn close(&mut self) -> io::Result<()>;
 }
 
 type Done = oneshot::Sender<Result<(), String>>;
@@ -487,7 +489,7 @@ impl Flusher {
                     self.stop_compaction();
                     let result = self
                         .file
-                        .sync()
+                        .close()
                         .map_err(|e| format!("final log sync failed: {e}"));
                     if let Err(why) = &result {
                         tracing::error!(error = %why, "closing the log");

@@ -11,6 +11,10 @@
 //!   start stops with the file and offset, unless the operator asked for `repair`, which cuts the
 //!   log at that offset (and loses what follows) on purpose.
 //!
+//! A log that ends in zeros instead is not damaged: the log writes zeros ahead of its records
+//! (preallocation, so most syncs persist data only), and a crash leaves them behind. The log
+//! ends where they start.
+//!
 //! "A valid record follows" is searched byte by byte after the damage, accepting only a record
 //! whose checksum matches and whose version continues the history: a random match is about as
 //! likely as a CRC32C collision.
@@ -32,6 +36,8 @@ pub(crate) struct Recovered {
     pub(crate) records: u64,
     /// Bytes cut off the end, if any (a torn tail, or damage cut by `repair`).
     pub(crate) cut: Option<Cut>,
+    /// Zeros after the last record (preallocated space), not counted as damage.
+    pub(crate) zeroed: u64,
 }
 
 /// Damage cut off the end of the log.
@@ -113,16 +119,26 @@ pub(crate) fn replay_stream(
                     last_version,
                     records,
                     cut: None,
+                    zeroed: 0,
                 });
             }
             Decoded::Record(..) => "version does not increase",
             Decoded::Incomplete => "record ends past the end of the file",
             Decoded::Invalid(why) => why,
         };
-        // Damage: read the rest, and look for valid records behind it.
+        // Damage, or the end of the records: read the rest, and look for valid records behind it.
         source.read_to_end(&mut buf).map_err(io)?;
-        let lost_records = valid_record_after(&buf, pos, last_version);
         let offset = (base + pos) as u64;
+        if buf[pos..].iter().all(|&b| b == 0) {
+            return Ok(Recovered {
+                valid_len: offset,
+                last_version,
+                records,
+                cut: None,
+                zeroed: (buf.len() - pos) as u64,
+            });
+        }
+        let lost_records = valid_record_after(&buf, pos, last_version);
         if lost_records && !repair {
             return Err(OpenError::Corrupt {
                 path: path.to_owned(),
@@ -139,6 +155,7 @@ pub(crate) fn replay_stream(
                 bytes: (buf.len() - pos) as u64,
                 lost_records,
             }),
+            zeroed: 0,
         });
     }
 }
@@ -290,13 +307,33 @@ mod tests {
     }
 
     #[test]
-    fn zeroed_tail_is_a_torn_tail() {
-        let (mut data, _) = log_of(2);
+    fn a_zero_filled_end_is_the_end_of_the_log() {
+        let (mut data, starts) = log_of(2);
         let end = data.len();
         data.extend_from_slice(&[0u8; 4096]);
         let (r, n) = replay_count(&data, false).unwrap();
-        assert_eq!(n, 2);
-        assert_eq!(r.valid_len, end as u64);
+        assert_eq!((n, r.records), (2, 2));
+        assert_eq!((r.valid_len, r.cut, r.zeroed), (end as u64, None, 4096));
+        // Fewer zeros than a record's frame too.
+        let (r, _) = replay_count(&data[..end + 3], false).unwrap();
+        assert_eq!((r.valid_len, r.cut, r.zeroed), (end as u64, None, 3));
+        // A record torn inside the zeros is a torn tail, cut with what follows it.
+        let mut torn = data[..starts[1]].to_vec();
+        torn.extend_from_slice(&data[starts[1]..starts[1] + 10]);
+        torn.extend_from_slice(&[0u8; 4096]);
+        let (r, n) = replay_count(&torn, false).unwrap();
+        assert_eq!((n, r.valid_len, r.zeroed), (1, starts[1] as u64, 0));
+        assert_eq!(r.cut.map(|c| (c.bytes, c.lost_records)), Some((4106, false)));
+    }
+
+    #[test]
+    fn zeros_followed_by_records_are_corruption() {
+        let (mut data, starts) = log_of(3);
+        data[starts[1]..starts[2]].fill(0);
+        match replay_count(&data, false).unwrap_err() {
+            OpenError::Corrupt { offset, .. } => assert_eq!(offset, starts[1] as u64),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
     }
 
     #[test]

@@ -300,22 +300,32 @@ impl MemoryStore {
                 file.sync_all().map_err(io_at(&path))?;
                 truncated_bytes += cut.bytes;
             }
+            if recovered.zeroed > 0 && !last {
+                // Space preallocated ahead of the records, left by a crash between a rotation's
+                // new segment and cutting the old one's zeros: nothing lost, nothing to keep.
+                file.set_len(recovered.valid_len).map_err(io_at(&path))?;
+                file.sync_all().map_err(io_at(&path))?;
+            }
             records += recovered.records;
             covered = recovered.last_version;
             last_version = last_version.max(recovered.last_version);
             uncovered += recovered.valid_len - HEADER_LEN as u64;
             if last {
-                current = Some((seq, file, recovered.valid_len));
+                let allocated = recovered.valid_len + recovered.zeroed;
+                current = Some((seq, file, recovered.valid_len, allocated));
             }
         }
-        let (seq, file, len) = match current {
+        let (seq, file, len, allocated) = match current {
             Some(current) => current,
             None => {
                 let path = data_dir.join(dir::segment_file_name(first_segment));
                 let file = dir::create_segment(data_dir, first_segment).map_err(io_at(&path))?;
-                (first_segment, file, HEADER_LEN as u64)
+                (first_segment, file, HEADER_LEN as u64, HEADER_LEN as u64)
             }
         };
+        let segment_path = data_dir.join(dir::segment_file_name(seq));
+        let segment = Segment::new(data_dir.clone(), seq, file, len, allocated)
+            .map_err(io_at(&segment_path))?;
 
         let report = OpenReport {
             path: data_dir.join(dir::segment_file_name(seq)),
@@ -327,7 +337,7 @@ impl MemoryStore {
             truncated_bytes,
         };
         let setup = Setup {
-            file: wrap(Segment::new(data_dir.clone(), seq, file)),
+            file: wrap(segment),
             len,
             uncovered,
             last_version,
@@ -603,6 +613,9 @@ mod tests {
         fn rotate(&mut self) -> io::Result<u64> {
             self.inner.rotate()
         }
+        fn close(&mut self) -> io::Result<()> {
+            self.inner.close()
+        }
     }
 
     struct Faults {
@@ -811,5 +824,57 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, StoreError::Unavailable { .. }));
         assert!(store.check().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_log_is_written_ahead_with_zeros_that_a_crash_leaves_harmless() {
+        use crate::dir::PREALLOCATE;
+        let dir = tempfile::tempdir().unwrap();
+        let crashed = tempfile::tempdir().unwrap();
+        let segment = dir::segment_file_name(1);
+        let file_len = |dir: &Path| std::fs::metadata(dir.join(&segment)).unwrap().len();
+        let (store, _) = MemoryStore::open(&DurableOptions::new(dir.path())).unwrap();
+        let mut records = HEADER_LEN as u64;
+        for k in ["a", "b", "c"] {
+            store
+                .put(key(k), Value::from("value"), Precondition::None)
+                .await
+                .unwrap();
+            records += record::encoded_len(1, 5);
+        }
+        assert_eq!(file_len(dir.path()), PREALLOCATE, "zeros written ahead");
+        // A batch that does not fit in the zeros is written, then more zeros after it.
+        let big = Value::from(vec![b'x'; PREALLOCATE as usize]);
+        store
+            .put(key("big"), big.clone(), Precondition::None)
+            .await
+            .unwrap();
+        records += record::encoded_len(3, PREALLOCATE as usize);
+        assert_eq!(file_len(dir.path()), 2 * PREALLOCATE);
+
+        // What a crash leaves: the segment as it is while the store runs.
+        std::fs::copy(dir.path().join(&segment), crashed.path().join(&segment)).unwrap();
+        // A clean close cuts the zeros off.
+        store.close().await.unwrap();
+        drop(store);
+        assert_eq!(file_len(dir.path()), records);
+
+        // After the crash: every record, nothing reported cut, and writes go on after the records.
+        let (store, report) = MemoryStore::open(&DurableOptions::new(crashed.path())).unwrap();
+        assert_eq!((report.records, report.truncated_bytes), (4, 0));
+        assert_eq!(store.get(&key("big")).await.unwrap().unwrap().value, big);
+        store
+            .put(key("d"), Value::from("after"), Precondition::None)
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+        drop(store);
+        assert_eq!(file_len(crashed.path()), records + record::encoded_len(1, 5));
+        let (store, report) = MemoryStore::open(&DurableOptions::new(crashed.path())).unwrap();
+        assert_eq!((report.records, report.truncated_bytes), (5, 0));
+        assert_eq!(
+            store.get(&key("d")).await.unwrap().unwrap().value,
+            Value::from("after")
+        );
     }
 }
