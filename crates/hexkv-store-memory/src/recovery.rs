@@ -323,7 +323,10 @@ mod tests {
         torn.extend_from_slice(&[0u8; 4096]);
         let (r, n) = replay_count(&torn, false).unwrap();
         assert_eq!((n, r.valid_len, r.zeroed), (1, starts[1] as u64, 0));
-        assert_eq!(r.cut.map(|c| (c.bytes, c.lost_records)), Some((4106, false)));
+        assert_eq!(
+            r.cut.map(|c| (c.bytes, c.lost_records)),
+            Some((4106, false))
+        );
     }
 
     #[test]

@@ -869,7 +869,10 @@ mod tests {
             .unwrap();
         store.close().await.unwrap();
         drop(store);
-        assert_eq!(file_len(crashed.path()), records + record::encoded_len(1, 5));
+        assert_eq!(
+            file_len(crashed.path()),
+            records + record::encoded_len(1, 5)
+        );
         let (store, report) = MemoryStore::open(&DurableOptions::new(crashed.path())).unwrap();
         assert_eq!((report.records, report.truncated_bytes), (5, 0));
         assert_eq!(
