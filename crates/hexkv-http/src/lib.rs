@@ -1,4 +1,5 @@
-//! hexkv's REST adapter: an axum [`Router`] over the driving port [`KeyValueApi`].
+//! hexkv's REST adapter: one tower service, [`HttpApp`], over the driving port [`KeyValueApi`]
+//! (axum handlers; the routes of one key dispatched before any router, see [`HttpApp`]).
 //!
 //! | route | does |
 //! |---|---|
@@ -14,6 +15,7 @@
 //! Every error is `application/problem+json` with a stable `code` and the `request_id` (see
 //! [`error`]). The adapter knows nothing of stores: it holds an `Arc<dyn KeyValueApi>`.
 
+mod app;
 pub mod auth;
 pub mod error;
 mod health;
@@ -32,7 +34,10 @@ use hexkv_core::KeyValueApi;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
+pub use app::{HttpApp, ResponseFuture, WithConnectInfo, WithPeer};
 pub use error::ApiError;
+
+use app::routes;
 
 /// What the handlers share: behind one `Arc`, since axum clones the state for every request.
 #[derive(Clone)]
@@ -103,12 +108,13 @@ pub fn client_key(request: &Request) -> String {
     )
 }
 
-/// The application's router without the optional parts; see [`router_with`].
-pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> Router {
+/// The application without the optional parts; see [`router_with`].
+pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> HttpApp {
     router_with(api, options, Extras::default())
 }
 
-/// The application's router, with its middleware.
+/// The application, with its middleware: serve it with `axum::serve(listener, app)`, or
+/// `app.into_make_service_with_connect_info::<SocketAddr>()` for throttling by client address.
 ///
 /// Every request gets a request id, a span, a log line and its metrics ([`observe`]), and a
 /// panic becomes a 500. The key-value handlers are also subject to throttling, the request
@@ -116,7 +122,7 @@ pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> Router {
 /// `/readyz`, `/metrics`, `/openapi.json`) and unknown routes are not, so that probes and scrapes
 /// keep answering while the service sheds load (a liveness probe refused under load would get a
 /// busy replica restarted).
-pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extras) -> Router {
+pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extras) -> HttpApp {
     let Extras {
         throttle,
         metrics,
@@ -163,51 +169,60 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
                 axum::response::IntoResponse::into_response(ApiError::Overloaded)
             })
         }));
+    // The handlers of one key (`/v1/kv/{key}`, nearly all of the traffic) are called directly by
+    // method ([`app`] says why); its other methods (HEAD, 405) go through a method router, every
+    // other path through the router. The guard wraps each key-value handler.
+    let get_value = kv::get_value.layer(guard.clone());
+    // The body limit only where a body is read (it is an extension on the request, and one more
+    // extension can make the map grow on every request), inside the guard: one layered handler.
+    let put_value = kv::put_value.layer(
+        guard
+            .clone()
+            .layer(DefaultBodyLimit::max(options.max_body_bytes)),
+    );
+    let delete_value = kv::delete_value.layer(guard.clone());
+    let key_methods = get(get_value.clone())
+        .put(put_value.clone())
+        .delete(delete_value.clone())
+        .fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state.clone());
     let mut router = Router::new()
-        .route("/v1/kv", get(kv::list_keys.layer(guard.clone())))
-        .route("/v1/kv/", any(kv::empty_key.layer(guard.clone())))
-        .route(
-            "/v1/kv/{*key}",
-            get(kv::get_value.layer(guard.clone()))
-                // The body limit only where a body is read (it is an extension on the request,
-                // and a fourth extension makes the map grow on every request), inside the guard:
-                // one layered handler rather than two.
-                .put(
-                    kv::put_value.layer(
-                        guard
-                            .clone()
-                            .layer(DefaultBodyLimit::max(options.max_body_bytes)),
-                    ),
-                )
-                .delete(kv::delete_value.layer(guard)),
-        )
-        .route("/healthz", get(health::healthz))
-        .route("/openapi.json", get(openapi::openapi_json))
-        .route("/readyz", get(health::readyz));
+        .route(routes::LIST, get(kv::list_keys.layer(guard.clone())))
+        .route(routes::EMPTY_KEY, any(kv::empty_key.layer(guard)))
+        .route(routes::HEALTHZ, get(health::healthz))
+        .route(routes::OPENAPI, get(openapi::openapi_json))
+        .route(routes::READYZ, get(health::readyz));
     if serve_metrics {
-        router = router.route("/metrics", get(health::metrics));
+        router = router.route(routes::METRICS, get(health::metrics));
     }
-    router
+    let router = router
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(state)
-        // One `layer` call with the whole stack: every `Router::layer` call wraps each route in
-        // another boxed, per-request-cloned service. Outermost first: request ids, observation
-        // (span, log line, metrics), caught panics, authentication (before throttling, so a
-        // throttled client is a known one); the guard is on the key-value handlers.
-        .layer(
-            ServiceBuilder::new()
-                .layer(request_id::RequestIdLayer)
-                .layer(hexkv_telemetry::ObserveLayer::new(observe::HttpObserve))
-                .layer(CatchPanicLayer::custom(|_| {
-                    axum::response::IntoResponse::into_response(ApiError::Panicked)
-                }))
-                .option_layer(
-                    auth.map(|auth| {
-                        axum::middleware::from_fn_with_state(Arc::new(auth), auth::guard)
-                    }),
-                ),
-        )
+        .with_state(state.clone());
+    let dispatch = app::Dispatch::new(
+        state,
+        (get_value, put_value, delete_value),
+        key_methods,
+        router,
+    );
+    // Outermost first: request ids, observation (span, log line, metrics), caught panics,
+    // authentication (before throttling, so a throttled client is a known one); the guard is on
+    // the key-value handlers.
+    HttpApp::new(
+        ServiceBuilder::new()
+            .layer(request_id::RequestIdLayer)
+            .layer(hexkv_telemetry::ObserveLayer::new(
+                observe::HttpObserve::hexkv(serve_metrics),
+            ))
+            .map_response(app::into_axum_response)
+            .layer(CatchPanicLayer::custom(|_| {
+                axum::response::IntoResponse::into_response(ApiError::Panicked)
+            }))
+            .option_layer(
+                auth.map(|auth| axum::middleware::from_fn_with_state(Arc::new(auth), auth::guard)),
+            )
+            .service(dispatch),
+    )
 }
 
 #[cfg(test)]

@@ -10,8 +10,56 @@ use metrics::{Label, SharedString};
 use crate::request_id::REQUEST_ID_HEADER;
 
 /// The [`Observe`] of the REST adapter.
+///
+/// The `route` label is the route's pattern (`/v1/kv/{*key}`), never the raw path: keys are not
+/// logged, and labels stay few. Inside an axum `Router` (`Router::layer`), use
+/// [`HttpObserve::matched_path`], which reads the route the router matched; hexkv's own
+/// application observes requests before they are routed and knows its routes by their paths.
 #[derive(Debug, Clone, Copy)]
-pub struct HttpObserve;
+pub struct HttpObserve {
+    route: RouteOf,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum RouteOf {
+    /// axum's `MatchedPath`, or `unmatched`.
+    MatchedPath,
+    /// hexkv's routes by path; `metrics`: whether `/metrics` is one.
+    Hexkv { metrics: bool },
+}
+
+impl HttpObserve {
+    /// Labels each request with the route an axum `Router` matched (its `MatchedPath`), or
+    /// `unmatched`: for these layers inside a router.
+    pub fn matched_path() -> Self {
+        Self {
+            route: RouteOf::MatchedPath,
+        }
+    }
+
+    /// Labels each request with the hexkv route its path names.
+    pub(crate) fn hexkv(metrics: bool) -> Self {
+        Self {
+            route: RouteOf::Hexkv { metrics },
+        }
+    }
+}
+
+/// A route as a label, without an allocation for the routes hexkv has.
+fn route_label(route: &str) -> SharedString {
+    use crate::routes;
+    match route {
+        routes::KEY => SharedString::const_str(routes::KEY),
+        routes::LIST => SharedString::const_str(routes::LIST),
+        routes::EMPTY_KEY => SharedString::const_str(routes::EMPTY_KEY),
+        routes::HEALTHZ => SharedString::const_str(routes::HEALTHZ),
+        routes::READYZ => SharedString::const_str(routes::READYZ),
+        routes::METRICS => SharedString::const_str(routes::METRICS),
+        routes::OPENAPI => SharedString::const_str(routes::OPENAPI),
+        routes::UNMATCHED => SharedString::const_str(routes::UNMATCHED),
+        other => SharedString::from_owned(other.to_owned()),
+    }
+}
 
 /// A method as a label: the standard ones by name, anything else as `other` (clients choose
 /// methods, and labels must stay few).
@@ -27,20 +75,6 @@ fn method_label(method: &Method) -> &'static str {
         Method::TRACE => "TRACE",
         Method::CONNECT => "CONNECT",
         _ => "other",
-    }
-}
-
-/// A route as a label, without an allocation for the routes hexkv has.
-fn route_label(route: &str) -> SharedString {
-    match route {
-        "/v1/kv/{*key}" => SharedString::const_str("/v1/kv/{*key}"),
-        "/v1/kv" => SharedString::const_str("/v1/kv"),
-        "/v1/kv/" => SharedString::const_str("/v1/kv/"),
-        "/healthz" => SharedString::const_str("/healthz"),
-        "/readyz" => SharedString::const_str("/readyz"),
-        "/metrics" => SharedString::const_str("/metrics"),
-        "unmatched" => SharedString::const_str("unmatched"),
-        other => SharedString::from_owned(other.to_owned()),
     }
 }
 
@@ -71,12 +105,13 @@ impl Observe for HttpObserve {
     const STATUS_LABEL: &'static str = "status";
 
     fn start<B>(&self, request: &Request<B>) -> Started {
-        // The matched route (`/v1/kv/{*key}`), never the raw path: keys are not logged, and
-        // labels stay few.
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("unmatched", MatchedPath::as_str);
+        let route = match self.route {
+            RouteOf::MatchedPath => request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or(crate::routes::UNMATCHED, MatchedPath::as_str),
+            RouteOf::Hexkv { metrics } => crate::routes::of(request.uri().path(), metrics),
+        };
         let request_id = request
             .headers()
             .get(&REQUEST_ID_HEADER)

@@ -405,6 +405,32 @@ async fn unknown_routes_and_methods_are_problems() {
     let reply = send(MockKeyValueApi::new(), req).await;
     assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(reply.problem_code(), "method_not_allowed");
+    assert_eq!(reply.headers[header::ALLOW], "GET,HEAD,PUT,DELETE");
+
+    // The other routes say what they allow too.
+    for (uri, allowed) in [("/healthz", "GET,HEAD"), ("/v1/kv", "GET,HEAD")] {
+        let req = request(Method::POST, uri).body(Body::empty()).unwrap();
+        let reply = send(MockKeyValueApi::new(), req).await;
+        assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{uri}");
+        assert_eq!(reply.problem_code(), "method_not_allowed");
+        assert_eq!(reply.headers[header::ALLOW], allowed, "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn head_of_a_key_is_its_get_without_the_body() {
+    let mut api = MockKeyValueApi::new();
+    api.expect_get()
+        .with(eq(key("a/b")))
+        .returning(|_| Ok(entry("a/b", "hello", 3)));
+    let req = request(Method::HEAD, "/v1/kv/a/b")
+        .body(Body::empty())
+        .unwrap();
+    let reply = send(api, req).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers[header::ETAG], "\"3\"");
+    assert_eq!(reply.headers[header::CONTENT_LENGTH], "5");
+    assert!(reply.body.is_empty());
 }
 
 #[tokio::test]

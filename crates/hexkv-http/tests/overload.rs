@@ -89,3 +89,52 @@ async fn a_request_past_the_timeout_gets_504_and_is_cancelled() {
         assert_eq!(api.entered(), attempt + 1);
     }
 }
+
+/// Served with `into_make_service_with_connect_info`, each request carries its client's address:
+/// throttling counts two clients on two loopback addresses apart (without the address both
+/// would be the one `addr:unknown` client).
+#[tokio::test]
+async fn throttling_tells_clients_apart_by_address() {
+    use hexkv_core::KvError;
+    let mut api = hexkv_core::MockKeyValueApi::new();
+    api.expect_get().returning(|_| Err(KvError::NotFound));
+    let app = hexkv_http::router_with(
+        Arc::new(api),
+        HttpOptions {
+            max_body_bytes: 1024,
+            max_in_flight: 0,
+            request_timeout: None,
+        },
+        hexkv_http::Extras {
+            // One request a minute per client.
+            throttle: Some(Arc::new(hexkv_resilience::Throttle::new(1, 1, 100))),
+            ..Default::default()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/v1/kv/k", listener.local_addr().unwrap());
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let first = Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 1]))
+        .build()
+        .unwrap();
+    assert_eq!(
+        first.get(&url).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let again = first.get(&url).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::TOO_MANY_REQUESTS);
+    let second = Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    assert_eq!(
+        second.get(&url).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND,
+        "another address is another client"
+    );
+}

@@ -39,7 +39,7 @@ pub fn router(service: CounterService) -> Router {
             ServiceBuilder::new()
                 .layer(hexkv_http::request_id::RequestIdLayer)
                 .layer(hexkv_telemetry::ObserveLayer::new(
-                    hexkv_http::observe::HttpObserve,
+                    hexkv_http::observe::HttpObserve::matched_path(),
                 )),
         )
 }
