@@ -132,8 +132,8 @@ pub(crate) fn remove_all(dir: &Path, paths: impl IntoIterator<Item = PathBuf>) -
     Ok(())
 }
 
-/// How far the segment being written is filled with zeros ahead of its records, in steps of
-/// this size. An `fdatasync` after a write into space that already exists on disk persists the
+/// How far the segment being written is filled with zeros ahead of its records (under
+/// `fsync = always`), in steps of this size. An `fdatasync` after a write into space that already exists on disk persists the
 /// data only; one that also grows the file must commit the new size to the file system's journal
 /// as well. Preallocating makes that one sync in a megabyte of log instead of every sync.
 pub(crate) const PREALLOCATE: u64 = 1 << 20;
@@ -158,17 +158,21 @@ pub(crate) struct Segment {
     /// No preallocation is tried before `len` passes this (set after one failed, e.g. on a full
     /// disk: the records are then written without it).
     retry_at: u64,
+    /// Whether to preallocate at all: only a policy that syncs every batch gains from it.
+    preallocate: bool,
 }
 
 impl Segment {
     /// The segment `seq`, whose records end at `len` and whose file is `allocated` bytes long
-    /// (zeros after `len`).
+    /// (zeros after `len`). With `preallocate`, zeros are written ahead of the records: worth it
+    /// under `fsync = always`, where every batch is synced; under the other policies the syncs
+    /// are few and the zeros would only double what is written.
     pub(crate) fn new(
         dir: PathBuf,
         seq: u64,
         mut file: File,
-        len: u64,
-        allocated: u64,
+        (len, allocated): (u64, u64),
+        preallocate: bool,
     ) -> io::Result<Self> {
         file.seek(SeekFrom::Start(len))?;
         Ok(Self {
@@ -178,6 +182,7 @@ impl Segment {
             len,
             allocated: allocated.max(len),
             retry_at: 0,
+            preallocate,
         })
     }
 
@@ -210,7 +215,7 @@ impl LogFile for Segment {
         self.file.write_all(bytes)?;
         let end = self.len + bytes.len() as u64;
         self.len = end;
-        if end > self.allocated && end >= self.retry_at {
+        if self.preallocate && end > self.allocated && end >= self.retry_at {
             // The records are in; the zeros after them are an optimisation. If they do not fit
             // (a full disk), cut them off and go on without for a while.
             match self.write_zeros(end) {

@@ -324,7 +324,8 @@ impl MemoryStore {
             }
         };
         let segment_path = data_dir.join(dir::segment_file_name(seq));
-        let segment = Segment::new(data_dir.clone(), seq, file, len, allocated)
+        let preallocate = options.fsync == FsyncPolicy::Always;
+        let segment = Segment::new(data_dir.clone(), seq, file, (len, allocated), preallocate)
             .map_err(io_at(&segment_path))?;
 
         let report = OpenReport {
@@ -879,5 +880,32 @@ mod tests {
             store.get(&key("d")).await.unwrap().unwrap().value,
             Value::from("after")
         );
+    }
+
+    #[tokio::test]
+    async fn only_fsync_always_writes_zeros_ahead() {
+        for policy in [
+            FsyncPolicy::Interval(std::time::Duration::from_millis(10)),
+            FsyncPolicy::Never,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let options = DurableOptions {
+                fsync: policy,
+                ..DurableOptions::new(dir.path())
+            };
+            let (store, _) = MemoryStore::open(&options).unwrap();
+            store
+                .put(key("a"), Value::from("value"), Precondition::None)
+                .await
+                .unwrap();
+            let len = std::fs::metadata(dir.path().join(dir::segment_file_name(1)))
+                .unwrap()
+                .len();
+            assert_eq!(
+                len,
+                HEADER_LEN as u64 + record::encoded_len(1, 5),
+                "{policy:?}"
+            );
+        }
     }
 }
