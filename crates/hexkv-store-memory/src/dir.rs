@@ -133,9 +133,10 @@ pub(crate) fn remove_all(dir: &Path, paths: impl IntoIterator<Item = PathBuf>) -
 }
 
 /// How far the segment being written is filled with zeros ahead of its records (under
-/// `fsync = always`), in steps of this size. An `fdatasync` after a write into space that already exists on disk persists the
-/// data only; one that also grows the file must commit the new size to the file system's journal
-/// as well. Preallocating makes that one sync in a megabyte of log instead of every sync.
+/// `fsync = always`), in steps of this size. An `fdatasync` after a write into space that already
+/// exists on disk persists the data only; one that also grows the file must commit the new size
+/// to the file system's journal as well. Preallocating makes that one sync in a megabyte of log
+/// instead of every sync.
 pub(crate) const PREALLOCATE: u64 = 1 << 20;
 
 /// Zeros to preallocate with.
