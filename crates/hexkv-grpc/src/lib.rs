@@ -6,6 +6,7 @@
 //! HTTP body limit, so a value the REST API refuses is refused here too.
 
 pub mod auth;
+mod dispatch;
 pub mod observe;
 mod status;
 
@@ -94,9 +95,12 @@ fn identity<T>(request: &Request<T>) -> String {
     )
 }
 
-/// The gRPC services hexkv serves, ready to be added to a tonic server.
+/// The gRPC services hexkv serves, ready to be served by [`GrpcServices::serve`].
 pub struct GrpcServices {
-    /// `hexkv.v1.KeyValue`, `grpc.health.v1.Health` and server reflection.
+    /// `hexkv.v1.KeyValue`, answered before any router (see the `dispatch` module).
+    key_value: dispatch::KeyValueHttp,
+    /// The other services: `grpc.health.v1.Health` and server reflection. An application may add
+    /// its own; calls of `hexkv.v1.KeyValue` never reach these routes.
     pub routes: tonic::service::Routes,
     /// Sets the health status; see [`GrpcServices::set_serving`].
     health: tonic_health::server::HealthReporter,
@@ -146,30 +150,41 @@ impl GrpcServices {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .expect("the embedded descriptor sets are valid");
-        let routes = match options.auth {
-            None => tonic::service::Routes::new(key_value)
-                .add_service(health_service)
-                .add_service(reflection),
+        let (key_value, routes) = match options.auth {
+            None => (
+                tower::util::Either::Left(key_value),
+                tonic::service::Routes::new(health_service).add_service(reflection),
+            ),
             Some(auth) => {
                 let calls = auth::Authenticate {
                     authenticator: Arc::clone(&auth.authenticator),
                     operational: false,
                 };
-                let routes = tonic::service::Routes::new(InterceptedService::new(key_value, calls));
-                if auth.open_health {
-                    routes.add_service(health_service).add_service(reflection)
+                let key_value = tower::util::Either::Right(tower::util::BoxCloneSyncService::new(
+                    tower::ServiceBuilder::new()
+                        .map_response(|r: tonic::codegen::http::Response<_>| {
+                            r.map(tonic::body::Body::new)
+                        })
+                        .service(InterceptedService::new(key_value, calls)),
+                ));
+                let routes = if auth.open_health {
+                    tonic::service::Routes::new(health_service).add_service(reflection)
                 } else {
                     let operational = auth::Authenticate {
                         authenticator: auth.authenticator,
                         operational: true,
                     };
-                    routes
-                        .add_service(InterceptedService::new(health_service, operational.clone()))
-                        .add_service(InterceptedService::new(reflection, operational))
-                }
+                    tonic::service::Routes::new(InterceptedService::new(
+                        health_service,
+                        operational.clone(),
+                    ))
+                    .add_service(InterceptedService::new(reflection, operational))
+                };
+                (key_value, routes)
             }
         };
         let services = Self {
+            key_value,
             routes,
             health,
             in_flight: options.in_flight.or_else(|| {
@@ -233,7 +248,8 @@ impl GrpcServices {
                     .option_layer(shed)
                     .layer(tower::util::MapResponseLayer::new(
                         oversize_is_resource_exhausted,
-                    )),
+                    ))
+                    .layer(dispatch::KeyValueFirstLayer(self.key_value)),
             )
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(incoming, shutdown)

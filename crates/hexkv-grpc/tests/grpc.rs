@@ -290,3 +290,44 @@ async fn reflection_lists_the_service() {
     assert!(names.contains(&"hexkv.v1.KeyValue"), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
 }
+
+/// A call of `path` with a `GetRequest`, as any client may send.
+async fn raw_get(app: &App, path: &'static str) -> Result<pb::GetResponse, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(app.channel().await);
+    grpc.ready().await.expect("ready");
+    grpc.unary(
+        tonic::Request::new(pb::GetRequest {
+            key: Bytes::from_static(b"k"),
+        }),
+        tonic::codegen::http::uri::PathAndQuery::from_static(path),
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn unknown_services_and_methods_are_unimplemented() {
+    let app = App::start().await;
+    app.client()
+        .await
+        .put(put("k", b"v", None))
+        .await
+        .expect("put");
+    // The key-value service is answered before tonic's routes, the other services through them.
+    let entry = raw_get(&app, "/hexkv.v1.KeyValue/Get")
+        .await
+        .expect("get")
+        .entry
+        .expect("entry");
+    assert_eq!(entry.value, Bytes::from_static(b"v"));
+    for path in [
+        "/hexkv.v1.KeyValue/Nope",
+        "/hexkv.v1.KeyValueX/Get",
+        "/hexkv.v1.Nope/Get",
+        "/grpc.health.v1.Health/Nope",
+    ] {
+        let status = raw_get(&app, path).await.expect_err(path);
+        assert_eq!(status.code(), Code::Unimplemented, "{path}: {status:?}");
+    }
+}
