@@ -235,15 +235,6 @@ where
     }
 }
 
-/// A response of any body, as axum's.
-pub(crate) fn into_axum_response<B>(response: axum::http::Response<B>) -> Response
-where
-    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    response.map(Body::new)
-}
-
 /// Sends a request for one key straight to its handler by method (GET, PUT, DELETE), and every
 /// other request to a router: the key's method router (HEAD, and 405 with `Allow` for the rest),
 /// or the application's router.

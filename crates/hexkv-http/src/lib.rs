@@ -214,7 +214,7 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
             .layer(hexkv_telemetry::ObserveLayer::new(
                 observe::HttpObserve::hexkv(serve_metrics),
             ))
-            .map_response(app::into_axum_response)
+            .map_response(axum::response::IntoResponse::into_response)
             .layer(CatchPanicLayer::custom(|_| {
                 axum::response::IntoResponse::into_response(ApiError::Panicked)
             }))
