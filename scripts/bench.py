@@ -485,8 +485,9 @@ def render(results):
                 "`crates/hexkv-http/examples/bare_handler.rs` (axum, HTTP/1.1) and "
                 "`crates/hexkv-grpc/examples/bare_grpc.rs` (tonic, HTTP/2), each answering "
                 "`/v1/kv/{key}` or `hexkv.v1.KeyValue` with fixed responses (no store, no "
-                "layers); best of two runs. What gRPC costs against REST before hexkv adds "
-                "anything: the bound of the gRPC ≥ REST goal.")
+                "layers); best of two runs. What each protocol reaches with this load generator "
+                "before hexkv adds anything (the generator's own cost per request included), "
+                "beside which to read the gRPC ≥ REST goal.")
             add("")
             add("| workload | bare axum req/s | p99 | bare tonic req/s | p99 | tonic of axum |")
             add("|---|---|---|---|---|---|")
