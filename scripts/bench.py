@@ -22,6 +22,7 @@ import datetime
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import time
@@ -143,6 +144,20 @@ def hexkv_bench(hexkv, protocol, workload, concurrency, duration, preload, rate=
 HALF_RATE_REPEATS = 3
 
 
+def wait_for_port(address, timeout=30):
+    """Until something accepts TCP connections on `host:port`."""
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"nothing listens on {address} after {timeout} s")
+            time.sleep(0.1)
+
+
 def ceilings(hexkv, examples, duration):
     """GET and PUT at 64 in flight against the bare handlers (fixed answers, no store): what
     axum over HTTP/1.1 and tonic over HTTP/2 cost before hexkv adds anything, driven by the
@@ -152,7 +167,8 @@ def ceilings(hexkv, examples, duration):
                subprocess.Popen([str(examples / "bare_grpc"), GRPC], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)]
     try:
-        time.sleep(1)
+        for address in [HTTP, GRPC]:
+            wait_for_port(address)
         rows = []
         for workload in ["get", "put"]:
             for protocol in ["http", "grpc"]:
@@ -368,8 +384,8 @@ def render(results):
                 if g and h:
                     parts.append(f"{ratio(g['rps'], h['rps']):.0f}% ({STORE_NAMES[store]})")
                     ok = ok and g["rps"] >= h["rps"]
-            ceiling = {r["protocol"]: r["rps"] for r in sw.get("ceiling", [])
-                    if r["workload"] == workload}
+            ceiling = {r["protocol"]: r["rps"]
+                       for r in sw.get("ceiling", []) if r["workload"] == workload}
             if len(ceiling) == 2:
                 share = ratio(ceiling["grpc"], ceiling["http"])
                 parts.append(f"bare tonic {share:.0f}% of bare axum")

@@ -5,7 +5,7 @@
 //! returns version 1; every other method is UNIMPLEMENTED. Its REST twin is the key route of
 //! `crates/hexkv-http/examples/bare_handler.rs`. `hexkv bench` drives both the same way, so the
 //! two show what HTTP/2 and protobuf through tonic cost against HTTP/1.1 through axum before
-//! hexkv adds anything (`docs/performance.md`, "gRPC against REST").
+//! hexkv adds anything (`docs/performance.md`, "gRPC against REST, with one load generator").
 //!
 //! ```text
 //! cargo run --release -p hexkv-grpc --example bare_grpc -- 127.0.0.1:18091
