@@ -113,9 +113,11 @@ struct State {
     compact_requests: Vec<CompactDone>,
     /// The result of the compaction thread, for the flusher to take.
     compaction_finished: Option<Result<CompactionReport, String>>,
-    /// Whether the flusher is blocked on the condvar. Writers signal it only then: a condvar
-    /// notify is a system call even with no waiter, and while the flusher is busy writing or
-    /// syncing it will find the new records without being told.
+    /// Whether the flusher is blocked on the condvar and nobody has signalled it yet. Writers
+    /// signal it only then, and the one that does clears the flag: a condvar notify is a system
+    /// call even with no waiter, and a wake-up another writer already sent (or, while the
+    /// flusher is busy writing or syncing, its next look at `buf`) finds the new records
+    /// without being told again.
     flusher_waiting: bool,
 }
 
@@ -292,7 +294,7 @@ impl Log {
                     previous: current,
                 },
                 rx,
-                st.flusher_waiting,
+                std::mem::take(&mut st.flusher_waiting),
             )
         };
         if wake {
@@ -317,7 +319,7 @@ impl Log {
                 return Err(StoreError::unavailable("the store is closed"));
             }
             st.compact_requests.push(tx);
-            st.flusher_waiting
+            std::mem::take(&mut st.flusher_waiting)
         };
         if wake {
             self.shared.wake.notify_one();
