@@ -145,7 +145,7 @@ HALF_RATE_REPEATS = 3
 
 
 def wait_for_port(address, timeout=30):
-    """Until something accepts TCP connections on `host:port`."""
+    """Waits until something accepts TCP connections on `host:port`."""
     host, port = address.rsplit(":", 1)
     deadline = time.monotonic() + timeout
     while True:
@@ -366,7 +366,7 @@ def render(results):
         bare = best_of("bare axum handler (5 B)")["rps"]
         get = ratio(best_of("GET existing key (5 B)")["rps"], bare)
         put = ratio(best_of("PUT 100 B, fsync always")["rps"], bare)
-        # One decimal: a ratio just under its goal must not print as the goal itself.
+        # One decimal in the goal rows: a ratio just under its goal must not print as the goal.
         goals.append(("REST GET at 64 connections (wrk), of the bare handler", "≥ 80%",
                       f"{get:.1f}%", get >= 80))
         goals.append(("REST PUT, fsync `always` (wrk), of the bare handler", "≥ 60%",
@@ -383,7 +383,7 @@ def render(results):
             for store in ["ephemeral", "always"]:
                 g, h = swept(store, workload, "grpc", 64), swept(store, workload, "http", 64)
                 if g and h:
-                    parts.append(f"{ratio(g['rps'], h['rps']):.0f}% ({STORE_NAMES[store]})")
+                    parts.append(f"{ratio(g['rps'], h['rps']):.1f}% ({STORE_NAMES[store]})")
                     ok = ok and g["rps"] >= h["rps"]
             ceiling = {r["protocol"]: r["rps"]
                        for r in sw.get("ceiling", []) if r["workload"] == workload}
