@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Every benchmark of hexkv in one run, and docs/benchmarks.md regenerated from it.
 
-    scripts/bench.py                 # or: just bench   (about 12 minutes on 2 cores)
+    scripts/bench.py                 # or: just bench   (about 15 minutes on 2 cores, after the build)
     scripts/bench.py --quick         # shorter runs and 100 000 keys, to try the script
     scripts/bench.py --render        # rewrite the page from docs/bench/results.json only
 
@@ -333,7 +333,7 @@ def render(results):
     add("Every figure on this page comes from one run of one script, on the machine below:")
     add("")
     add("```sh")
-    add("just bench            # scripts/bench.py: about 12 minutes; needs wrk and PostgreSQL's binaries")
+    add("just bench            # scripts/bench.py: about 15 minutes after the build; needs wrk and PostgreSQL's binaries")
     add("scripts/bench.py --quick               # shorter runs, 100 000 keys: to try it")
     add("scripts/bench.py --render              # the page again from docs/bench/results.json")
     add("```")
