@@ -32,11 +32,11 @@ check-features:
     cargo check -p hexkv-server --no-default-features --features grpc,memory,tls
     cargo check -p hexkv-core --no-default-features
 
-# Every benchmark in one run; regenerates docs/benchmarks.md and its plots (needs wrk). About 12 min.
+# Every benchmark in one run; regenerates docs/benchmarks.md and its plots (needs wrk). About 15 min after the build.
 bench:
     scripts/bench.py
 
-# REST throughput against a bare axum handler, in one run (needs wrk). Part of `just bench`.
+# REST throughput against a bare axum handler and a bare durable PUT, in one run (needs wrk). Part of `just bench`.
 bench-http:
     scripts/bench-http.sh
 

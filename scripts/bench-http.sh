@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# REST throughput of hexkv against a bare axum handler, measured in one run on this machine.
+# REST throughput of hexkv against a bare axum handler, measured in one run on this machine, and
+# its PUT against a bare handler that syncs each body to disk with group commit (the durable ceiling).
 #
 #   scripts/bench-http.sh            # or: just bench-http (part of just bench)
 #   DURATION=30s CONNS=128 ROUNDS=2 scripts/bench-http.sh
@@ -18,10 +19,12 @@ CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-1}
 BARE_ADDR=127.0.0.1:18081
+DURABLE_ADDR=127.0.0.1:18082
 HEXKV_ADDR=127.0.0.1:18080
 
 command -v wrk >/dev/null || { echo "wrk is needed (Debian: apt-get install wrk)" >&2; exit 1; }
-cargo build --profile "$PROFILE" --quiet -p hexkv-server --bin hexkv -p hexkv-http --example bare_handler
+cargo build --profile "$PROFILE" --quiet -p hexkv-server --bin hexkv -p hexkv-http \
+  --example bare_handler --example bare_durable
 target=$(cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 work="$target/bench-http"
@@ -39,7 +42,7 @@ wait_for() { # URL: waits until the server just started (the last pid) answers t
   echo "server at $1 did not come up" >&2; exit 1
 }
 
-for addr in "$BARE_ADDR" "$HEXKV_ADDR"; do
+for addr in "$BARE_ADDR" "$DURABLE_ADDR" "$HEXKV_ADDR"; do
   if curl -s -o /dev/null "http://$addr/"; then
     echo "something already listens on $addr; stop it first" >&2; exit 1
   fi
@@ -81,6 +84,17 @@ measure_bare() {
   stop_last
 }
 
+# The ceiling of a durable PUT: a bare handler that appends each body to a file and answers
+# once a group-committed fdatasync covers it (crates/hexkv-http/examples/bare_durable.rs).
+measure_bare_durable() {
+  rm -f "$work/bare-durable.log"
+  "$target/$PROFILE/examples/bare_durable" "$DURABLE_ADDR" "$work/bare-durable.log" > /dev/null 2>&1 &
+  pids+=($!)
+  wait_for "http://$DURABLE_ADDR/"
+  measure "${pids[-1]}" -s scripts/wrk/put.lua "http://$DURABLE_ADDR/"
+  stop_last
+}
+
 rows=()
 row() { # ROUND NAME RPS P50 P99 BAD CPU
   rows+=("$1|$2|$3|$4|$5|$6|$7")
@@ -97,6 +111,8 @@ for round in $(seq 1 "$ROUNDS"); do
   read -r rps p50 p99 bad cpu < <(measure "${pids[-1]}" -s scripts/wrk/put.lua "http://$HEXKV_ADDR/")
   row "$round" "PUT 100 B, fsync always" "$rps" "$p50" "$p99" "$bad" "$cpu"
   stop_last
+  read -r rps p50 p99 bad cpu < <(measure_bare_durable)
+  row "$round" "bare durable PUT (100 B, group commit)" "$rps" "$p50" "$p99" "$bad" "$cpu"
 
   for policy in interval never; do
     start_hexkv "$policy"
