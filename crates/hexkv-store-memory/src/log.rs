@@ -15,18 +15,33 @@
 //! that hangs up) can never leave a logged write out of the map. A `std::thread` runs the flusher
 //! because its work is blocking file I/O.
 //!
+//! # Writes without a sync to wait for
+//! That journey is for `fsync = always`, where a writer must wait for a sync anyway and the
+//! flusher makes one sync serve many writers. Under `fsync = never` and `interval` a write is
+//! acknowledged once the OS has it, so there is nothing to share: each writer, still under the
+//! sequencing lock, appends its own record with one `write` and applies it to the map, and its
+//! future is ready at its first poll. Handing the record to the flusher and waiting to be woken
+//! from it cost more than the `write` (about 1.5 µs of server CPU per REST PUT and 4 µs per gRPC
+//! call: docs/performance.md, "Writes without a hand-off"). The flusher is then left with the
+//! periodic sync (through a second handle to the file, so writers go on meanwhile), compaction and
+//! close. The price: a `write` the kernel holds up (dirty-page throttling on a saturated disk)
+//! holds up the writer's runtime thread rather than the flusher's.
+//!
 //! # Failures
 //! If a batch's write or sync fails, that batch and every write queued behind it (which may have
 //! been checked against the failed ones) fail with `Unavailable`, `pending` is cleared, and the file
 //! is truncated back to its last good length, so nothing unacknowledged can reappear at the next
-//! start. Writes then resume. If the truncation fails too, or a periodic sync under
-//! `fsync = interval` fails (acknowledged writes may then be lost), the log is poisoned: writes fail
-//! until a restart, and readiness reports it.
+//! start. Writes then resume. A write of its own that fails is cut off the same way and fails
+//! alone. If the truncation fails too, or a periodic sync under `fsync = interval` fails
+//! (acknowledged writes may then be lost), the log is poisoned: writes fail until a restart, and
+//! readiness reports it.
 //!
 //! # Compaction
 //! After a batch, the flusher checks whether the log is due for compaction (or one was asked
 //! for); if so it rotates to a new segment between two batches and hands the snapshot to a
-//! compaction thread (see the `compaction` module). It runs one compaction at a time.
+//! compaction thread (see the `compaction` module). It runs one compaction at a time. When
+//! writers write their own records, the writer that makes the log due tells the flusher, which
+//! rotates under the sequencing lock, between two writes.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -71,7 +86,13 @@ pub(crate) trait LogFile: Send + 'static {
     fn rotate(&mut self) -> io::Result<u64>;
     /// At close: makes everything appended durable, and leaves the file ending at its last record.
     fn close(&mut self) -> io::Result<()>;
+    /// What `sync` does, through a handle of its own, so appends go on while it waits. It syncs
+    /// this segment only: take a new one after `rotate`.
+    fn syncer(&self) -> io::Result<Syncer>;
 }
+
+/// Syncs one segment; see [`LogFile::syncer`].
+pub(crate) type Syncer = Box<dyn FnMut() -> io::Result<()> + Send>;
 
 type Done = oneshot::Sender<Result<(), String>>;
 type CompactDone = oneshot::Sender<Result<CompactionReport, String>>;
@@ -113,12 +134,87 @@ struct State {
     compact_requests: Vec<CompactDone>,
     /// The result of the compaction thread, for the flusher to take.
     compaction_finished: Option<Result<CompactionReport, String>>,
+    /// Under `fsync = never` and `interval`: the segment, which each writer appends its own record
+    /// to (see "Writes without a sync to wait for"). `None` under `always`, where the flusher
+    /// keeps it, and after close.
+    inline: Option<Inline>,
     /// Whether the flusher is blocked on the condvar and nobody has signalled it yet. Writers
     /// signal it only then, and the one that does clears the flag: a condvar notify is a system
     /// call even with no waiter, and a wake-up another writer already sent (or, while the
     /// flusher is busy writing or syncing, its next look at `buf`) finds the new records
     /// without being told again.
     flusher_waiting: bool,
+}
+
+/// The segment being written, and what the log knows of it.
+struct Tail {
+    file: Box<dyn LogFile>,
+    /// Length of the file's valid, written content.
+    len: u64,
+    /// Bytes of log not covered by a snapshot.
+    uncovered: u64,
+    /// After a failed compaction, the next automatic one waits until `uncovered` reaches this.
+    retry_at: u64,
+    /// The version of the last write applied to the map.
+    applied_version: u64,
+    /// Writes (batches under `always`) and records written, for the close report.
+    batches: u64,
+    records: u64,
+}
+
+impl Tail {
+    /// Whether the log is due for an automatic compaction.
+    fn compaction_due(&self, policy: &CompactionPolicy, map: &ShardedMap) -> bool {
+        self.uncovered >= self.retry_at && policy.is_due(self.uncovered, map.live_bytes())
+    }
+}
+
+/// The segment in the writers' hands (`fsync = never` and `interval`).
+struct Inline {
+    tail: Tail,
+    /// The encoded record being written.
+    scratch: Vec<u8>,
+    /// Whether the policy is `interval`, and anything was written since the last periodic sync.
+    interval: bool,
+    unsynced: bool,
+    /// A writer found the log due for compaction and told the flusher.
+    compaction_due: bool,
+    compaction: CompactionPolicy,
+    log_bytes: metrics::Gauge,
+}
+
+impl Inline {
+    /// Appends a record and applies it to the map; true if the flusher must be told (the first
+    /// write since a periodic sync, or a compaction now due).
+    fn write(
+        &mut self,
+        record: &Record<'_>,
+        key: &Key,
+        value: Option<Value>,
+        map: &ShardedMap,
+    ) -> Result<bool, (io::Error, Option<io::Error>)> {
+        self.scratch.clear();
+        encode(record, &mut self.scratch);
+        let tail = &mut self.tail;
+        if let Err(e) = tail.file.append(&self.scratch) {
+            // Cut off whatever part of the record reached the file, so it cannot reappear.
+            return Err((e, tail.file.truncate(tail.len).err()));
+        }
+        let n = self.scratch.len() as u64;
+        tail.len += n;
+        tail.uncovered += n;
+        tail.batches += 1;
+        tail.records += 1;
+        tail.applied_version = record.version;
+        map.apply(key.clone(), value, Version::new(record.version));
+        self.log_bytes.set(tail.uncovered as f64);
+        let mut tell = self.interval && !std::mem::replace(&mut self.unsynced, true);
+        if !self.compaction_due && tail.compaction_due(&self.compaction, map) {
+            self.compaction_due = true;
+            tell = true;
+        }
+        Ok(tell)
+    }
 }
 
 /// The newest in-flight write to a key.
@@ -194,6 +290,36 @@ impl Log {
             dir,
             lock,
         } = setup;
+        let tail = Tail {
+            file,
+            len,
+            uncovered,
+            retry_at: 0,
+            applied_version: last_version,
+            batches: 0,
+            records: 0,
+        };
+        let (tail, inline, syncer) = match policy {
+            FsyncPolicy::Always => (Some(tail), None, None),
+            FsyncPolicy::Interval(_) | FsyncPolicy::Never => {
+                let interval = matches!(policy, FsyncPolicy::Interval(_));
+                let syncer = if interval {
+                    Some(tail.file.syncer()?)
+                } else {
+                    None
+                };
+                let inline = Inline {
+                    tail,
+                    scratch: Vec::new(),
+                    interval,
+                    unsynced: false,
+                    compaction_due: false,
+                    compaction,
+                    log_bytes: metrics::gauge!(LOG_BYTES),
+                };
+                (None, Some(inline), syncer)
+            }
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 buf: Vec::new(),
@@ -205,6 +331,7 @@ impl Log {
                 poisoned: None,
                 compact_requests: Vec::new(),
                 compaction_finished: None,
+                inline,
                 flusher_waiting: false,
             }),
             wake: Condvar::new(),
@@ -212,18 +339,13 @@ impl Log {
         let flusher = Flusher {
             shared: Arc::clone(&shared),
             map: Arc::clone(&map),
-            file,
-            len,
+            tail,
+            syncer,
             policy,
-            batches: 0,
-            records: 0,
             compaction,
             dir,
             _lock: lock,
-            uncovered,
             rotated: 0,
-            retry_at: 0,
-            applied_version: last_version,
             running: None,
         };
         metrics::gauge!(LOG_BYTES).set(uncovered as f64);
@@ -271,14 +393,41 @@ impl Log {
                 ),
                 Change::Delete => (Op::Delete, None),
             };
-            encode(
-                &Record {
-                    version: version.get(),
-                    key: key.as_bytes(),
-                    op,
-                },
-                &mut st.buf,
-            );
+            let record = Record {
+                version: version.get(),
+                key: key.as_bytes(),
+                op,
+            };
+            let written = Written::Done {
+                version,
+                previous: current,
+            };
+            let State {
+                inline,
+                poisoned,
+                flusher_waiting,
+                ..
+            } = &mut *st;
+            if let Some(inline) = inline {
+                let tell = match inline.write(&record, key, value, &self.map) {
+                    Ok(tell) => tell && std::mem::take(flusher_waiting),
+                    Err((e, cut)) => {
+                        tracing::error!(error = %e, "log write failed");
+                        if let Some(cut) = cut {
+                            *poisoned = Some(format!(
+                                "log write failed and the log could not be cut back to its last good length: {cut}"
+                            ));
+                        }
+                        return Err(StoreError::unavailable(format!("log write failed: {e}")));
+                    }
+                };
+                drop(st);
+                if tell {
+                    self.shared.wake.notify_one();
+                }
+                return Ok(written);
+            }
+            encode(&record, &mut st.buf);
             let exists = value.is_some();
             st.pending.insert(key.clone(), InFlight { version, exists });
             st.queued.push(Applied {
@@ -288,14 +437,7 @@ impl Log {
             });
             let (tx, rx) = oneshot::channel();
             st.waiters.push(tx);
-            (
-                Written::Done {
-                    version,
-                    previous: current,
-                },
-                rx,
-                std::mem::take(&mut st.flusher_waiting),
-            )
+            (written, rx, std::mem::take(&mut st.flusher_waiting))
         };
         if wake {
             self.shared.wake.notify_one();
@@ -379,25 +521,17 @@ impl Drop for Log {
 struct Flusher {
     shared: Arc<Shared>,
     map: Arc<ShardedMap>,
-    file: Box<dyn LogFile>,
-    /// Length of the file's valid, written content.
-    len: u64,
+    /// The segment under `fsync = always`; under the other policies it is `State::inline`'s.
+    tail: Option<Tail>,
+    /// Under `fsync = interval`: syncs the writers' segment without their lock.
+    syncer: Option<Syncer>,
     policy: FsyncPolicy,
-    /// Batches written and records in them, for the close report (group commit's batching).
-    batches: u64,
-    records: u64,
     compaction: CompactionPolicy,
     dir: PathBuf,
     /// The data directory's lock, released when the flusher ends.
     _lock: File,
-    /// Bytes of log not covered by a snapshot.
-    uncovered: u64,
     /// `uncovered` at the last rotation: covered once the compaction under way succeeds.
     rotated: u64,
-    /// After a failed compaction, the next waits until `uncovered` reaches this.
-    retry_at: u64,
-    /// The version of the last write applied to the map.
-    applied_version: u64,
     /// The compaction under way.
     running: Option<Running>,
 }
@@ -444,64 +578,62 @@ impl Flusher {
     fn run(mut self) {
         let _guard = PoisonOnPanic(Arc::clone(&self.shared));
         let mut spare = Vec::new();
-        let mut unsynced = false;
         let mut last_sync = Instant::now();
         loop {
-            match self.next_work(&mut spare, unsynced, last_sync) {
+            match self.next_work(&mut spare, last_sync) {
                 Work::Batch(mut batch, applied, waiters) => {
-                    let result = self.write_batch(&batch);
-                    if result.is_ok() {
-                        self.len += batch.len() as u64;
-                        self.batches += 1;
-                        self.records += applied.len() as u64;
-                        self.uncovered += batch.len() as u64;
-                        metrics::histogram!(GROUP_COMMIT_RECORDS).record(applied.len() as f64);
-                        metrics::gauge!(LOG_BYTES).set(self.uncovered as f64);
-                        unsynced = self.policy != FsyncPolicy::Always;
-                    }
-                    let ok = result.is_ok();
-                    self.finish_batch(result, applied, waiters);
+                    let ok = self.batch(&batch, applied, waiters);
                     batch.clear();
                     spare = batch;
                     if ok
                         && self.running.is_none()
-                        && self.uncovered >= self.retry_at
                         && self
-                            .compaction
-                            .is_due(self.uncovered, self.map.live_bytes())
-                        && self.start_compaction(Vec::new())
+                            .tail
+                            .as_ref()
+                            .is_some_and(|tail| tail.compaction_due(&self.compaction, &self.map))
                     {
-                        unsynced = false;
+                        self.start_compaction(Vec::new());
                     }
                 }
                 Work::CompactionFinished(result) => self.compaction_finished(result),
                 Work::Compact(waiters) => {
                     if self.start_compaction(waiters) {
-                        unsynced = false;
+                        // The rotation synced the segment left behind.
+                        last_sync = Instant::now();
                     }
                 }
                 Work::PeriodicSync => {
-                    if let Err(e) = self.sync() {
+                    if let Err(e) = self.periodic_sync() {
                         self.poison(format!("periodic log sync failed: {e}"));
                     }
-                    unsynced = false;
                     last_sync = Instant::now();
                 }
                 Work::Close(done) => {
                     self.stop_compaction();
-                    let result = self
-                        .file
-                        .close()
-                        .map_err(|e| format!("final log sync failed: {e}"));
-                    if let Err(why) = &result {
-                        tracing::error!(error = %why, "closing the log");
-                    }
-                    tracing::info!(
-                        batches = self.batches,
-                        records = self.records,
-                        records_per_batch = self.records as f64 / self.batches.max(1) as f64,
-                        "log closed"
-                    );
+                    let tail = self
+                        .tail
+                        .take()
+                        .or_else(|| self.shared.lock().inline.take().map(|inline| inline.tail));
+                    let result = match tail {
+                        Some(mut tail) => {
+                            let result = tail
+                                .file
+                                .close()
+                                .map_err(|e| format!("final log sync failed: {e}"));
+                            if let Err(why) = &result {
+                                tracing::error!(error = %why, "closing the log");
+                            }
+                            tracing::info!(
+                                batches = tail.batches,
+                                records = tail.records,
+                                records_per_batch =
+                                    tail.records as f64 / tail.batches.max(1) as f64,
+                                "log closed"
+                            );
+                            result
+                        }
+                        None => Ok(()),
+                    };
                     // Close the file (and release its lock) before reporting the close as done,
                     // so the data directory can be opened again at once.
                     drop(self);
@@ -514,8 +646,21 @@ impl Flusher {
         }
     }
 
-    /// Waits for a batch, a due periodic sync, or the close request.
-    fn next_work(&self, spare: &mut Vec<u8>, unsynced: bool, last_sync: Instant) -> Work {
+    /// Runs `f` on the segment being written, wherever it is kept; `None` once closed.
+    fn with_tail<T>(&mut self, f: impl FnOnce(&mut Tail) -> T) -> Option<T> {
+        match &mut self.tail {
+            Some(tail) => Some(f(tail)),
+            None => self
+                .shared
+                .lock()
+                .inline
+                .as_mut()
+                .map(|inline| f(&mut inline.tail)),
+        }
+    }
+
+    /// Waits for a batch, a due periodic sync or compaction, or the close request.
+    fn next_work(&self, spare: &mut Vec<u8>, last_sync: Instant) -> Work {
         let mut st = self.shared.lock();
         loop {
             if !st.buf.is_empty() {
@@ -527,18 +672,30 @@ impl Flusher {
             if let Some(result) = st.compaction_finished.take() {
                 return Work::CompactionFinished(result);
             }
-            if st.close.is_none() && self.running.is_none() && !st.compact_requests.is_empty() {
-                return Work::Compact(std::mem::take(&mut st.compact_requests));
+            if st.close.is_none() && self.running.is_none() {
+                if !st.compact_requests.is_empty() {
+                    return Work::Compact(std::mem::take(&mut st.compact_requests));
+                }
+                if let Some(inline) = &mut st.inline
+                    && std::mem::take(&mut inline.compaction_due)
+                    && inline.tail.compaction_due(&self.compaction, &self.map)
+                {
+                    return Work::Compact(Vec::new());
+                }
             }
             if let Some(done) = &mut st.close {
                 return Work::Close(done.take());
             }
             st.flusher_waiting = true;
+            let unsynced = st.inline.as_ref().is_some_and(|inline| inline.unsynced);
             st = match self.policy {
                 FsyncPolicy::Interval(every) if unsynced => {
                     let elapsed = last_sync.elapsed();
                     if elapsed >= every {
                         st.flusher_waiting = false;
+                        if let Some(inline) = &mut st.inline {
+                            inline.unsynced = false;
+                        }
                         return Work::PeriodicSync;
                     }
                     self.shared
@@ -557,28 +714,33 @@ impl Flusher {
         }
     }
 
-    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
-        self.file.append(batch)?;
-        if self.policy == FsyncPolicy::Always {
-            self.sync()?;
-        }
-        Ok(())
-    }
-
-    /// Syncs the file, timing it for `hexkv_log_fsync_duration_seconds`.
-    fn sync(&mut self) -> io::Result<()> {
-        let start = Instant::now();
-        self.file.sync()?;
-        metrics::histogram!(FSYNC_DURATION).record(start.elapsed().as_secs_f64());
-        Ok(())
-    }
-
-    fn finish_batch(&mut self, result: io::Result<()>, applied: Vec<Applied>, waiters: Vec<Done>) {
+    /// Writes and syncs a batch (`fsync = always`), then applies it and completes its writers;
+    /// false if it failed.
+    fn batch(&mut self, batch: &[u8], applied: Vec<Applied>, waiters: Vec<Done>) -> bool {
+        let Some(tail) = &mut self.tail else {
+            // Batches are for `fsync = always`, whose flusher keeps the segment.
+            for waiter in waiters {
+                let _ = waiter.send(Err("the log writer stopped".to_owned()));
+            }
+            return false;
+        };
+        let result = tail.file.append(batch).and_then(|()| {
+            let start = Instant::now();
+            tail.file.sync()?;
+            metrics::histogram!(FSYNC_DURATION).record(start.elapsed().as_secs_f64());
+            Ok(())
+        });
         match result {
             Ok(()) => {
+                tail.len += batch.len() as u64;
+                tail.batches += 1;
+                tail.records += applied.len() as u64;
+                tail.uncovered += batch.len() as u64;
+                metrics::histogram!(GROUP_COMMIT_RECORDS).record(applied.len() as f64);
+                metrics::gauge!(LOG_BYTES).set(tail.uncovered as f64);
                 let mut done = Vec::with_capacity(applied.len());
                 for write in applied {
-                    self.applied_version = write.version.get();
+                    tail.applied_version = write.version.get();
                     done.push((write.key.clone(), write.version));
                     self.map.apply(write.key, write.value, write.version);
                 }
@@ -594,6 +756,7 @@ impl Flusher {
                 for waiter in waiters {
                     let _ = waiter.send(Ok(()));
                 }
+                true
             }
             Err(e) => {
                 let why = format!("log write failed: {e}");
@@ -608,41 +771,73 @@ impl Flusher {
                 for waiter in waiters.into_iter().chain(queued_waiters) {
                     let _ = waiter.send(Err(why.clone()));
                 }
-                if let Err(e) = self.file.truncate(self.len) {
+                if let Err(e) = tail.file.truncate(tail.len) {
                     self.poison(format!(
                         "log write failed and the log could not be cut back to its last good length: {e}"
                     ));
                 }
+                false
             }
         }
     }
 
+    /// The periodic sync of `fsync = interval`, timed for `hexkv_log_fsync_duration_seconds`.
+    /// Writers go on appending while it waits.
+    fn periodic_sync(&mut self) -> io::Result<()> {
+        let start = Instant::now();
+        match &mut self.syncer {
+            Some(sync) => sync()?,
+            // No second handle (it could not be opened after a rotation): sync under the lock.
+            None => self.with_tail(|tail| tail.file.sync()).unwrap_or(Ok(()))?,
+        }
+        metrics::histogram!(FSYNC_DURATION).record(start.elapsed().as_secs_f64());
+        Ok(())
+    }
+
     /// Rotates to a new segment and starts the compaction thread; false if the rotation failed
     /// (the log goes on in the current segment).
+    ///
+    /// When writers write their own records, the rotation runs under their lock: every write is
+    /// then in the old segments and applied to the map, or waits for the new segment.
     fn start_compaction(&mut self, waiters: Vec<CompactDone>) -> bool {
-        let seq = match self.file.rotate() {
-            Ok(seq) => seq,
-            Err(e) => {
+        let interval = matches!(self.policy, FsyncPolicy::Interval(_));
+        let rotated = self.with_tail(|tail| {
+            let seq = tail.file.rotate()?;
+            tail.len = HEADER_LEN as u64;
+            // The new segment needs a handle of its own for the periodic sync; without one
+            // the sync is made under the writers' lock (`periodic_sync`).
+            let syncer = interval.then(|| tail.file.syncer().ok()).flatten();
+            Ok::<_, io::Error>((seq, tail.uncovered, tail.applied_version, syncer))
+        });
+        let (seq, uncovered, covered_version, syncer) = match rotated {
+            Some(Ok(rotated)) => rotated,
+            Some(Err(e)) => {
                 let why = format!("compaction could not start a new log segment: {e}");
                 self.compaction_failed(&why, waiters);
                 return false;
             }
+            None => {
+                self.compaction_failed("the log is closed", waiters);
+                return false;
+            }
         };
-        self.len = HEADER_LEN as u64;
-        self.rotated = self.uncovered;
+        if interval {
+            self.syncer = syncer;
+        }
+        self.rotated = uncovered;
         fail::fail_point!("compaction::rotated");
         let cancel = Arc::new(AtomicBool::new(false));
         let job = Job {
             dir: self.dir.clone(),
             seq,
-            covered_version: self.applied_version,
+            covered_version,
             map: Arc::clone(&self.map),
             cancel: Arc::clone(&cancel),
         };
         let shared = Arc::clone(&self.shared);
         tracing::info!(
             segment = seq,
-            log_bytes = self.uncovered,
+            log_bytes = uncovered,
             live_bytes = self.map.live_bytes(),
             "compacting the log"
         );
@@ -682,10 +877,14 @@ impl Flusher {
         };
         match result {
             Ok(report) => {
-                self.uncovered = self.uncovered.saturating_sub(self.rotated);
-                self.rotated = 0;
-                self.retry_at = 0;
-                metrics::gauge!(LOG_BYTES).set(self.uncovered as f64);
+                let rotated = std::mem::take(&mut self.rotated);
+                if let Some(uncovered) = self.with_tail(|tail| {
+                    tail.uncovered = tail.uncovered.saturating_sub(rotated);
+                    tail.retry_at = 0;
+                    tail.uncovered
+                }) {
+                    metrics::gauge!(LOG_BYTES).set(uncovered as f64);
+                }
                 metrics::counter!(COMPACTIONS, "outcome" => "ok").increment(1);
                 metrics::histogram!(COMPACTION_DURATION).record(report.duration.as_secs_f64());
                 tracing::info!(
@@ -707,9 +906,13 @@ impl Flusher {
     /// A failed compaction changes nothing start-up reads; the next one waits until the log has
     /// grown by another `min_log_bytes`.
     fn compaction_failed(&mut self, why: &str, waiters: Vec<CompactDone>) {
-        self.retry_at = self.uncovered.saturating_add(self.compaction.min_log_bytes);
+        let min_log_bytes = self.compaction.min_log_bytes;
+        let retry_at = self.with_tail(|tail| {
+            tail.retry_at = tail.uncovered.saturating_add(min_log_bytes);
+            tail.retry_at
+        });
         metrics::counter!(COMPACTIONS, "outcome" => "error").increment(1);
-        tracing::error!(error = %why, retry_after_log_bytes = self.retry_at, "compaction failed; the log keeps every record");
+        tracing::error!(error = %why, retry_after_log_bytes = retry_at, "compaction failed; the log keeps every record");
         for waiter in waiters {
             let _ = waiter.send(Err(why.to_owned()));
         }

@@ -577,6 +577,7 @@ fn complete_header(data_dir: &Path, path: &Path, file: &mut File) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::Syncer;
     use std::sync::atomic::AtomicUsize;
 
     /// A log file whose appends or syncs fail while `fail` is set.
@@ -617,6 +618,17 @@ mod tests {
         fn close(&mut self) -> io::Result<()> {
             self.inner.close()
         }
+        fn syncer(&self) -> io::Result<Syncer> {
+            let mut inner = self.inner.syncer()?;
+            let (fail, syncs) = (self.fail_sync.clone(), self.syncs.clone());
+            Ok(Box::new(move || {
+                syncs.fetch_add(1, Ordering::SeqCst);
+                if fail.load(Ordering::SeqCst) {
+                    return Err(io::Error::other("injected fsync failure"));
+                }
+                inner()
+            }))
+        }
     }
 
     struct Faults {
@@ -627,6 +639,10 @@ mod tests {
     }
 
     fn open_faulty(dir: &Path) -> (MemoryStore, Faults) {
+        open_faulty_with(&DurableOptions::new(dir))
+    }
+
+    fn open_faulty_with(options: &DurableOptions) -> (MemoryStore, Faults) {
         let faults = Faults {
             panic_append: Arc::default(),
             fail_append: Arc::default(),
@@ -639,7 +655,7 @@ mod tests {
             faults.fail_sync.clone(),
             faults.syncs.clone(),
         );
-        let (store, _) = MemoryStore::open_with(&DurableOptions::new(dir), move |inner| {
+        let (store, _) = MemoryStore::open_with(options, move |inner| {
             Box::new(FaultyFile {
                 inner,
                 panic_append: pa,
@@ -720,6 +736,150 @@ mod tests {
         drop(store);
         assert!(reopen_and_get(dir.path(), "a").await.is_some());
         assert_eq!(reopen_and_get(dir.path(), "b").await, None);
+    }
+
+    /// The policies under which each writer writes its own record.
+    fn without_a_sync_to_wait_for() -> [FsyncPolicy; 2] {
+        [
+            FsyncPolicy::Interval(std::time::Duration::from_millis(10)),
+            FsyncPolicy::Never,
+        ]
+    }
+
+    #[tokio::test]
+    async fn writes_without_a_sync_to_wait_for_are_done_at_their_first_poll() {
+        use std::future::Future as _;
+        use std::task::{Context, Poll, Waker};
+        for fsync in without_a_sync_to_wait_for() {
+            let dir = tempfile::tempdir().unwrap();
+            let options = DurableOptions {
+                fsync,
+                ..DurableOptions::new(dir.path())
+            };
+            let (store, _) = MemoryStore::open(&options).unwrap();
+            let mut cx = Context::from_waker(Waker::noop());
+            let written = {
+                let put = std::pin::pin!(store.put(key("k"), Value::from("v"), Precondition::None));
+                let Poll::Ready(Ok(written)) = put.poll(&mut cx) else {
+                    panic!("{fsync:?}: the put was not done at its first poll");
+                };
+                written
+            };
+            {
+                let k = key("k");
+                let delete = std::pin::pin!(store.delete(&k, Precondition::None));
+                assert!(
+                    matches!(delete.poll(&mut cx), Poll::Ready(Ok(_))),
+                    "{fsync:?}: the delete was not done at its first poll"
+                );
+            }
+            store.close().await.unwrap();
+            drop(store);
+            // Both are in the log.
+            let (_, report) = MemoryStore::open(&options).unwrap();
+            assert_eq!(
+                (report.records, report.last_version),
+                (2, Version::new(written.version.get() + 1)),
+                "{fsync:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_of_its_own_is_cut_and_fails_alone() {
+        for fsync in without_a_sync_to_wait_for() {
+            let dir = tempfile::tempdir().unwrap();
+            let options = DurableOptions {
+                fsync,
+                ..DurableOptions::new(dir.path())
+            };
+            let (store, faults) = open_faulty_with(&options);
+            let v1 = store
+                .put(key("a"), Value::from("kept"), Precondition::None)
+                .await
+                .unwrap()
+                .version;
+            faults.fail_append.store(true, Ordering::SeqCst);
+            let err = store
+                .put(key("b"), Value::from("lost"), Precondition::None)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+            assert_eq!(store.get(&key("b")).await.unwrap(), None, "{fsync:?}");
+            // The log was cut back, so it is not poisoned: the next write goes through, with a
+            // version never given before.
+            faults.fail_append.store(false, Ordering::SeqCst);
+            store.check().await.unwrap();
+            let v3 = store
+                .put(key("c"), Value::from("later"), Precondition::None)
+                .await
+                .unwrap()
+                .version;
+            assert!(v3.get() > v1.get() + 1, "{fsync:?}");
+            store.close().await.unwrap();
+            drop(store);
+            let segment = dir.path().join(dir::segment_file_name(1));
+            assert_eq!(
+                std::fs::metadata(segment).unwrap().len(),
+                HEADER_LEN as u64 + record::encoded_len(1, 4) + record::encoded_len(1, 5),
+                "{fsync:?}: the half-written record was cut off"
+            );
+            assert!(reopen_and_get(dir.path(), "a").await.is_some());
+            assert_eq!(reopen_and_get(dir.path(), "b").await, None);
+            assert!(reopen_and_get(dir.path(), "c").await.is_some());
+        }
+    }
+
+    /// Waits up to ten seconds for `done`, looking every few milliseconds: the flusher is a
+    /// thread of its own, on the OS's clock, not the runtime's.
+    fn eventually(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..2000 {
+            if done() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("{what} did not happen within ten seconds");
+    }
+
+    #[tokio::test]
+    async fn interval_syncs_behind_the_writers_and_a_failed_sync_poisons_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = DurableOptions {
+            fsync: FsyncPolicy::Interval(std::time::Duration::from_millis(10)),
+            ..DurableOptions::new(dir.path())
+        };
+        let (store, faults) = open_faulty_with(&options);
+        store
+            .put(key("a"), Value::from("x"), Precondition::None)
+            .await
+            .unwrap();
+        eventually("a periodic sync", || {
+            faults.syncs.load(Ordering::SeqCst) >= 1
+        });
+        // Nothing written, nothing to sync.
+        let synced = faults.syncs.load(Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(faults.syncs.load(Ordering::SeqCst), synced);
+
+        // A write is acknowledged once written; the sync after it fails, and from then on the
+        // log refuses writes (the acknowledged one may be lost in an OS crash).
+        faults.fail_sync.store(true, Ordering::SeqCst);
+        store
+            .put(key("b"), Value::from("x"), Precondition::None)
+            .await
+            .unwrap();
+        let Mode::Durable { log } = &store.mode else {
+            unreachable!("a durable store")
+        };
+        eventually("the log refusing writes", || log.health().is_err());
+        assert!(store.check().await.is_err(), "readiness must report it");
+        let err = store
+            .put(key("c"), Value::from("x"), Precondition::None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+        assert!(store.get(&key("b")).await.unwrap().is_some(), "reads go on");
     }
 
     #[tokio::test]

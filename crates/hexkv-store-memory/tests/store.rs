@@ -60,11 +60,20 @@ proptest! {
         })).map_err(TestCaseError::fail)?;
     }
 
-    /// With compaction after every batch, snapshots and their tails must replay to the model.
+    /// With compaction after every batch (or write, when writers write their own records),
+    /// snapshots and their tails must replay to the model.
     #[test]
-    fn compacting_store_agrees_with_the_model_across_reopens(ops in model::operations(true, 60)) {
+    fn compacting_store_agrees_with_the_model_across_reopens(
+        ops in model::operations(true, 60),
+        fsync in prop_oneof![
+            Just(FsyncPolicy::Always),
+            Just(FsyncPolicy::Never),
+            Just(FsyncPolicy::Interval(std::time::Duration::from_millis(1))),
+        ],
+    ) {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut options = DurableOptions::new(dir.path());
+        options.fsync = fsync;
         options.shards = 2;
         options.compaction = hexkv_store_memory::CompactionPolicy {
             automatic: true,
@@ -83,7 +92,11 @@ proptest! {
     #[test]
     fn durable_store_agrees_with_the_model_across_reopens(
         ops in model::operations(true, 60),
-        fsync in prop_oneof![Just(FsyncPolicy::Always), Just(FsyncPolicy::Never)],
+        fsync in prop_oneof![
+            Just(FsyncPolicy::Always),
+            Just(FsyncPolicy::Never),
+            Just(FsyncPolicy::Interval(std::time::Duration::from_millis(1))),
+        ],
     ) {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut options = DurableOptions::new(dir.path());
@@ -152,9 +165,18 @@ mod compaction {
 
     use hexkv_core::{Key, KvStore, Precondition, Value};
     use hexkv_store_memory::{
-        CompactionPolicy, DurableOptions, MemoryStore, OpenError, segment_file_name,
+        CompactionPolicy, DurableOptions, FsyncPolicy, MemoryStore, OpenError, segment_file_name,
         snapshot_file_name,
     };
+
+    /// Batches synced by the flusher, and writers writing their own records.
+    fn every_policy() -> [FsyncPolicy; 3] {
+        [
+            FsyncPolicy::Always,
+            FsyncPolicy::Never,
+            FsyncPolicy::Interval(std::time::Duration::from_millis(1)),
+        ]
+    }
 
     fn key(i: usize) -> Key {
         Key::new(format!("k{i:04}")).expect("key")
@@ -191,8 +213,17 @@ mod compaction {
     /// within the policy's bound, and a reopen loads the snapshot and the tail.
     #[tokio::test]
     async fn automatic_compaction_bounds_the_log_and_reopen_agrees() {
+        for fsync in every_policy() {
+            automatic_compaction(fsync).await;
+        }
+    }
+
+    async fn automatic_compaction(fsync: FsyncPolicy) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let options = eager(dir.path());
+        let options = DurableOptions {
+            fsync,
+            ..eager(dir.path())
+        };
         let (store, _) = MemoryStore::open(&options).expect("open");
         let mut last = None;
         // 20 keys × 100-byte values ≈ 3 KiB of data; 2 000 writes ≈ 260 KiB of log.
@@ -215,13 +246,13 @@ mod compaction {
         drop(store);
         assert!(
             !files(dir.path(), ".snap").is_empty(),
-            "no snapshot in {:?}",
+            "{fsync:?}: no snapshot in {:?}",
             files(dir.path(), "")
         );
         let log = size_of(dir.path(), ".log");
         assert!(
             log < 3 * 16 * 1024,
-            "log of {log} bytes not bounded by compaction"
+            "{fsync:?}: log of {log} bytes not bounded by compaction"
         );
 
         let (store, report) = MemoryStore::open(&options).expect("reopen");
@@ -243,8 +274,15 @@ mod compaction {
     /// write is found after a reopen.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn manual_compactions_under_concurrent_writes_lose_nothing() {
+        for fsync in every_policy() {
+            manual_compactions(fsync).await;
+        }
+    }
+
+    async fn manual_compactions(fsync: FsyncPolicy) {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut options = DurableOptions::new(dir.path());
+        options.fsync = fsync;
         options.compaction.automatic = false;
         let (store, _) = MemoryStore::open(&options).expect("open");
         let store = std::sync::Arc::new(store);
@@ -291,7 +329,7 @@ mod compaction {
         assert_eq!(
             files(dir.path(), ".snap").len(),
             1,
-            "older snapshots removed"
+            "{fsync:?}: older snapshots removed"
         );
 
         let (store, report) = MemoryStore::open(&options).expect("reopen");
