@@ -73,7 +73,7 @@ pub enum FsyncPolicy {
     Never,
 }
 
-/// The file operations the flusher needs; a trait so tests can inject failures.
+/// The file operations the log needs; a trait so tests can inject failures.
 pub(crate) trait LogFile: Send + 'static {
     /// Writes all of `bytes` after the last record.
     fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
