@@ -37,8 +37,8 @@
 //! readiness reports it.
 //!
 //! # Compaction
-//! After a batch, the flusher checks whether the log is due for compaction (or one was asked
-//! for); if so it rotates to a new segment between two batches and hands the snapshot to a
+//! After a batch, and after a compaction finishes (writes made meanwhile may have made the log due
+//! again), the flusher checks whether the log is due for compaction (or one was asked for); if so it rotates to a new segment between two batches and hands the snapshot to a
 //! compaction thread (see the `compaction` module). It runs one compaction at a time. When
 //! writers write their own records, the writer that makes the log due tells the flusher, which
 //! rotates under the sequencing lock, between two writes.
@@ -595,7 +595,15 @@ impl Flusher {
                         self.start_compaction(Vec::new());
                     }
                 }
-                Work::CompactionFinished(result) => self.compaction_finished(result),
+                Work::CompactionFinished(result) => {
+                    self.compaction_finished(result);
+                    // Writes made during the compaction may have made the log due again, and
+                    // if no write comes after them nothing else would look.
+                    let (policy, map) = (self.compaction, Arc::clone(&self.map));
+                    if self.with_tail(|tail| tail.compaction_due(&policy, &map)) == Some(true) {
+                        self.start_compaction(Vec::new());
+                    }
+                }
                 Work::Compact(waiters) => {
                     if self.start_compaction(waiters) {
                         // The rotation synced the segment left behind.
