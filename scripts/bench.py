@@ -160,24 +160,36 @@ def wait_for_port(address, timeout=30):
             time.sleep(0.1)
 
 
-def ceilings(hexkv, examples, duration):
+def ceilings(hexkv, examples, duration, work):
     """GET and PUT at 64 in flight against the bare handlers (fixed answers, no store): what
     axum over HTTP/1.1 and tonic over HTTP/2 cost before hexkv adds anything, driven by the
-    same load generator, best of two runs each."""
-    servers = [subprocess.Popen([str(examples / "bare_handler"), HTTP], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL),
-               subprocess.Popen([str(examples / "bare_grpc"), GRPC], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)]
+    same load generator, best of two runs each. Then PUT against the same handlers made durable
+    (each body appended to a file and answered after a group-committed `fdatasync`,
+    `hexkv_testkit::group_commit`): what each protocol reaches when a call must wait for a sync,
+    the ceiling beside which to read gRPC against REST under `fsync = always`."""
+    work.mkdir(parents=True, exist_ok=True)
+    plain = [[examples / "bare_handler", HTTP], [examples / "bare_grpc", GRPC]]
+    durable = [[examples / "bare_durable", HTTP, work / "bare-durable-http.log"],
+               [examples / "bare_grpc", GRPC, work / "bare-durable-grpc.log"]]
+    return (bare_runs(hexkv, plain, [("get", "get"), ("put", "put")], duration)
+            + bare_runs(hexkv, durable, [("put", "put-durable")], duration))
+
+
+def bare_runs(hexkv, commands, workloads, duration):
+    """Starts the bare servers of `commands` and runs each (workload, row name) over both
+    protocols, best of two runs."""
+    servers = [subprocess.Popen([str(a) for a in command], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL) for command in commands]
     try:
         for address in [HTTP, GRPC]:
             wait_for_port(address)
         rows = []
-        for workload in ["get", "put"]:
+        for workload, name in workloads:
             for protocol in ["http", "grpc"]:
-                log(f"ceiling: bare {protocol} {workload} c=64")
+                log(f"ceiling: bare {protocol} {name} c=64")
                 runs = [hexkv_bench(hexkv, protocol, workload, 64, duration, preload=False)
                         for _ in range(2)]
-                rows.append({"workload": workload, "protocol": protocol,
+                rows.append({"workload": name, "protocol": protocol,
                              **max(runs, key=lambda r: r["rps"])})
         return rows
     finally:
@@ -400,6 +412,12 @@ def render(results):
             if len(ceiling) == 2:
                 share = ratio(ceiling["grpc"], ceiling["http"])
                 parts.append(f"bare tonic {share:.0f}% of bare axum")
+            # Runs before 2026-11-28 have no durable ceiling.
+            synced = {r["protocol"]: r["rps"]
+                      for r in sw.get("ceiling", []) if r["workload"] == f"{workload}-durable"}
+            if len(synced) == 2:
+                share = ratio(synced["grpc"], synced["http"])
+                parts.append(f"bare durable tonic {share:.0f}% of bare durable axum")
             goals.append((f"gRPC {workload.upper()} at 64 in flight, of REST (hexkv bench)",
                           "≥ 100%", ", ".join(parts), ok))
         worst = max(sw["half_rate"], key=lambda r: r["p99_ms"]) if sw["half_rate"] else None
@@ -511,6 +529,9 @@ def render(results):
                     f"{r['p99_ms']:.2f} ms | {r['errors']} |" + every)
             add("")
         if sw.get("ceiling"):
+            durable_rows = ([("put-durable", "PUT, durable (group commit)")]
+                            if any(r["workload"] == "put-durable" for r in sw["ceiling"])
+                            else [])
             add("### The frameworks' ceilings")
             add("")
             add("The same load generator, 64 in flight, against the bare handlers: "
@@ -519,14 +540,20 @@ def render(results):
                 "`/v1/kv/{key}` or `hexkv.v1.KeyValue` with fixed responses (no store, no "
                 "layers); best of two runs. What each protocol reaches with this load generator "
                 "before hexkv adds anything (the generator's own cost per request included), "
-                "beside which to read the gRPC ≥ REST goal.")
+                "beside which to read the gRPC ≥ REST goal."
+                + (" The durable PUT row is the same two handlers answering a PUT once a "
+                   "group-committed `fdatasync` covers its body "
+                   "(`crates/hexkv-http/examples/bare_durable.rs`, and `bare_grpc.rs` given a "
+                   "log file; both through `hexkv_testkit::group_commit`, files in `target/`): "
+                   "the ceiling beside which to read gRPC against REST under `fsync = always`."
+                   if durable_rows else ""))
             add("")
             add("| workload | bare axum req/s | p99 | bare tonic req/s | p99 | tonic of axum |")
             add("|---|---|---|---|---|---|")
-            for workload in ["get", "put"]:
+            for workload, label in [("get", "GET"), ("put", "PUT")] + durable_rows:
                 row = {r["protocol"]: r for r in sw["ceiling"] if r["workload"] == workload}
                 h, g = row["http"], row["grpc"]
-                add(f"| {workload.upper()} | {fmt(h['rps'])} | {h['p99_ms']:.2f} ms | "
+                add(f"| {label} | {fmt(h['rps'])} | {h['p99_ms']:.2f} ms | "
                     f"{fmt(g['rps'])} | {g['p99_ms']:.2f} ms | {ratio(g['rps'], h['rps']):.0f}% |")
             add("")
 
@@ -670,7 +697,8 @@ def main():
                                     check=True, capture_output=True, text=True).stdout.strip()
         levels = [1, 4, 16, 64, 256]
         results["sweep"] = sweep(hexkv, work, stores, levels, duration, pg_url)
-        results["sweep"]["ceiling"] = ceilings(hexkv, target / profile / "examples", duration)
+        results["sweep"]["ceiling"] = ceilings(hexkv, target / profile / "examples", duration,
+                                               target / "bench-ceiling")
     if "memory" not in skip:
         results["memory"] = run_script("scripts/bench-memory.sh",
                                        {"KEYS": "100000" if args.quick else "1000000"})

@@ -7,14 +7,23 @@
 //! two show what HTTP/2 and protobuf through tonic cost against HTTP/1.1 through axum before
 //! hexkv adds anything (`docs/performance.md`, "gRPC against REST, with one load generator").
 //!
+//! Given a file as its second argument, `Put` is durable: it appends the value to that file
+//! through [`hexkv_testkit::group_commit`] and answers once a group-committed `fdatasync` covers
+//! it (`INTERNAL` if the log failed), like its REST twin `crates/hexkv-http/examples/bare_durable.rs`.
+//! The two are the ceiling of a PUT acknowledged after a sync over each protocol
+//! (`docs/performance.md`, "The durable ceiling over gRPC").
+//!
 //! ```text
 //! cargo run --release -p hexkv-grpc --example bare_grpc -- 127.0.0.1:18091
 //! hexkv bench --protocol grpc --endpoint http://127.0.0.1:18091 --workload get --no-preload
+//! cargo run --release -p hexkv-grpc --example bare_grpc -- 127.0.0.1:18092 target/bare-grpc.log
+//! hexkv bench --protocol grpc --endpoint http://127.0.0.1:18092 --workload put --no-preload
 //! ```
 
 use bytes::Bytes;
 use hexkv_grpc::pb;
 use hexkv_grpc::pb::key_value_server::{KeyValue, KeyValueServer};
+use hexkv_testkit::group_commit::GroupCommitLog;
 use tonic::{Request, Response, Status};
 
 #[global_allocator]
@@ -23,7 +32,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// The fixed value every `Get` returns.
 static VALUE: [u8; 100] = [b'v'; 100];
 
-struct Bare;
+/// With a log, every `Put` waits for its value to be synced to it.
+struct Bare {
+    log: Option<GroupCommitLog>,
+}
 
 #[tonic::async_trait]
 impl KeyValue for Bare {
@@ -40,7 +52,15 @@ impl KeyValue for Bare {
         }))
     }
 
-    async fn put(&self, _: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        if let Some(log) = &self.log {
+            log.append(&request.get_ref().value)
+                .await
+                .map_err(|_| Status::internal("the log failed"))?;
+        }
         Ok(Response::new(pb::PutResponse {
             version: 1,
             created: false,
@@ -64,12 +84,12 @@ impl KeyValue for Bare {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:18091".to_owned());
+    let mut args = std::env::args().skip(1);
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:18091".to_owned());
+    let log = args.next().map(GroupCommitLog::create).transpose()?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     tonic::transport::Server::builder()
-        .add_service(KeyValueServer::new(Bare))
+        .add_service(KeyValueServer::new(Bare { log }))
         .serve_with_incoming(hexkv_grpc::without_nagle(listener))
         .await?;
     Ok(())
