@@ -9,7 +9,8 @@ One run, on this machine: the ceilings (a bare axum handler, and a bare handler 
 synced to disk with group commit) and hexkv's REST GET and PUT under wrk (scripts/bench-http.sh); a concurrency sweep with `hexkv bench` of GET and PUT over REST and
 gRPC on the embedded store (ephemeral, fsync `always`, fsync `interval`) and on PostgreSQL;
 latency at half the peak rate (open loop, three runs a row); the same load generator against the
-bare axum and tonic handlers (the frameworks' ceilings); memory and start-up with a million keys
+bare axum and tonic handlers (the frameworks' ceilings), plain and with PUT synced by group commit
+(peak, and latency at half that peak); memory and start-up with a million keys
 (scripts/bench-memory.sh); PostgreSQL beside pgbench (scripts/bench-postgres.sh). The figures
 go to docs/bench/results.json, the page and its plots (SVG, docs/bench/) are rendered from
 that file, so `--render` reproduces the committed page exactly.
@@ -146,6 +147,17 @@ def hexkv_bench(hexkv, protocol, workload, concurrency, duration, preload, rate=
 HALF_RATE_REPEATS = 3
 
 
+def half_rate(hexkv, protocol, workload, peak, duration):
+    """`workload` at half of `peak` requests a second (open loop), HALF_RATE_REPEATS times: the
+    run of median p99, with every run's p99."""
+    runs = sorted((hexkv_bench(hexkv, protocol, workload, 64, duration, preload=False,
+                               rate=peak // 2)
+                   for _ in range(HALF_RATE_REPEATS)),
+                  key=lambda r: r["p99_ms"])
+    return {"peak_rps": peak, "rate": peak // 2, **runs[len(runs) // 2],
+            "p99_every_ms": [r["p99_ms"] for r in runs]}
+
+
 def wait_for_port(address, timeout=30):
     """Waits until something accepts TCP connections on `host:port`."""
     host, port = address.rsplit(":", 1)
@@ -172,12 +184,13 @@ def ceilings(hexkv, examples, duration, work):
     durable = [[examples / "bare_durable", HTTP, work / "bare-durable-http.log"],
                [examples / "bare_grpc", GRPC, work / "bare-durable-grpc.log"]]
     return (bare_runs(hexkv, plain, [("get", "get"), ("put", "put")], duration)
-            + bare_runs(hexkv, durable, [("put", "put-durable")], duration))
+            + bare_runs(hexkv, durable, [("put", "put-durable")], duration, half=True))
 
 
-def bare_runs(hexkv, commands, workloads, duration):
+def bare_runs(hexkv, commands, workloads, duration, half=False):
     """Starts the bare servers of `commands` and runs each (workload, row name) over both
-    protocols, best of two runs."""
+    protocols, best of two runs; with `half`, then at half that rate as the memory stores'
+    half-rate rows are run."""
     servers = [subprocess.Popen([str(a) for a in command], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL) for command in commands]
     try:
@@ -189,8 +202,13 @@ def bare_runs(hexkv, commands, workloads, duration):
                 log(f"ceiling: bare {protocol} {name} c=64")
                 runs = [hexkv_bench(hexkv, protocol, workload, 64, duration, preload=False)
                         for _ in range(2)]
-                rows.append({"workload": name, "protocol": protocol,
-                             **max(runs, key=lambda r: r["rps"])})
+                row = {"workload": name, "protocol": protocol,
+                       **max(runs, key=lambda r: r["rps"])}
+                if half:
+                    log(f"ceiling: bare {protocol} {name} at {row['rps'] // 2}/s "
+                        f"({HALF_RATE_REPEATS} runs)")
+                    row["half_rate"] = half_rate(hexkv, protocol, workload, row["rps"], duration)
+                rows.append(row)
         return rows
     finally:
         for server in servers:
@@ -226,15 +244,9 @@ def sweep(hexkv, work, stores, levels, duration, pg_url):
                                         r["concurrency"]) == (store, workload, protocol, 64))
                         log(f"half rate: {store} {workload} {protocol} at {peak // 2}/s "
                             f"({HALF_RATE_REPEATS} runs)")
-                        runs = sorted((hexkv_bench(hexkv, protocol, workload, 64, duration,
-                                                   preload=False, rate=peak // 2)
-                                       for _ in range(HALF_RATE_REPEATS)),
-                                      key=lambda r: r["p99_ms"])
                         results["half_rate"].append(
                             {"store": store, "workload": workload, "protocol": protocol,
-                             "peak_rps": peak, "rate": peak // 2,
-                             **runs[len(runs) // 2],
-                             "p99_every_ms": [r["p99_ms"] for r in runs]})
+                             **half_rate(hexkv, protocol, workload, peak, duration)})
         finally:
             server.stop()
     return results
@@ -422,10 +434,15 @@ def render(results):
                           "≥ 100%", ", ".join(parts), ok))
         worst = max(sw["half_rate"], key=lambda r: r["p99_ms"]) if sw["half_rate"] else None
         if worst:
+            text = (f"{worst['p99_ms']:.2f} ms ({worst['workload'].upper()}, "
+                    f"{worst['protocol']}, {STORE_NAMES[worst['store']]})")
+            # What a PUT that waits for a sync shows at half its own peak, where measured.
+            synced = [r for r in sw.get("ceiling", []) if "half_rate" in r]
+            if synced:
+                text += "; the bare durable handlers " + ", ".join(
+                    f"{r['half_rate']['p99_ms']:.2f} ms ({r['protocol']})" for r in synced)
             goals.append(("p99 at half the peak rate, memory stores (worst case)", "< 5 ms",
-                          f"{worst['p99_ms']:.2f} ms ({worst['workload'].upper()}, "
-                          f"{worst['protocol']}, {STORE_NAMES[worst['store']]})",
-                          worst["p99_ms"] < 5))
+                          text, worst["p99_ms"] < 5))
     if mem:
         goals.append((f"RSS after writing {fmt(mem['keys'])} keys, of the raw data", "≤ 2.5×",
                       f"{mem['rss_loaded_mib'] / mem['raw_mib']:.2f}×",
@@ -556,6 +573,22 @@ def render(results):
                 add(f"| {label} | {fmt(h['rps'])} | {h['p99_ms']:.2f} ms | "
                     f"{fmt(g['rps'])} | {g['p99_ms']:.2f} ms | {ratio(g['rps'], h['rps']):.0f}% |")
             add("")
+            synced = [r for r in sw["ceiling"] if "half_rate" in r]
+            if synced:
+                add("The durable bare handlers at half their peak, as the memory stores' rows "
+                    "of \"Latency at half the peak rate\" are run (the run of median p99 of "
+                    f"{HALF_RATE_REPEATS}): what a PUT that waits for this disk's `fdatasync` "
+                    "shows in its tail before hexkv adds anything.")
+                add("")
+                add("| handler | peak req/s | rate | p50 | p99 | errors | p99 of every run |")
+                add("|---|---|---|---|---|---|---|")
+                for r in synced:
+                    h = r["half_rate"]
+                    name = "bare durable axum" if r["protocol"] == "http" else "bare durable tonic"
+                    add(f"| {name} | {fmt(h['peak_rps'])} | {fmt(h['rate'])} | "
+                        f"{h['p50_ms']:.2f} ms | {h['p99_ms']:.2f} ms | {h['errors']} | "
+                        + " · ".join(f"{x:.2f}" for x in h["p99_every_ms"]) + " ms |")
+                add("")
 
     if mem:
         add("## Memory and start-up")
