@@ -437,10 +437,10 @@ def render(results):
             text = (f"{worst['p99_ms']:.2f} ms ({worst['workload'].upper()}, "
                     f"{worst['protocol']}, {STORE_NAMES[worst['store']]})")
             # What a PUT that waits for a sync shows at half its own peak, where measured.
-            synced = [r for r in sw.get("ceiling", []) if "half_rate" in r]
-            if synced:
+            durable_half = [r for r in sw.get("ceiling", []) if "half_rate" in r]
+            if durable_half:
                 text += "; the bare durable handlers " + ", ".join(
-                    f"{r['half_rate']['p99_ms']:.2f} ms ({r['protocol']})" for r in synced)
+                    f"{r['half_rate']['p99_ms']:.2f} ms ({r['protocol']})" for r in durable_half)
             goals.append(("p99 at half the peak rate, memory stores (worst case)", "< 5 ms",
                           text, worst["p99_ms"] < 5))
     if mem:
@@ -573,8 +573,8 @@ def render(results):
                 add(f"| {label} | {fmt(h['rps'])} | {h['p99_ms']:.2f} ms | "
                     f"{fmt(g['rps'])} | {g['p99_ms']:.2f} ms | {ratio(g['rps'], h['rps']):.0f}% |")
             add("")
-            synced = [r for r in sw["ceiling"] if "half_rate" in r]
-            if synced:
+            durable_half = [r for r in sw["ceiling"] if "half_rate" in r]
+            if durable_half:
                 add("The durable bare handlers at half their peak, as the memory stores' rows "
                     "of \"Latency at half the peak rate\" are run (the run of median p99 of "
                     f"{HALF_RATE_REPEATS}): what a PUT that waits for this disk's `fdatasync` "
@@ -582,7 +582,7 @@ def render(results):
                 add("")
                 add("| handler | peak req/s | rate | p50 | p99 | errors | p99 of every run |")
                 add("|---|---|---|---|---|---|---|")
-                for r in synced:
+                for r in durable_half:
                     h = r["half_rate"]
                     name = "bare durable axum" if r["protocol"] == "http" else "bare durable tonic"
                     add(f"| {name} | {fmt(h['peak_rps'])} | {fmt(h['rate'])} | "

@@ -37,8 +37,9 @@
 //! readiness reports it.
 //!
 //! # Compaction
-//! After a batch, and after a compaction finishes (writes made meanwhile may have made the log due
-//! again), the flusher checks whether the log is due for compaction (or one was asked for); if so it rotates to a new segment between two batches and hands the snapshot to a
+//! After a batch, and after a compaction finishes (writes made meanwhile may have made the log
+//! due again), the flusher checks whether the log is due for compaction (or one was asked for);
+//! if so it rotates to a new segment between two batches and hands the snapshot to a
 //! compaction thread (see the `compaction` module). It runs one compaction at a time. When
 //! writers write their own records, the writer that makes the log due tells the flusher, which
 //! rotates under the sequencing lock, between two writes.
