@@ -6,15 +6,17 @@
 //!   with the version read; a lost race is a *conflict*, not an error).
 //! - **Keys** ([`keys`]): a key count, key and value sizes, uniform or Zipf-distributed access.
 //! - **Load**: a fixed number of concurrent workers (closed loop), or a fixed request rate (open
-//!   loop, [`Schedule`]): request *i* is due at `start + i / rate` and its latency is measured
-//!   from that moment, not from when a worker got to it, so a slow server cannot hide its
-//!   queueing (no coordinated omission).
+//!   loop, [`Schedule`]): request *i* is due at the first millisecond boundary at or after
+//!   `start + i / rate` and its latency is measured from that moment, not from when a worker got
+//!   to it, so a slow server cannot hide its queueing (no coordinated omission). A [`Pacer`]
+//!   per worker sends each request at its due time to within microseconds.
 //! - **Fan-out, fan-in**: the workers run as tasks, each with its own [`Stats`]; at the end
 //!   their histograms and counts are merged into one [`Report`].
 //! - A warm-up period whose requests are not counted, a progress line each second (stderr), and
 //!   the report as a table or as JSON.
 
 pub mod keys;
+pub mod pacer;
 pub mod stats;
 
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use rand::SeedableRng as _;
 use tokio::time::Instant;
 
 pub use keys::{Distribution, KeyChooser};
+pub use pacer::Pacer;
 pub use stats::{Latency, Stats};
 
 /// What each request does.
@@ -98,12 +101,18 @@ impl Spec {
     }
 }
 
+/// How often an open loop releases the requests that have come due: every millisecond, the
+/// granularity of tokio's own timers, at which requests leave together (fewer wake-ups on both
+/// sides than one at a time, "Pacing the open loop" in `docs/performance.md`).
+pub const SLOT: Duration = Duration::from_millis(1);
+
 /// When requests are due.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Schedule {
     /// Each worker sends as soon as its last request is answered.
     Closed,
-    /// Request `i` is due at `start + i / rate`.
+    /// Request `i` is due at the first [`SLOT`] boundary (counted from `start`) at or after
+    /// `start + i / rate`: the rate, released a slot at a time.
     Open {
         /// When request 0 is due.
         start: Instant,
@@ -118,7 +127,11 @@ impl Schedule {
         match *self {
             Schedule::Closed => None,
             Schedule::Open { start, rate } => {
-                Some(start + Duration::from_secs_f64(ticket as f64 / rate))
+                let slot = SLOT.as_nanos() as u64;
+                // Rounded to the nanosecond first, so that a due time on a boundary (1 / rate
+                // a whole number of slots) stays on it rather than moving to the next.
+                let ideal = (ticket as f64 * 1e9 / rate).round() as u64;
+                Some(start + Duration::from_nanos(ideal.div_ceil(slot) * slot))
             }
         }
     }
@@ -298,6 +311,7 @@ async fn worker(shared: Arc<Shared>, id: usize) -> Stats {
     let client = shared.clients[id % shared.clients.len()].clone();
     let mut rng = rand::rngs::SmallRng::from_os_rng();
     let mut stats = Stats::default();
+    let mut pacer = Pacer::new();
     while !shared.stop.load(Ordering::Relaxed) {
         let ticket = shared.tickets.fetch_add(1, Ordering::Relaxed);
         let due = shared.schedule.due(ticket);
@@ -307,7 +321,7 @@ async fn worker(shared: Arc<Shared>, id: usize) -> Stats {
             break;
         }
         if let Some(due) = due {
-            tokio::time::sleep_until(due).await;
+            pacer.until(due).await;
         }
         let started = due.unwrap_or_else(Instant::now);
         if shared.until.is_some_and(|until| started >= until) {
@@ -449,6 +463,37 @@ mod tests {
             Some(start + Duration::from_millis(2500))
         );
         assert_eq!(Schedule::Closed.due(7), None);
+    }
+
+    #[test]
+    fn an_open_loop_releases_requests_a_slot_at_a_time() {
+        let start = Instant::now();
+        let schedule = Schedule::Open {
+            start,
+            rate: 4000.0,
+        };
+        let ms = Duration::from_millis;
+        // Four requests a slot: 0 at the start, 1–4 at the first boundary (request 4's ideal
+        // time is on it), 5–8 at the second.
+        let due: Vec<_> = (0..9).map(|i| schedule.due(i).unwrap() - start).collect();
+        assert_eq!(
+            due,
+            [
+                ms(0),
+                ms(1),
+                ms(1),
+                ms(1),
+                ms(1),
+                ms(2),
+                ms(2),
+                ms(2),
+                ms(2)
+            ]
+        );
+        // Slower than a slot: each request has its own, the first boundary after it is due.
+        let slow = Schedule::Open { start, rate: 300.0 };
+        assert_eq!(slow.due(1), Some(start + ms(4)));
+        assert_eq!(slow.due(3), Some(start + ms(10)));
     }
 
     #[test]
