@@ -11,7 +11,8 @@
 //! (`docs/performance.md`, "The durable ceiling").
 //!
 //! A failed write or sync fails every request of its batch and every one queued behind it, and
-//! the log refuses writes from then on.
+//! the log refuses writes from then on. Dropping the last handle stops the syncing thread and
+//! closes the file.
 
 use std::fs::File;
 use std::io;
@@ -41,6 +42,8 @@ struct Queue {
     sleeping: bool,
     /// A write or sync failed: nothing is acknowledged any more.
     failed: bool,
+    /// The last handle is gone: the syncing thread returns once the queue is empty.
+    closed: bool,
 }
 
 struct Shared {
@@ -48,10 +51,29 @@ struct Shared {
     wake: Condvar,
 }
 
-/// An append-only file written with group commit; cheap to clone (one syncing thread).
+/// An append-only file written with group commit; cheap to clone (one syncing thread, which
+/// the last clone's drop stops and waits for).
 #[derive(Clone)]
 pub struct GroupCommitLog {
+    owner: Arc<Owner>,
+}
+
+/// What the handles share: the queue, and the syncing thread to stop when the last one goes.
+struct Owner {
     shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.shared.queue().closed = true;
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            // Every append borrowed a handle, so none is waiting: the thread has at most the
+            // batch in hand to finish.
+            let _ = thread.join();
+        }
+    }
 }
 
 impl GroupCommitLog {
@@ -67,18 +89,24 @@ impl GroupCommitLog {
             wake: Condvar::new(),
         });
         let syncing = Arc::clone(&shared);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("group-commit".into())
             .spawn(move || syncing.run(file))?;
-        Ok(Self { shared })
+        Ok(Self {
+            owner: Arc::new(Owner {
+                shared,
+                thread: Some(thread),
+            }),
+        })
     }
 
     /// Queues `body` and waits until an `fdatasync` covers it.
     pub async fn append(&self, body: &[u8]) -> Result<(), Failed> {
         let len = u32::try_from(body.len()).map_err(|_| Failed)?;
         let (tx, rx) = oneshot::channel();
+        let shared = &self.owner.shared;
         let wake = {
-            let mut queue = self.shared.queue();
+            let mut queue = shared.queue();
             if queue.failed {
                 return Err(Failed);
             }
@@ -88,7 +116,7 @@ impl GroupCommitLog {
             std::mem::take(&mut queue.sleeping)
         };
         if wake {
-            self.shared.wake.notify_one();
+            shared.wake.notify_one();
         }
         rx.await.unwrap_or(Err(Failed))
     }
@@ -99,7 +127,7 @@ impl Shared {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The syncing thread: one write and one `fdatasync` per batch.
+    /// The syncing thread: one write and one `fdatasync` per batch, until the log is closed.
     fn run(&self, file: File) {
         let (mut end, mut allocated) = (0u64, 0u64);
         let mut spare = Vec::new();
@@ -107,6 +135,9 @@ impl Shared {
             let (batch, waiters) = {
                 let mut queue = self.queue();
                 while queue.buf.is_empty() {
+                    if queue.closed {
+                        return;
+                    }
                     queue.sleeping = true;
                     queue = self
                         .wake
@@ -182,6 +213,23 @@ mod tests {
         let mut expected: Vec<_> = (0..64).map(|i| format!("body-{i}")).collect();
         expected.sort();
         assert_eq!(bodies, expected);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_handle_stops_the_syncing_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = GroupCommitLog::create(dir.path().join("log")).unwrap();
+        let clone = log.clone();
+        assert_eq!(clone.append(b"one").await, Ok(()));
+        let shared = Arc::downgrade(&log.owner.shared);
+        drop(log);
+        assert!(shared.upgrade().is_some(), "a clone still holds the log");
+        drop(clone);
+        // The drop waited for the thread, which held the other reference.
+        assert!(
+            shared.upgrade().is_none(),
+            "the syncing thread outlived the log"
+        );
     }
 
     #[tokio::test]
