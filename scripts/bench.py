@@ -524,9 +524,10 @@ def render(results):
             add("### Latency at half the peak rate")
             add("")
             add("An open loop (`hexkv bench --rate`): requests are due at a fixed rate, half the "
-                "peak measured above at 64 in flight, and each latency counts from the moment "
-                "the request was due, so queueing is charged to the server (no coordinated "
-                "omission).")
+                "peak measured above at 64 in flight, those due within a millisecond released "
+                "together at its start (each worker waits on a kernel timer, not tokio's "
+                "millisecond wheel), and each latency counts from the moment the request was "
+                "due, so queueing is charged to the server (no coordinated omission).")
             add("")
             repeated = all("p99_every_ms" in r for r in sw["half_rate"])
             if repeated:

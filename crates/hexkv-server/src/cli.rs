@@ -122,8 +122,9 @@ pub struct BenchArgs {
     /// Connections (gRPC channels) the workers share; over HTTP each worker may open its own.
     #[arg(long, value_name = "N", default_value_t = 4)]
     connections: usize,
-    /// A fixed request rate (open loop: latency counts from when each request was due);
-    /// without it each worker sends as soon as its last answer came (closed loop).
+    /// A fixed request rate (open loop: the requests due in each millisecond leave together at
+    /// its start, on a kernel timer, and latency counts from then); without it each worker sends
+    /// as soon as its last answer came (closed loop).
     #[arg(long, value_name = "PER_SECOND")]
     rate: Option<f64>,
     /// Seconds to measure (default 10, unless --requests is given).
