@@ -311,7 +311,8 @@ async fn worker(shared: Arc<Shared>, id: usize) -> Stats {
     let client = shared.clients[id % shared.clients.len()].clone();
     let mut rng = rand::rngs::SmallRng::from_os_rng();
     let mut stats = Stats::default();
-    let mut pacer = Pacer::new();
+    // Only an open loop waits, and only it needs a timer of its own.
+    let mut pacer = matches!(shared.schedule, Schedule::Open { .. }).then(Pacer::new);
     while !shared.stop.load(Ordering::Relaxed) {
         let ticket = shared.tickets.fetch_add(1, Ordering::Relaxed);
         let due = shared.schedule.due(ticket);
@@ -320,7 +321,7 @@ async fn worker(shared: Arc<Shared>, id: usize) -> Stats {
         {
             break;
         }
-        if let Some(due) = due {
+        if let (Some(due), Some(pacer)) = (due, pacer.as_mut()) {
             pacer.until(due).await;
         }
         let started = due.unwrap_or_else(Instant::now);

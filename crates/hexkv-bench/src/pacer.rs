@@ -48,8 +48,8 @@ impl Pacer {
     }
 
     /// Whether this pacer waits on a kernel timer finer than tokio's.
-    #[must_use]
-    pub fn is_fine(&self) -> bool {
+    #[cfg(test)]
+    fn is_fine(&self) -> bool {
         #[cfg(target_os = "linux")]
         return self.timer.is_some();
         #[cfg(not(target_os = "linux"))]
