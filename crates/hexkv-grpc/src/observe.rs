@@ -74,7 +74,12 @@ impl Observe for GrpcObserve {
 
     fn start<B>(&self, request: &Request<B>) -> Started {
         let (service, method) = rpc(request.uri().path());
-        let id = from_client(request.headers().get(&REQUEST_ID_HEADER));
+        let mut id = from_client(request.headers().get(&REQUEST_ID_HEADER));
+        // Every response carries its own id, so HPACK must not index it: indexed, each id took a
+        // new entry of the connection's 4 KiB header table on both ends, pushing out the
+        // entries that do repeat (`content-type`, `grpc-status`) and making every response's
+        // lookup compare its id with the fifty before it ("literal, never indexed" instead).
+        id.set_sensitive(true);
         let span = tracing::info_span!(
             "request",
             otel.name = %format_args!("{service}/{method}"),
@@ -124,6 +129,28 @@ mod tests {
         assert_eq!(rpc("/hexkv.v1.KeyValue/Nope"), ("unknown", "unknown"));
         assert_eq!(rpc("/x"), ("unknown", "unknown"));
         assert_eq!(rpc(""), ("unknown", "unknown"));
+    }
+
+    #[test]
+    fn the_request_id_is_never_indexed() {
+        let request = Request::builder()
+            .uri("/hexkv.v1.KeyValue/Get")
+            .body(())
+            .unwrap();
+        let started = GrpcObserve.start(&request);
+        let (name, id) = started.response_header.expect("a request id");
+        assert_eq!(name, REQUEST_ID_HEADER);
+        assert!(id.is_sensitive());
+        assert_eq!(id.len(), 33);
+
+        let given = Request::builder()
+            .uri("/hexkv.v1.KeyValue/Get")
+            .header(&REQUEST_ID_HEADER, "client-chosen-id")
+            .body(())
+            .unwrap();
+        let (_, id) = GrpcObserve.start(&given).response_header.unwrap();
+        assert_eq!(id, "client-chosen-id");
+        assert!(id.is_sensitive());
     }
 
     #[test]
