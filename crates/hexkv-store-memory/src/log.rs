@@ -139,11 +139,9 @@ struct State {
     /// to (see "Writes without a sync to wait for"). `None` under `always`, where the flusher
     /// keeps it, and after close.
     inline: Option<Inline>,
-    /// Whether the flusher is blocked on the condvar and nobody has signalled it yet. Writers
-    /// signal it only then, and the one that does clears the flag: a condvar notify is a system
-    /// call even with no waiter, and a wake-up another writer already sent (or, while the
-    /// flusher is busy writing or syncing, its next look at `buf`) finds the new records
-    /// without being told again.
+    /// The flusher waits on the condvar and nobody has signalled it yet. Only then does a
+    /// writer notify it (clearing the flag): a notify is a system call even with no waiter, and
+    /// a busy flusher, or one already woken, finds the new records on its next look.
     flusher_waiting: bool,
 }
 
@@ -175,8 +173,10 @@ struct Inline {
     tail: Tail,
     /// The encoded record being written.
     scratch: Vec<u8>,
-    /// Whether the policy is `interval`, and anything was written since the last periodic sync.
+    /// The policy is `interval`: the flusher must hear of the first write after each periodic
+    /// sync, so it can time the next.
     interval: bool,
+    /// Anything was written since the last periodic sync.
     unsynced: bool,
     /// A writer found the log due for compaction and told the flusher.
     compaction_due: bool,
