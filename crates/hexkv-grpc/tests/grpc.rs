@@ -331,3 +331,39 @@ async fn unknown_services_and_methods_are_unimplemented() {
         assert_eq!(status.code(), Code::Unimplemented, "{path}: {status:?}");
     }
 }
+
+#[tokio::test]
+async fn every_call_gets_its_own_request_id_or_the_one_it_sent() {
+    let app = App::start().await;
+    let mut client = app.client().await;
+    client.put(put("id", b"v", None)).await.expect("put");
+    // More calls on one connection than the header table holds ids: each id arrives whole and
+    // differs from every other (none is taken from, or confused with, an earlier one).
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..200 {
+        let response = client
+            .get(pb::GetRequest {
+                key: Bytes::from_static(b"id"),
+            })
+            .await
+            .expect("get");
+        let id = response.metadata().get("x-request-id").expect("an id");
+        let id = id.to_str().expect("ascii").to_owned();
+        assert_eq!(id.len(), 33, "{id}");
+        assert!(seen.insert(id), "an id came back twice");
+    }
+    let mut request = tonic::Request::new(pb::GetRequest {
+        key: Bytes::from_static(b"id"),
+    });
+    request
+        .metadata_mut()
+        .insert("x-request-id", "trace-me-42".parse().unwrap());
+    let response = client.get(request).await.expect("get");
+    assert_eq!(
+        response
+            .metadata()
+            .get("x-request-id")
+            .expect("the id sent"),
+        "trace-me-42"
+    );
+}
