@@ -74,12 +74,8 @@ impl Observe for GrpcObserve {
 
     fn start<B>(&self, request: &Request<B>) -> Started {
         let (service, method) = rpc(request.uri().path());
-        let mut id = from_client(request.headers().get(&REQUEST_ID_HEADER));
-        // Every response carries its own id, so HPACK must not index it: indexed, each id took a
-        // new entry of the connection's 4 KiB header table on both ends, pushing out the
-        // entries that do repeat (`content-type`, `grpc-status`) and making every response's
-        // lookup compare its id with the fifty before it ("literal, never indexed" instead).
-        id.set_sensitive(true);
+        // Marked sensitive, so HPACK never indexes it (see `from_client`).
+        let id = from_client(request.headers().get(&REQUEST_ID_HEADER));
         let span = tracing::info_span!(
             "request",
             otel.name = %format_args!("{service}/{method}"),

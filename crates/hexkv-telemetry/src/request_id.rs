@@ -21,12 +21,20 @@ pub fn is_acceptable(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// The client's id when acceptable, else a new one.
+/// The client's id when acceptable, else a new one; marked sensitive either way.
+///
+/// Every response carries its own id, so HTTP/2's header compression (HPACK) must not index it
+/// ("literal, never indexed"): indexed, each id took a new entry of the connection's 4 KiB
+/// header table on both ends, pushing out the entries that do repeat (`content-type`,
+/// `grpc-status`) and making every response's lookup compare its id with the fifty before it
+/// (docs/performance.md, "The request id in the gRPC header table"). HTTP/1.1 ignores the mark.
 pub fn from_client(given: Option<&HeaderValue>) -> HeaderValue {
-    match given {
+    let mut id = match given {
         Some(given) if is_acceptable(given.as_bytes()) => given.clone(),
         _ => new_id(),
-    }
+    };
+    id.set_sensitive(true);
+    id
 }
 
 /// `<16 hex digits of a random per-process prefix>-<16 hex digits of a counter>`, formatted by
@@ -78,6 +86,8 @@ mod tests {
         assert_ne!(a, b);
         assert!(is_acceptable(a.as_bytes()));
         assert_eq!(from_client(Some(&HeaderValue::from_static("mine"))), "mine");
+        assert!(from_client(Some(&HeaderValue::from_static("mine"))).is_sensitive());
+        assert!(from_client(None).is_sensitive());
         assert_ne!(
             from_client(Some(&HeaderValue::from_static("not mine"))),
             "not mine"
