@@ -1,7 +1,9 @@
 //! Traces of the real binary, received by an OTLP collector started inside the test: a REST
 //! request that carries a `traceparent`, and a gRPC call from the client SDK inside a traced
 //! span, each become a trace request → service → store with the caller's span as parent, and
-//! the spans arrive by the time the process has exited (flushed on shutdown).
+//! the spans arrive by the time the process has exited (flushed on shutdown). The standard
+//! OpenTelemetry switches (`OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED`) turn export on and off
+//! as platforms that inject them expect.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -202,4 +204,70 @@ async fn request_service_and_store_spans_arrive_with_their_parents() {
     let service = named(&grpc_trace, "service put");
     assert_eq!(service.parent_span_id, call.span_id);
     named(&grpc_trace, "store put");
+}
+
+/// Starts hexkv with `env` (and the collector's endpoint), makes one traced REST request, stops
+/// it, and returns the spans of that request's trace the collector received: the exporter
+/// flushes on shutdown, so after the exit, what has not arrived was never sent.
+async fn spans_exported_with(env: &[(&str, &str)]) -> Vec<(String, Span)> {
+    let collector = Collector::default();
+    let endpoint = format!("http://{}", collector.start().await);
+    let (_tmp, data) = data_dir();
+    let mut vars = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
+    vars.extend_from_slice(env);
+    let server = Server::start(&data, &[], &vars);
+    let trace_id = [0x5c_u8; 16];
+    let traceparent = format!("00-{}-{}-01", hex(&trace_id), hex(&[0x11; 8]));
+    let r = reqwest::Client::new()
+        .put(server.url("/v1/kv/switched"))
+        .header("traceparent", &traceparent)
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(server.terminate().success());
+    // The exporter's last export was answered (the collector keeps spans before it answers)
+    // before the process exited.
+    collector.trace(&trace_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_opentelemetry_exporter_variable_alone_turns_export_on() {
+    // What the OpenTelemetry Operator injects, and nothing of hexkv's own.
+    let spans = spans_exported_with(&[("OTEL_TRACES_EXPORTER", "otlp")]).await;
+    named(&spans, "PUT /v1/kv/{*key}");
+    named(&spans, "store put");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hexkv_s_own_setting_wins_over_the_exporter_variable() {
+    let spans = spans_exported_with(&[
+        ("OTEL_TRACES_EXPORTER", "none"),
+        ("HEXKV_TELEMETRY__TRACES", "true"),
+    ])
+    .await;
+    named(&spans, "PUT /v1/kv/{*key}");
+    let spans = spans_exported_with(&[
+        ("OTEL_TRACES_EXPORTER", "otlp"),
+        ("HEXKV_TELEMETRY__TRACES", "false"),
+    ])
+    .await;
+    assert!(spans.is_empty(), "exported although turned off: {spans:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_switch_and_none_export_nothing() {
+    for env in [
+        &[("OTEL_TRACES_EXPORTER", "none")][..],
+        &[("OTEL_TRACES_EXPORTER", "otlp"), ("OTEL_SDK_DISABLED", "true")][..],
+        &[
+            ("HEXKV_TELEMETRY__TRACES", "true"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ][..],
+        &[][..],
+    ] {
+        let spans = spans_exported_with(env).await;
+        assert!(spans.is_empty(), "{env:?} exported {spans:?}");
+    }
 }

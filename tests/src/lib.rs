@@ -141,6 +141,10 @@ impl Server {
             .arg("--ready-file")
             .arg(&ready)
             .args(args)
+            // The standard OpenTelemetry switches of the machine running the tests stay out.
+            .env_remove("OTEL_TRACES_EXPORTER")
+            .env_remove("OTEL_SDK_DISABLED")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

@@ -597,8 +597,11 @@ fn default_flags() -> BTreeMap<String, FlagSetting> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
-    /// Export traces (`OTEL_SDK_DISABLED=true` turns them off regardless).
-    pub traces: bool,
+    /// Export traces. Unset: as `OTEL_TRACES_EXPORTER` says (`otlp` on, `none` or unset off),
+    /// which is what the OpenTelemetry Operator and most platforms inject; set, it wins over that
+    /// variable. `OTEL_SDK_DISABLED=true` turns export off regardless ([`TelemetryConfig::exports`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traces: Option<bool>,
     /// The OTLP/gRPC endpoint; empty: `OTEL_EXPORTER_OTLP_ENDPOINT`, else
     /// `http://localhost:4317`.
     pub otlp_endpoint: String,
@@ -609,10 +612,69 @@ pub struct TelemetryConfig {
     pub sample_ratio: f64,
 }
 
+/// Whether traces are exported, and what decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceExport {
+    /// Exported over OTLP.
+    On(&'static str),
+    /// Not exported.
+    Off(&'static str),
+    /// Not exported: `OTEL_TRACES_EXPORTER` names only exporters this binary does not have.
+    Unsupported(String),
+}
+
+impl TraceExport {
+    /// Whether traces are exported.
+    pub fn is_on(&self) -> bool {
+        matches!(self, TraceExport::On(_))
+    }
+}
+
+impl TelemetryConfig {
+    /// Whether traces are exported, from `telemetry.traces` and the standard OpenTelemetry
+    /// variables, read through `env` (the process environment in the binary):
+    ///
+    /// 1. `OTEL_SDK_DISABLED=true` (any case): off, whatever else says;
+    /// 2. `telemetry.traces`, when set (file, `HEXKV_TELEMETRY__TRACES`): as it says;
+    /// 3. `OTEL_TRACES_EXPORTER`, a comma-separated list: on when it names `otlp`, off for
+    ///    `none`; other exporters (`console`, `zipkin`…) are not built in and export nothing;
+    /// 4. otherwise off.
+    pub fn exports(&self, env: impl Fn(&str) -> Option<String>) -> TraceExport {
+        if env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+            return TraceExport::Off("OTEL_SDK_DISABLED=true");
+        }
+        match self.traces {
+            Some(true) => return TraceExport::On("telemetry.traces = true"),
+            Some(false) => return TraceExport::Off("telemetry.traces = false"),
+            None => {}
+        }
+        let Some(exporters) = env("OTEL_TRACES_EXPORTER") else {
+            return TraceExport::Off("neither telemetry.traces nor OTEL_TRACES_EXPORTER is set");
+        };
+        let names: Vec<String> = exporters
+            .split(',')
+            .map(|name| name.trim().to_ascii_lowercase())
+            .filter(|name| !name.is_empty())
+            .collect();
+        if names.iter().any(|name| name == "otlp") {
+            TraceExport::On("OTEL_TRACES_EXPORTER names otlp")
+        } else if names.iter().all(|name| name == "none") {
+            TraceExport::Off("OTEL_TRACES_EXPORTER=none")
+        } else {
+            TraceExport::Unsupported(exporters)
+        }
+    }
+
+    /// [`TelemetryConfig::exports`] from the process environment.
+    pub fn exports_from_env(&self) -> TraceExport {
+        self.exports(|name| std::env::var(name).ok())
+    }
+}
+
 impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
-            traces: false,
+            traces: None,
             otlp_endpoint: String::new(),
             service_name: "hexkv".to_owned(),
             sample_ratio: 1.0,
@@ -1012,7 +1074,7 @@ impl Config {
                 ),
             );
         }
-        if self.telemetry.traces && !cfg!(feature = "otlp") {
+        if self.telemetry.traces == Some(true) && !cfg!(feature = "otlp") {
             return invalid(
                 "telemetry.traces",
                 "this binary was built without the `otlp` cargo feature",
@@ -1334,5 +1396,47 @@ mod tests {
         let c = Config::default();
         let parsed: Config = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(parsed, c);
+    }
+
+    #[test]
+    fn opentelemetry_variables_turn_trace_export_on_and_off() {
+        let exports = |traces: Option<bool>, vars: &[(&str, &str)]| {
+            let config = TelemetryConfig {
+                traces,
+                ..TelemetryConfig::default()
+            };
+            config.exports(|name| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+        };
+        // What the OpenTelemetry Operator injects turns export on by itself.
+        assert!(exports(None, &[("OTEL_TRACES_EXPORTER", "otlp")]).is_on());
+        assert!(exports(None, &[("OTEL_TRACES_EXPORTER", " console , OTLP ")]).is_on());
+        assert!(!exports(None, &[("OTEL_TRACES_EXPORTER", "none")]).is_on());
+        assert!(!exports(None, &[]).is_on());
+        assert_eq!(
+            exports(None, &[("OTEL_TRACES_EXPORTER", "zipkin")]),
+            TraceExport::Unsupported("zipkin".into())
+        );
+        // hexkv's own setting wins when set.
+        assert!(exports(Some(true), &[("OTEL_TRACES_EXPORTER", "none")]).is_on());
+        assert!(!exports(Some(false), &[("OTEL_TRACES_EXPORTER", "otlp")]).is_on());
+        // The SDK switch wins over everything.
+        for traces in [None, Some(true)] {
+            let off = exports(
+                traces,
+                &[("OTEL_SDK_DISABLED", "TRUE"), ("OTEL_TRACES_EXPORTER", "otlp")],
+            );
+            assert_eq!(off, TraceExport::Off("OTEL_SDK_DISABLED=true"));
+        }
+        assert!(
+            exports(
+                None,
+                &[("OTEL_SDK_DISABLED", "false"), ("OTEL_TRACES_EXPORTER", "otlp")]
+            )
+            .is_on()
+        );
     }
 }

@@ -207,7 +207,16 @@ impl Application {
         let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
         // With traces on, the front ends call the service through a span per call (the
         // "service" step of a trace); without, they call it directly.
-        let api: Arc<dyn hexkv_core::KeyValueApi> = if config.telemetry.traces {
+        let traces = config.telemetry.exports_from_env();
+        match &traces {
+            config::TraceExport::On(why) => tracing::info!(reason = why, "exporting traces"),
+            config::TraceExport::Off(why) => tracing::debug!(reason = why, "not exporting traces"),
+            config::TraceExport::Unsupported(names) => tracing::warn!(
+                OTEL_TRACES_EXPORTER = %names,
+                "OTEL_TRACES_EXPORTER names no exporter this binary has (only otlp); not exporting traces"
+            ),
+        }
+        let api: Arc<dyn hexkv_core::KeyValueApi> = if traces.is_on() && cfg!(feature = "otlp") {
             Arc::new(hexkv_telemetry::InstrumentedApi::new(
                 Arc::clone(&service) as Arc<dyn hexkv_core::KeyValueApi>
             ))

@@ -29,7 +29,8 @@ pub fn features() -> String {
 }
 
 /// Installs the global subscriber, the Prometheus recorder when `metrics.enabled`, and trace
-/// export when `telemetry.traces` (and `OTEL_SDK_DISABLED` is not `true`). Fails if a subscriber
+/// export when [`TelemetryConfig::exports_from_env`](crate::config::TelemetryConfig::exports_from_env)
+/// says so (`telemetry.traces`, `OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED`). Fails if a subscriber
 /// is already installed or the settings are unusable. Call inside the tokio runtime.
 pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
     let json = match config.log.format {
@@ -49,10 +50,8 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
     let build = config.metrics.enabled.then_some(&build);
     #[cfg(feature = "otlp")]
     {
-        let disabled =
-            std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
         let t = &config.telemetry;
-        let traces = (t.traces && !disabled).then(|| hexkv_telemetry::TraceSettings {
+        let traces = t.exports_from_env().is_on().then(|| hexkv_telemetry::TraceSettings {
             endpoint: (!t.otlp_endpoint.is_empty()).then(|| t.otlp_endpoint.clone()),
             service_name: t.service_name.clone(),
             sample_ratio: t.sample_ratio,
