@@ -5,6 +5,7 @@
 mod auth;
 mod bench;
 mod cli;
+mod connections;
 mod contract;
 mod crash;
 mod disk;

@@ -260,7 +260,10 @@ async fn hexkv_s_own_setting_wins_over_the_exporter_variable() {
 async fn the_sdk_switch_and_none_export_nothing() {
     for env in [
         &[("OTEL_TRACES_EXPORTER", "none")][..],
-        &[("OTEL_TRACES_EXPORTER", "otlp"), ("OTEL_SDK_DISABLED", "true")][..],
+        &[
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ][..],
         &[
             ("HEXKV_TELEMETRY__TRACES", "true"),
             ("OTEL_SDK_DISABLED", "true"),

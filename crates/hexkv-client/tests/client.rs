@@ -33,6 +33,7 @@ async fn serve(api: Arc<dyn KeyValueApi>) -> Servers {
             flags: None,
             in_flight: None,
             auth: None,
+            throttle: None,
         },
     )
     .await;

@@ -4,6 +4,12 @@
 //! `authorization` metadata on gRPC), ask [`Authenticator::authenticate`] who it is, and check
 //! each operation with [`Principal::authorize`] before calling the service.
 //!
+//! [`Caller`] is what a front end computes once per request, after authentication, the same way
+//! on every transport: the request's [`Identity`] (the authenticated key's name, else the peer
+//! address; never a header the client chooses) and whether its credentials hold. Throttling and
+//! feature-flag rollouts key on the identity; every route and RPC checks its declared access
+//! against the caller.
+//!
 //! Keys are configured as hashes, never as plaintext: `sha256:<hex>` of the key. A key is 256 bits
 //! of randomness (`hexkv auth hash-key --generate`), so a fast hash is enough: what makes a
 //! password hash slow protects guessable secrets, and a guess of a random 256-bit key is hopeless
@@ -12,6 +18,7 @@
 //! much of a hash matched.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -122,6 +129,110 @@ impl Principal {
             )));
         }
         Ok(())
+    }
+}
+
+/// Who a request comes from, for throttling and feature-flag rollouts.
+///
+/// Computed once per request, after authentication: the name of the API key the request
+/// authenticated with, else the address of its peer. Never a header or field the client chooses
+/// freely, so a client cannot act as another (drain someone else's throttle bucket) nor become a
+/// new client at will (rotate a header for a fresh bucket per request). Unauthenticated requests,
+/// and those with a wrong key, are one client per address: guessing keys is throttled too.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Identity {
+    /// Authenticated with the API key of this name.
+    Key(Arc<str>),
+    /// Not authenticated: the peer's IP address.
+    Address(IpAddr),
+    /// Not authenticated, and the peer is not known (an in-process call in a test).
+    Unknown,
+}
+
+impl fmt::Display for Identity {
+    /// `key:<name>`, `addr:<ip>` or `addr:unknown`, as rollouts hash it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Identity::Key(name) => write!(f, "key:{name}"),
+            Identity::Address(ip) => write!(f, "addr:{ip}"),
+            Identity::Unknown => f.write_str("addr:unknown"),
+        }
+    }
+}
+
+/// What authentication found out about one request's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// No key is configured: authentication is off and every request is let in.
+    NotRequired,
+    /// A configured key.
+    Valid(Principal),
+    /// Authentication is on and the request sent no key, or one that is not configured.
+    Refused(AuthError),
+}
+
+/// One request's caller: its [`Identity`] and its [`Credentials`], computed once, before any
+/// route or RPC runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Who it is, for throttling and rollouts.
+    pub identity: Identity,
+    /// Whether its credentials hold.
+    pub credentials: Credentials,
+}
+
+impl Caller {
+    /// Authenticates a request that sent `authorization` (the header's or metadata's value, if
+    /// any) from `peer`; `authenticator` is `None` when no key is configured.
+    pub fn authenticate(
+        authenticator: Option<&Authenticator>,
+        authorization: Option<&[u8]>,
+        peer: Option<IpAddr>,
+    ) -> Self {
+        let by_address = || peer.map_or(Identity::Unknown, Identity::Address);
+        let Some(authenticator) = authenticator else {
+            return Self {
+                identity: by_address(),
+                credentials: Credentials::NotRequired,
+            };
+        };
+        match authenticator.authenticate(authorization) {
+            Ok(principal) => Self {
+                identity: Identity::Key(Arc::clone(&principal.name)),
+                credentials: Credentials::Valid(principal),
+            },
+            Err(err) => Self {
+                identity: by_address(),
+                credentials: Credentials::Refused(err),
+            },
+        }
+    }
+
+    /// The configured key the request authenticated with, if any.
+    pub fn principal(&self) -> Option<&Principal> {
+        match &self.credentials {
+            Credentials::Valid(principal) => Some(principal),
+            _ => None,
+        }
+    }
+
+    /// Whether the request may go on to a route that needs a key (of any role): its key is
+    /// valid, or authentication is off.
+    pub fn authenticated(&self) -> Result<(), AuthError> {
+        match &self.credentials {
+            Credentials::NotRequired | Credentials::Valid(_) => Ok(()),
+            Credentials::Refused(err) => Err(err.clone()),
+        }
+    }
+
+    /// Whether the request may do `action`: always when authentication is off; otherwise its
+    /// key must be valid and allow it ([`Principal::authorize`]).
+    pub fn authorize(&self, action: Action<'_>) -> Result<(), AuthError> {
+        match &self.credentials {
+            Credentials::NotRequired => Ok(()),
+            Credentials::Valid(principal) => principal.authorize(action),
+            Credentials::Refused(err) => Err(err.clone()),
+        }
     }
 }
 
@@ -398,6 +509,34 @@ mod tests {
             config("b", "k1", Role::Read, None),
         ];
         assert!(ApiKeys::new(&same_key).is_err());
+    }
+
+    #[test]
+    fn a_caller_is_its_key_s_name_else_its_address() {
+        let auth = authenticator();
+        let peer: IpAddr = "192.0.2.7".parse().unwrap();
+        let app = Caller::authenticate(Some(&auth), Some(b"Bearer w-key"), Some(peer));
+        assert_eq!(app.identity, Identity::Key("app".into()));
+        assert_eq!(app.identity.to_string(), "key:app");
+        assert_eq!(app.principal().map(|p| &*p.name), Some("app"));
+        assert!(app.authorize(Action::Write(b"app/x")).is_ok());
+        // A wrong key, or none, is the address: one client however the credentials vary.
+        for sent in [None, Some(&b"Bearer guess-1"[..]), Some(b"Bearer app")] {
+            let stranger = Caller::authenticate(Some(&auth), sent, Some(peer));
+            assert_eq!(stranger.identity, Identity::Address(peer), "{sent:?}");
+            assert_eq!(stranger.identity.to_string(), "addr:192.0.2.7");
+            assert!(stranger.authenticated().is_err());
+            assert!(stranger.authorize(Action::Read(b"x")).is_err());
+        }
+        // Without keys every request is let in, and is its address.
+        let open = Caller::authenticate(None, Some(b"Bearer anything"), Some(peer));
+        assert_eq!(open.identity, Identity::Address(peer));
+        assert_eq!(open.credentials, Credentials::NotRequired);
+        assert!(open.authorize(Action::Operate).is_ok());
+        assert_eq!(
+            Caller::authenticate(None, None, None).identity.to_string(),
+            "addr:unknown"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub mod flags;
 pub mod ports;
 pub mod service;
 
-pub use auth::{Action, AuthError, Authenticator, Principal, Role};
+pub use auth::{Action, AuthError, Authenticator, Caller, Credentials, Identity, Principal, Role};
 pub use domain::{
     Cursor, DeleteOutcome, Entry, Key, KeyError, ListItem, ListQuery, ListQueryError, Page,
     Precondition, PutOutcome, Value, ValueError, Version,

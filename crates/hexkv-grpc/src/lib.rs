@@ -1,19 +1,22 @@
 //! hexkv's gRPC adapter: the `hexkv.v1.KeyValue` service (`proto/hexkv/v1/kv.proto`) over the
 //! driving port [`KeyValueApi`], with the standard health and reflection services beside it.
 //!
-//! Like the REST adapter, it parses requests into domain types at the edge and maps every
-//! [`KvError`] to a [`Status`] in exactly one place ([`status`]). Message size limits mirror the
-//! HTTP body limit, so a value the REST API refuses is refused here too.
+//! Each service is added to tonic's [`Routes`](tonic::service::Routes) behind its own stack: the
+//! key-value service behind admission (its RPCs' declared access, the caller's identity,
+//! per-client throttling; see `access`), the request timeout and load shedding; health and
+//! reflection behind admission only, so they are never shed or throttled. Like the REST adapter,
+//! it parses requests into domain types at the edge and maps every [`KvError`] to a [`Status`] in
+//! one place ([`status`]). Message size limits mirror the HTTP body limit, so a value the REST
+//! API refuses is refused here too.
 
+mod access;
 pub mod auth;
-mod dispatch;
 pub mod observe;
 mod status;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hexkv_core::auth::Action;
 use hexkv_core::{
     Cursor, DeleteOutcome, FeatureFlags, Key, KeyError, KeyValueApi, KvError, ListQuery,
     ListQueryError, Precondition, Value, Version,
@@ -56,24 +59,22 @@ pub struct GrpcOptions {
     pub in_flight: Option<Arc<hexkv_resilience::InFlightLimit>>,
     /// API keys and what each may do; `None`: every call is let in.
     pub auth: Option<auth::GrpcAuth>,
+    /// Per-client throttling of the key-value RPCs (`RESOURCE_EXHAUSTED` with `RetryInfo`),
+    /// keyed by the caller's identity: the authenticated key's name, else the peer address.
+    pub throttle: Option<Arc<hexkv_resilience::ClientThrottle>>,
 }
 
-/// The `hexkv.v1.KeyValue` service over a [`KeyValueApi`].
+/// The `hexkv.v1.KeyValue` service over a [`KeyValueApi`]. Its calls must pass admission
+/// (served by [`GrpcServices`]); a call that did not is refused.
 pub struct KeyValueGrpc {
     api: Arc<dyn KeyValueApi>,
     flags: Option<Arc<FeatureFlags>>,
-    /// Calls must carry a principal (set by the authentication interceptor).
-    auth_required: bool,
 }
 
 impl KeyValueGrpc {
     /// The service over `api`.
     pub fn new(api: Arc<dyn KeyValueApi>) -> Self {
-        Self {
-            api,
-            flags: None,
-            auth_required: false,
-        }
+        Self { api, flags: None }
     }
 
     /// Consults `flags` per call.
@@ -83,30 +84,23 @@ impl KeyValueGrpc {
     }
 }
 
-/// The identity feature flags roll out by: the `x-api-key` metadata, else the client's IP
-/// address (as [`client_key`] for throttling).
+/// The identity feature flags roll out by: the caller admission found (the authenticated key's
+/// name, else the peer address).
 fn identity<T>(request: &Request<T>) -> String {
-    hexkv_resilience::client_identity(
-        request
-            .metadata()
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok()),
-        request.remote_addr().map(|a| a.ip()),
-    )
+    access::caller(request)
+        .map_or(hexkv_core::Identity::Unknown, |caller| {
+            caller.identity.clone()
+        })
+        .to_string()
 }
 
-/// The gRPC services hexkv serves, ready to be served by [`GrpcServices::serve`].
+/// The gRPC services hexkv serves, each behind its own stack (see the crate docs): serve them
+/// with [`GrpcServices::into_routes`], or [`GrpcServices::serve`] with tonic's server.
 pub struct GrpcServices {
-    /// `hexkv.v1.KeyValue`, answered before any router (see the `dispatch` module).
-    key_value: dispatch::KeyValueHttp,
-    /// The other services: `grpc.health.v1.Health` and server reflection. An application may add
-    /// its own; calls of `hexkv.v1.KeyValue` never reach these routes.
-    pub routes: tonic::service::Routes,
-    /// Sets the health status; see [`GrpcServices::set_serving`].
+    /// `hexkv.v1.KeyValue`, `grpc.health.v1.Health` and server reflection.
+    routes: tonic::service::Routes,
+    /// Sets the health status; see [`GrpcServices::health`].
     health: tonic_health::server::HealthReporter,
-    in_flight: Option<Arc<hexkv_resilience::InFlightLimit>>,
-    request_timeout: Option<std::time::Duration>,
-    throttle: Option<Arc<hexkv_resilience::Throttle>>,
 }
 
 /// The name health checks use for the key-value service.
@@ -132,74 +126,82 @@ pub fn without_nagle(
     })
 }
 
+/// What each RPC of `hexkv.v1.KeyValue` needs, by method name (the methods are defined below, in
+/// `impl KeyValue for KeyValueGrpc`, and each checks the key or prefix of its message against it).
+/// Admission refuses a method that is not listed.
+const KEY_VALUE_ACCESS: &[(&str, access::Access)] = &[
+    ("Get", access::Access::Read),
+    ("Put", access::Access::Write),
+    ("Delete", access::Access::Write),
+    ("List", access::Access::List),
+];
+
 impl GrpcServices {
     /// Builds the services over `api`. Health starts as SERVING for both the overall server (`""`)
     /// and `hexkv.v1.KeyValue`.
     pub async fn new(api: Arc<dyn KeyValueApi>, options: GrpcOptions) -> Self {
-        use tonic::service::interceptor::InterceptedService;
+        use tonic::service::LayerExt as _;
 
         let limit = options.max_value_bytes + MESSAGE_OVERHEAD;
-        let mut service = KeyValueGrpc::new(api).with_flags(options.flags);
-        service.auth_required = options.auth.is_some();
-        let key_value = KeyValueServer::new(service)
+        let key_value = KeyValueServer::new(KeyValueGrpc::new(api).with_flags(options.flags))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
+        let in_flight = options.in_flight.or_else(|| {
+            (options.max_in_flight > 0)
+                .then(|| hexkv_resilience::InFlightLimit::new(options.max_in_flight))
+        });
+        // Outermost first: admission (declarations, identity, throttle, credentials), the
+        // request timeout, load shedding, then the service.
+        let key_value = tower::ServiceBuilder::new()
+            .layer(access::AdmissionLayer::new(
+                access::Declared::Methods(KEY_VALUE_ACCESS),
+                options.auth.clone(),
+                options.throttle,
+            ))
+            .layer(
+                hexkv_resilience::DeadlineLayer::optional(options.request_timeout, || {
+                    status::deadline_exceeded().into_http()
+                })
+                .with_caller_limit(grpc_timeout),
+            )
+            .option_layer(in_flight.map(|limit| {
+                hexkv_resilience::LoadShedLayer::with_limit(limit, || {
+                    status::overloaded().into_http()
+                })
+            }))
+            .layer(tower::util::MapResponseLayer::new(
+                oversize_is_resource_exhausted,
+            ))
+            .into_inner()
+            .named_layer(key_value);
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
             .build_v1()
             .expect("the embedded descriptor sets are valid");
-        let (key_value, routes) = match options.auth {
-            None => (
-                tower::util::Either::Left(key_value),
-                tonic::service::Routes::new(health_service).add_service(reflection),
-            ),
-            Some(auth) => {
-                let calls = auth::Authenticate {
-                    authenticator: Arc::clone(&auth.authenticator),
-                    operational: false,
-                };
-                let key_value = tower::util::Either::Right(tower::util::BoxCloneSyncService::new(
-                    tower::ServiceBuilder::new()
-                        .map_response(|r: tonic::codegen::http::Response<_>| {
-                            r.map(tonic::body::Body::new)
-                        })
-                        .service(InterceptedService::new(key_value, calls)),
-                ));
-                let routes = if auth.open_health {
-                    tonic::service::Routes::new(health_service).add_service(reflection)
-                } else {
-                    let operational = auth::Authenticate {
-                        authenticator: auth.authenticator,
-                        operational: true,
-                    };
-                    tonic::service::Routes::new(InterceptedService::new(
-                        health_service,
-                        operational.clone(),
-                    ))
-                    .add_service(InterceptedService::new(reflection, operational))
-                };
-                (key_value, routes)
-            }
-        };
-        let services = Self {
-            key_value,
-            routes,
-            health,
-            in_flight: options.in_flight.or_else(|| {
-                (options.max_in_flight > 0)
-                    .then(|| hexkv_resilience::InFlightLimit::new(options.max_in_flight))
-            }),
-            request_timeout: options.request_timeout,
-            throttle: None,
-        };
-        services.set_serving(true).await;
+        // Health and reflection: open, or for admin keys (`auth.open_health`); never throttled.
+        let operational = access::AdmissionLayer::new(
+            access::Declared::Service(access::Access::Health),
+            options.auth,
+            None,
+        );
+        let routes = tonic::service::Routes::new(key_value)
+            .add_service(operational.named_layer(health_service))
+            .add_service(operational.named_layer(reflection));
+        let services = Self { routes, health };
+        services.health().set_serving(true).await;
         services
     }
 
-    /// Serves the services on `listener` until `shutdown` resolves, then lets in-flight calls
-    /// finish.
+    /// The services as tonic's routes, each behind its stack, for a server to serve.
+    pub fn into_routes(self) -> tonic::service::Routes {
+        self.routes
+    }
+
+    /// Serves the services with tonic's server on `listener` until `shutdown` resolves, then lets
+    /// in-flight calls finish (tests, and applications without hexkv's serving).
     ///
     /// Messages over the size limit are refused by tonic's decoder before they reach the service,
     /// with OUT_OF_RANGE; gRPC's convention (and grpc-go's behaviour) for a message over the
@@ -210,66 +212,16 @@ impl GrpcServices {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
-        self.serve_incoming(without_nagle(listener), shutdown).await
-    }
-
-    /// Serves the services on the connections of `incoming` (TLS connections, for instance),
-    /// like [`GrpcServices::serve`].
-    pub async fn serve_incoming<S, IO, E>(
-        self,
-        incoming: S,
-        shutdown: impl std::future::Future<Output = ()> + Send,
-    ) -> Result<(), tonic::transport::Error>
-    where
-        S: tokio_stream::Stream<Item = Result<IO, E>> + Send + 'static,
-        IO: tokio::io::AsyncRead
-            + tokio::io::AsyncWrite
-            + tonic::transport::server::Connected
-            + Unpin
-            + Send
-            + 'static,
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let shed = self
-            .in_flight
-            .map(|limit| hexkv_resilience::LoadShedLayer::with_limit(limit, overloaded));
-        let deadline = self
-            .request_timeout
-            .map(|limit| hexkv_resilience::DeadlineLayer::new(limit, deadline_exceeded));
-        let throttle = self
-            .throttle
-            .map(|t| hexkv_resilience::ThrottleLayer::new(t, client_key, throttled));
         tonic::transport::Server::builder()
-            .layer(
-                tower::ServiceBuilder::new()
-                    .layer(hexkv_telemetry::ObserveLayer::new(observe::GrpcObserve))
-                    .option_layer(throttle)
-                    .option_layer(deadline)
-                    .option_layer(shed)
-                    .layer(tower::util::MapResponseLayer::new(
-                        oversize_is_resource_exhausted,
-                    ))
-                    .layer(dispatch::KeyValueFirstLayer(self.key_value)),
-            )
+            .layer(hexkv_telemetry::ObserveLayer::new(observe::GrpcObserve))
             .add_routes(self.routes)
-            .serve_with_incoming_shutdown(incoming, shutdown)
+            .serve_with_incoming_shutdown(without_nagle(listener), shutdown)
             .await
-    }
-
-    /// Throttles calls per client (`RESOURCE_EXHAUSTED` with `RetryInfo`), keyed by
-    /// [`client_key`].
-    pub fn with_throttle(mut self, throttle: Arc<hexkv_resilience::Throttle>) -> Self {
-        self.throttle = Some(throttle);
-        self
     }
 
     /// A handle that changes the health status later (at shutdown).
     pub fn health(&self) -> HealthHandle {
         HealthHandle(self.health.clone())
-    }
-
-    async fn set_serving(&self, serving: bool) {
-        self.health().set_serving(serving).await;
     }
 }
 
@@ -290,52 +242,26 @@ impl HealthHandle {
     }
 }
 
-/// The answer to a call shed under load: UNAVAILABLE, retry in a second.
-fn overloaded() -> tonic::codegen::http::Response<tonic::body::Body> {
-    use tonic_types::{ErrorDetails, StatusExt};
-    metrics::counter!(hexkv_telemetry::metrics::SHED, "protocol" => "grpc").increment(1);
-    Status::with_error_details(
-        tonic::Code::Unavailable,
-        "the service is handling as many calls as it may; retry shortly",
-        ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1))),
-    )
-    .into_http()
-}
-
-/// The throttling key of a call: its `x-api-key` metadata when present, else the client's IP
-/// address. (Throttling runs before the key-value service's authentication interceptor, so
-/// the authenticated key is not known yet here.)
-pub fn client_key<B>(request: &tonic::codegen::http::Request<B>) -> String {
-    hexkv_resilience::client_identity(
-        request
-            .headers()
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok()),
-        request
-            .extensions()
-            .get::<tonic::transport::server::TcpConnectInfo>()
-            .and_then(|c| c.remote_addr())
-            .map(|a| a.ip()),
-    )
-}
-
-/// The answer to a throttled call: RESOURCE_EXHAUSTED, with the wait as `RetryInfo`.
-fn throttled(wait: std::time::Duration) -> tonic::codegen::http::Response<tonic::body::Body> {
-    use tonic_types::{ErrorDetails, StatusExt};
-    metrics::counter!(hexkv_telemetry::metrics::THROTTLED, "protocol" => "grpc").increment(1);
-    Status::with_error_details(
-        tonic::Code::ResourceExhausted,
-        "too many calls from this client; retry later",
-        ErrorDetails::with_retry_info(Some(wait)),
-    )
-    .into_http()
-}
-
-/// The answer to a call past the request timeout.
-fn deadline_exceeded() -> tonic::codegen::http::Response<tonic::body::Body> {
-    metrics::counter!(hexkv_telemetry::metrics::TIMED_OUT, "protocol" => "grpc").increment(1);
-    Status::deadline_exceeded("the call took longer than the service allows and was cancelled")
-        .into_http()
+/// The deadline a client sent in `grpc-timeout`: at most 8 digits and a unit (`H`, `M`, `S`,
+/// `m`, `u`, `n`), as the gRPC protocol defines it. Malformed values are ignored, as grpc-go
+/// does.
+fn grpc_timeout<B>(request: &tonic::codegen::http::Request<B>) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let text = request.headers().get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
 }
 
 /// Rewrites tonic's "decoded message length too large" (OUT_OF_RANGE) as RESOURCE_EXHAUSTED.
@@ -395,11 +321,7 @@ impl KeyValue for KeyValueGrpc {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        auth::authorize(
-            &request,
-            self.auth_required,
-            Action::Read(&request.get_ref().key),
-        )?;
+        access::check(&request, &request.get_ref().key)?;
         let key = parse_key(request.into_inner().key, "key")?;
         let entry = self.api.get(&key).await.map_err(status)?;
         Ok(Response::new(pb::GetResponse {
@@ -415,11 +337,7 @@ impl KeyValue for KeyValueGrpc {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        auth::authorize(
-            &request,
-            self.auth_required,
-            Action::Write(&request.get_ref().key),
-        )?;
+        access::check(&request, &request.get_ref().key)?;
         let request = request.into_inner();
         let key = parse_key(request.key, "key")?;
         let precondition = parse_precondition(request.precondition);
@@ -438,11 +356,7 @@ impl KeyValue for KeyValueGrpc {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        auth::authorize(
-            &request,
-            self.auth_required,
-            Action::Write(&request.get_ref().key),
-        )?;
+        access::check(&request, &request.get_ref().key)?;
         let request = request.into_inner();
         let key = parse_key(request.key, "key")?;
         let precondition = parse_precondition(request.precondition);
@@ -463,18 +377,11 @@ impl KeyValue for KeyValueGrpc {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        auth::authorize(
-            &request,
-            self.auth_required,
-            Action::List(&request.get_ref().prefix),
-        )?;
+        access::check(&request, &request.get_ref().prefix)?;
         if let Some(flags) = &self.flags
             && !flags.is_on(hexkv_core::flags::LIST_KEYS, &identity(&request))
         {
-            return Err(Status::unimplemented(format!(
-                "the feature {:?} is not enabled for this client",
-                hexkv_core::flags::LIST_KEYS
-            )));
+            return Err(status::feature_disabled(hexkv_core::flags::LIST_KEYS));
         }
         let query = parse_list(request.into_inner())?;
         let page = self.api.list(&query).await.map_err(status)?;

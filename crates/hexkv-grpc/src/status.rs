@@ -76,3 +76,56 @@ pub fn status(err: KvError) -> Status {
         }
     }
 }
+
+/// A call of an RPC that declares no access: not served, for anyone (also what a method that
+/// does not exist gets).
+pub(crate) fn undeclared(path: &str) -> Status {
+    Status::unimplemented(format!("{path} is not served"))
+}
+
+/// A call that reached a method without passing admission: refused for everyone.
+pub(crate) fn not_admitted() -> Status {
+    Status::permission_denied("this call did not pass admission and is refused")
+}
+
+/// A refused authentication or authorization.
+pub(crate) fn auth(err: hexkv_core::AuthError) -> Status {
+    use hexkv_core::AuthError;
+    match err {
+        AuthError::Forbidden { .. } => Status::permission_denied(err.to_string()),
+        AuthError::Missing | AuthError::Invalid => Status::unauthenticated(err.to_string()),
+    }
+}
+
+/// A throttled call: RESOURCE_EXHAUSTED, with the wait as `RetryInfo`.
+pub(crate) fn throttled(wait: Duration) -> Status {
+    metrics::counter!(hexkv_telemetry::metrics::THROTTLED, "protocol" => "grpc").increment(1);
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        "too many calls from this client; retry later",
+        ErrorDetails::with_retry_info(Some(wait)),
+    )
+}
+
+/// A call shed under load: UNAVAILABLE, retry in a second.
+pub(crate) fn overloaded() -> Status {
+    metrics::counter!(hexkv_telemetry::metrics::SHED, "protocol" => "grpc").increment(1);
+    Status::with_error_details(
+        Code::Unavailable,
+        "the service is handling as many calls as it may; retry shortly",
+        ErrorDetails::with_retry_info(Some(Duration::from_secs(1))),
+    )
+}
+
+/// A call past the request timeout, cancelled.
+pub(crate) fn deadline_exceeded() -> Status {
+    metrics::counter!(hexkv_telemetry::metrics::TIMED_OUT, "protocol" => "grpc").increment(1);
+    Status::deadline_exceeded("the call took longer than the service allows and was cancelled")
+}
+
+/// A feature a flag turns off for this client.
+pub(crate) fn feature_disabled(flag: &str) -> Status {
+    Status::unimplemented(format!(
+        "the feature {flag:?} is not enabled for this client"
+    ))
+}

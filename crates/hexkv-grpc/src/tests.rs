@@ -10,9 +10,10 @@ use hexkv_core::{
     ValueError, Version,
 };
 use mockall::predicate::eq;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
+use crate::access::{Access, admitted};
 use crate::pb::key_value_server::KeyValue;
 use crate::{KeyValueGrpc, pb, status};
 
@@ -26,9 +27,12 @@ fn key(k: &str) -> Key {
 
 async fn get_status(api: MockKeyValueApi, k: &[u8]) -> Status {
     service(api)
-        .get(Request::new(pb::GetRequest {
-            key: Bytes::copy_from_slice(k),
-        }))
+        .get(admitted(
+            Access::Read,
+            pb::GetRequest {
+                key: Bytes::copy_from_slice(k),
+            },
+        ))
         .await
         .unwrap_err()
 }
@@ -50,9 +54,12 @@ async fn get_returns_the_entry() {
         })
     });
     let response = service(api)
-        .get(Request::new(pb::GetRequest {
-            key: Bytes::from_static(b"a/b"),
-        }))
+        .get(admitted(
+            Access::Read,
+            pb::GetRequest {
+                key: Bytes::from_static(b"a/b"),
+            },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -81,13 +88,16 @@ async fn failed_precondition_carries_the_current_version() {
                 })
             });
         let status = service(api)
-            .put(Request::new(pb::PutRequest {
-                key: Bytes::from_static(b"k"),
-                value: Bytes::from_static(b"v"),
-                precondition: Some(pb::Precondition {
-                    condition: Some(pb::precondition::Condition::Version(3)),
-                }),
-            }))
+            .put(admitted(
+                Access::Write,
+                pb::PutRequest {
+                    key: Bytes::from_static(b"k"),
+                    value: Bytes::from_static(b"v"),
+                    precondition: Some(pb::Precondition {
+                        condition: Some(pb::precondition::Condition::Version(3)),
+                    }),
+                },
+            ))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::FailedPrecondition);
@@ -125,11 +135,14 @@ async fn oversized_values_are_resource_exhausted() {
         }))
     });
     let status = service(api)
-        .put(Request::new(pb::PutRequest {
-            key: Bytes::from_static(b"k"),
-            value: Bytes::from_static(b"0123456789"),
-            precondition: None,
-        }))
+        .put(admitted(
+            Access::Write,
+            pb::PutRequest {
+                key: Bytes::from_static(b"k"),
+                value: Bytes::from_static(b"0123456789"),
+                precondition: None,
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted);
@@ -171,7 +184,10 @@ async fn malformed_list_requests_name_the_field() {
     for (request, field) in cases {
         let mut api = MockKeyValueApi::new();
         api.expect_list().never();
-        let status = service(api).list(Request::new(request)).await.unwrap_err();
+        let status = service(api)
+            .list(admitted(Access::List, request))
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(violation_field(&status), field);
     }
@@ -215,15 +231,18 @@ async fn put_passes_the_precondition_and_reports_creation() {
             })
         });
     let response = service(api)
-        .put(Request::new(pb::PutRequest {
-            key: Bytes::from_static(b"k"),
-            value: Bytes::from_static(b"v"),
-            precondition: Some(pb::Precondition {
-                condition: Some(pb::precondition::Condition::Absent(
-                    pb::precondition::Absent {},
-                )),
-            }),
-        }))
+        .put(admitted(
+            Access::Write,
+            pb::PutRequest {
+                key: Bytes::from_static(b"k"),
+                value: Bytes::from_static(b"v"),
+                precondition: Some(pb::Precondition {
+                    condition: Some(pb::precondition::Condition::Absent(
+                        pb::precondition::Absent {},
+                    )),
+                }),
+            },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -249,4 +268,24 @@ async fn accepted_connections_have_nagles_algorithm_off() {
     let accepted = incoming.next().await.unwrap().unwrap();
     assert!(accepted.nodelay().unwrap());
     drop(plain_client);
+}
+
+#[test]
+fn client_deadlines_are_read_from_grpc_timeout() {
+    let with = |value: &str| {
+        let request = tonic::codegen::http::Request::builder()
+            .header("grpc-timeout", value)
+            .body(())
+            .unwrap();
+        crate::grpc_timeout(&request)
+    };
+    assert_eq!(with("250m"), Some(Duration::from_millis(250)));
+    assert_eq!(with("2S"), Some(Duration::from_secs(2)));
+    assert_eq!(with("1H"), Some(Duration::from_secs(3600)));
+    assert_eq!(with("99999999n"), Some(Duration::from_nanos(99_999_999)));
+    for bad in ["", "m", "123456789m", "10x", "-1S", "1.5S"] {
+        assert_eq!(with(bad), None, "{bad:?}");
+    }
+    let none = tonic::codegen::http::Request::builder().body(()).unwrap();
+    assert_eq!(crate::grpc_timeout(&none), None);
 }

@@ -33,6 +33,7 @@ async fn start(open_health: bool) -> SocketAddr {
                 authenticator: Arc::new(hexkv_testkit::auth::authenticator()),
                 open_health,
             }),
+            throttle: None,
         },
     )
     .await;
@@ -169,4 +170,94 @@ async fn health_is_open_or_needs_the_admin_role() {
         .check(with_key(HealthCheckRequest::default(), Some(ADMIN)))
         .await
         .expect("the admin checks health");
+}
+
+/// The RPCs the server actually serves, as its reflection service lists them (`/package.Service/Method`).
+async fn served_rpcs(addr: SocketAddr) -> Vec<String> {
+    use prost::Message as _;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let mut client = ServerReflectionClient::new(channel(addr).await);
+    let ask = |message| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(message),
+    };
+    let mut answers = client
+        .server_reflection_info(with_key(
+            tokio_stream::iter([ask(MessageRequest::ListServices(String::new()))]),
+            Some(ADMIN),
+        ))
+        .await
+        .expect("reflection, as admin")
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list");
+    };
+    let mut rpcs = Vec::new();
+    for service in list.service {
+        let mut answers = client
+            .server_reflection_info(with_key(
+                tokio_stream::iter([ask(MessageRequest::FileContainingSymbol(
+                    service.name.clone(),
+                ))]),
+                Some(ADMIN),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::FileDescriptorResponse(files)) =
+            answers.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("no descriptor of {}", service.name);
+        };
+        for bytes in files.file_descriptor_proto {
+            let file = prost_types::FileDescriptorProto::decode(&bytes[..]).unwrap();
+            for described in &file.service {
+                let name = format!("{}.{}", file.package(), described.name());
+                if name == service.name {
+                    for method in &described.method {
+                        rpcs.push(format!("/{name}/{}", method.name()));
+                    }
+                }
+            }
+        }
+    }
+    rpcs.sort();
+    rpcs.dedup();
+    rpcs
+}
+
+/// Every RPC the server serves declares what it needs: called without a key, each is refused
+/// as UNAUTHENTICATED (an RPC without a declaration would be UNIMPLEMENTED, not served).
+#[tokio::test]
+async fn every_served_rpc_is_declared() {
+    let addr = start(false).await;
+    let rpcs = served_rpcs(addr).await;
+    for expected in [
+        "/hexkv.v1.KeyValue/Get",
+        "/hexkv.v1.KeyValue/List",
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    ] {
+        assert!(rpcs.iter().any(|r| r == expected), "{expected} in {rpcs:?}");
+    }
+    for rpc in rpcs {
+        let mut grpc = tonic::client::Grpc::new(channel(addr).await);
+        grpc.ready().await.expect("ready");
+        let err = grpc
+            .unary(
+                tonic::Request::new(()),
+                rpc.parse().expect("path"),
+                tonic_prost::ProstCodec::<(), ()>::default(),
+            )
+            .await
+            .expect_err("refused without a key");
+        assert_eq!(err.code(), Code::Unauthenticated, "{rpc}: {err:?}");
+    }
 }

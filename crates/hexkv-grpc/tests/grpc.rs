@@ -40,6 +40,7 @@ impl App {
                 flags: None,
                 in_flight: None,
                 auth: None,
+                throttle: None,
             },
         )
         .await;

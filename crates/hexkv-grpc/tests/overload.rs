@@ -23,6 +23,7 @@ async fn the_excess_is_refused_at_once_and_the_admitted_complete() {
             flags: None,
             in_flight: None,
             auth: None,
+            throttle: None,
         },
     )
     .await;
@@ -74,6 +75,7 @@ async fn a_call_past_the_timeout_gets_deadline_exceeded() {
             flags: None,
             in_flight: None,
             auth: None,
+            throttle: None,
         },
     )
     .await;

@@ -73,6 +73,9 @@ pub enum ApiError {
     /// The key may not do this.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The route declares no access, so it is refused for everyone (a bug of the route table).
+    #[error("this route declares no access and is refused")]
+    Undeclared,
     /// A feature flag turns this endpoint off for this client.
     #[error("the feature {0:?} is not enabled for this client")]
     FeatureDisabled(&'static str),
@@ -134,7 +137,9 @@ impl ApiError {
             ApiError::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
             ApiError::FeatureDisabled(_) => (StatusCode::NOT_FOUND, "feature_disabled"),
             ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-            ApiError::PermissionDenied(_) => (StatusCode::FORBIDDEN, "permission_denied"),
+            ApiError::PermissionDenied(_) | ApiError::Undeclared => {
+                (StatusCode::FORBIDDEN, "permission_denied")
+            }
         }
     }
 

@@ -5,6 +5,8 @@
 //! the raw URI path and percent-decoded here, not by the router, so that invalid UTF-8 and control
 //! characters get their own precise errors and `%2F` works like `/`.
 
+use std::borrow::Cow;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
@@ -56,12 +58,32 @@ pub(crate) struct Listing<'a> {
     next_cursor: Option<String>,
 }
 
-/// The key named by the request path (everything after `/v1/kv/`, percent-decoded).
-fn key_from_uri(uri: &Uri) -> Result<Key, ApiError> {
+/// The bytes of the key the route's `{*key}` wildcard matched: everything after `/v1/kv/`,
+/// percent-decoded. Borrowed unless the path holds escapes: most keys are read without a copy.
+///
+/// Read from the raw path rather than decoded by the router, so that invalid UTF-8 and control
+/// characters get their own precise errors from [`Key::from_bytes`].
+fn key_bytes(uri: &Uri) -> Cow<'_, [u8]> {
     let raw = uri.path().strip_prefix(KV_PREFIX).unwrap_or_default();
-    // Borrowed unless the path holds escapes: most keys are parsed without a copy.
-    let bytes: std::borrow::Cow<'_, [u8]> = percent_decode_str(raw).into();
-    Ok(Key::from_bytes(&bytes)?)
+    percent_decode_str(raw).into()
+}
+
+/// The key named by the request path.
+fn key_from_uri(uri: &Uri) -> Result<Key, ApiError> {
+    Ok(Key::from_bytes(&key_bytes(uri))?)
+}
+
+/// The key a request of `/v1/kv/{key}` touches, for its access check.
+pub(crate) fn key_of(request: &Request) -> Cow<'_, [u8]> {
+    key_bytes(request.uri())
+}
+
+/// The prefix a listing touches, for its access check. A malformed query is the handler's 400 to
+/// give; for the scope check it lists everything, which a key confined to a prefix may not.
+pub(crate) fn prefix_of(request: &Request) -> Cow<'_, [u8]> {
+    list_query(request.uri().query())
+        .map(|q| Cow::Owned(q.prefix().as_bytes().to_vec()))
+        .unwrap_or_default()
 }
 
 /// `"<version>"`, formatted without the formatting machinery (it runs on every GET and PUT).
@@ -361,6 +383,18 @@ pub(crate) fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
         .map_err(hexkv_core::KvError::from)?)
 }
 
+/// The identity feature flags roll out by: the caller admission found (the authenticated key's
+/// name, else the peer address).
+fn client_identity(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<hexkv_core::Caller>()
+        .map_or(hexkv_core::Identity::Unknown, |caller| {
+            caller.identity.clone()
+        })
+        .to_string()
+}
+
 /// `GET /v1/kv?prefix=&limit=&cursor=`: one page of keys and versions.
 #[utoipa::path(
     get,
@@ -384,7 +418,7 @@ pub(crate) async fn list_keys(
     request: Request,
 ) -> Result<Response, ApiError> {
     if let Some(flags) = &state.flags
-        && !flags.is_on(LIST_KEYS, &crate::client_key(&request))
+        && !flags.is_on(LIST_KEYS, &client_identity(&request))
     {
         return Err(ApiError::FeatureDisabled(LIST_KEYS));
     }

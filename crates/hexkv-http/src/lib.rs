@@ -1,21 +1,23 @@
-//! hexkv's REST adapter: one tower service, [`HttpApp`], over the driving port [`KeyValueApi`]
-//! (axum handlers; the routes of one key dispatched before any router, see [`HttpApp`]).
+//! hexkv's REST adapter: an axum [`Router`] over the driving port [`KeyValueApi`].
 //!
-//! | route | does |
-//! |---|---|
-//! | `GET /v1/kv/{key}` | the raw value, `ETag: "<version>"`; `If-None-Match` → 304 |
-//! | `PUT /v1/kv/{key}` | writes the raw body; 201 created / 200 replaced; `If-Match`, `If-None-Match: *` |
-//! | `DELETE /v1/kv/{key}` | 204, also when absent; `If-Match` |
-//! | `GET /v1/kv?prefix=&limit=&cursor=` | `{items: [{key, version}], next_cursor}` |
-//! | `GET /healthz` | liveness: the process serves HTTP; touches nothing |
-//! | `GET /readyz` | readiness: the store answers and the service is not draining |
-//! | `GET /metrics` | Prometheus text, when the router is given the metrics ([`Extras`]) |
+//! | route | does | access |
+//! |---|---|---|
+//! | `GET /v1/kv/{key}` | the raw value, `ETag: "<version>"`; `If-None-Match` → 304 | read the key |
+//! | `PUT /v1/kv/{key}` | writes the raw body; 201 created / 200 replaced; `If-Match`, `If-None-Match: *` | write the key |
+//! | `DELETE /v1/kv/{key}` | 204, also when absent; `If-Match` | write the key |
+//! | `GET /v1/kv?prefix=&limit=&cursor=` | `{items: [{key, version}], next_cursor}` | list the prefix |
+//! | `GET /healthz` | liveness: the process serves HTTP; touches nothing | open, or admin |
+//! | `GET /readyz` | readiness: the store answers and the service is not draining | open, or admin |
+//! | `GET /metrics` | Prometheus text, when the router is given the metrics ([`Extras`]) | open, or admin |
+//! | `GET /openapi.json` | the OpenAPI document | open |
 //!
-//! Keys may contain `/` (`/v1/kv/users/42` names the key `users/42`) and are percent-decoded.
-//! Every error is `application/problem+json` with a stable `code` and the `request_id` (see
-//! [`error`]). The adapter knows nothing of stores: it holds an `Arc<dyn KeyValueApi>`.
+//! Every route is in one table ([`router_with`]) with the access it declares (see `access`);
+//! a route without a declaration is refused. Keys may contain `/` (`/v1/kv/users/42` names the
+//! key `users/42`) and are percent-decoded. Every error is `application/problem+json` with a
+//! stable `code` and the `request_id` (see [`error`]). The adapter knows nothing of stores: it
+//! holds an `Arc<dyn KeyValueApi>`.
 
-mod app;
+mod access;
 pub mod auth;
 pub mod error;
 mod health;
@@ -27,17 +29,31 @@ pub mod request_id;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::routing::{any, get};
 use hexkv_core::KeyValueApi;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use app::{HttpApp, ResponseFuture, WithConnectInfo, WithPeer};
+use access::{Access, Admission, Routes};
 pub use error::ApiError;
 
-use app::routes;
+/// The paths of the routes, as the router matches them and as the `route` label names them.
+pub(crate) mod routes {
+    /// `GET/PUT/DELETE /v1/kv/{key}`: one key (the key may hold `/`).
+    pub(crate) const KEY: &str = "/v1/kv/{*key}";
+    /// `GET /v1/kv`: listing.
+    pub(crate) const LIST: &str = "/v1/kv";
+    /// `/v1/kv/`: the empty key, refused.
+    pub(crate) const EMPTY_KEY: &str = "/v1/kv/";
+    pub(crate) const HEALTHZ: &str = "/healthz";
+    pub(crate) const READYZ: &str = "/readyz";
+    pub(crate) const METRICS: &str = "/metrics";
+    pub(crate) const OPENAPI: &str = "/openapi.json";
+    /// The label of a request no route serves.
+    pub(crate) const UNMATCHED: &str = "unmatched";
+}
 
 /// What the handlers share: behind one `Arc`, since axum clones the state for every request.
 #[derive(Clone)]
@@ -75,8 +91,10 @@ pub struct HttpOptions {
 /// The optional parts of the router.
 #[derive(Clone, Default)]
 pub struct Extras {
-    /// Per-client throttling (`429 throttled` with `Retry-After`), keyed by [`client_key`].
-    pub throttle: Option<Arc<hexkv_resilience::Throttle>>,
+    /// Per-client throttling of the key-value routes (`429 throttled` with `Retry-After`), keyed
+    /// by the caller's identity: the authenticated key's name, else the peer address
+    /// ([`hexkv_core::Identity`]).
+    pub throttle: Option<Arc<hexkv_resilience::ClientThrottle>>,
     /// Serve these metrics at `GET /metrics` (Prometheus text).
     pub metrics: Option<hexkv_telemetry::Metrics>,
     /// Feature flags consulted per request (`list_keys` gates `GET /v1/kv`); `None`: every
@@ -89,40 +107,25 @@ pub struct Extras {
     pub auth: Option<auth::HttpAuth>,
 }
 
-/// The throttling key of a request: the name of the API key it was authenticated with, else its
-/// `x-api-key` header when present, else the client's IP address (when the server records it,
-/// `into_make_service_with_connect_info`).
-pub fn client_key(request: &Request) -> String {
-    if let Some(principal) = request.extensions().get::<hexkv_core::Principal>() {
-        return format!("key:{}", principal.name);
-    }
-    hexkv_resilience::client_identity(
-        request
-            .headers()
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok()),
-        request
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip()),
-    )
-}
-
 /// The application without the optional parts; see [`router_with`].
-pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> HttpApp {
+pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> Router {
     router_with(api, options, Extras::default())
 }
 
-/// The application, with its middleware: serve it with `axum::serve(listener, app)`, or
-/// `app.into_make_service_with_connect_info::<SocketAddr>()` for throttling by client address.
+/// The application: serve it with `axum::serve(listener,
+/// app.into_make_service_with_connect_info::<SocketAddr>())`, so that requests carry the
+/// client's address (throttling and rollouts by address read it).
 ///
-/// Every request gets a request id, a span, a log line and its metrics ([`observe`]), and a
-/// panic becomes a 500. The key-value handlers are also subject to throttling, the request
-/// timeout, load shedding and (PUT) the body limit; the operational routes (`/healthz`,
-/// `/readyz`, `/metrics`, `/openapi.json`) and unknown routes are not, so that probes and scrapes
-/// keep answering while the service sheds load (a liveness probe refused under load would get a
-/// busy replica restarted).
-pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extras) -> HttpApp {
+/// Every route is added to one table with the access it declares; one middleware admits each
+/// routed request by that declaration (see `access`): it identifies the caller, throttles the
+/// key-value routes per client, and checks the key's role and prefix. Every request, routed or
+/// not, gets a request id, a span, a log line and its metrics labelled by the matched route
+/// ([`observe`]), and a panic becomes a 500. The key-value routes also have the request timeout,
+/// load shedding and (PUT) the body limit, as `route_layer`s of their own; the operational
+/// routes (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`) and unknown routes go without
+/// them, so that probes and scrapes keep answering while the service sheds load (a liveness
+/// probe refused under load would get a busy replica restarted).
+pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extras) -> Router {
     let Extras {
         throttle,
         metrics,
@@ -140,21 +143,36 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
         (options.max_in_flight > 0)
             .then(|| hexkv_resilience::InFlightLimit::new(options.max_in_flight))
     });
-    // The protection of the key-value routes, outermost first: throttling, the request timeout,
-    // load shedding. It wraps their handlers, so the operational routes (probes, scrapes) and
-    // unknown routes go without it, and a request is not cloned into two paths to choose from.
+    route_table(&options, in_flight, serve_metrics)
+        .into_router(
+            Admission { auth, throttle },
+            || async { ApiError::RouteNotFound },
+            || async { ApiError::MethodNotAllowed },
+        )
+        // Outermost first, for every request, routed or not: request ids, observation (span, log
+        // line, metrics by matched route), caught panics.
+        .layer(
+            ServiceBuilder::new()
+                .layer(request_id::RequestIdLayer)
+                .layer(hexkv_telemetry::ObserveLayer::new(observe::HttpObserve))
+                .map_response(axum::response::IntoResponse::into_response)
+                .layer(CatchPanicLayer::custom(|_| {
+                    axum::response::IntoResponse::into_response(ApiError::Panicked)
+                })),
+        )
+        .with_state(state)
+}
+
+/// The route table: every route with the access it declares. The key-value routes carry the
+/// request timeout, load shedding (`in_flight`) and (PUT) the body limit as `route_layer`s.
+fn route_table(
+    options: &HttpOptions,
+    in_flight: Option<Arc<hexkv_resilience::InFlightLimit>>,
+    serve_metrics: bool,
+) -> Routes {
+    // The protection of the key-value routes, outermost first: the request timeout, then load
+    // shedding (throttling is part of admission, which runs before both).
     let guard = ServiceBuilder::new()
-        .option_layer(throttle.map(|throttle| {
-            hexkv_resilience::ThrottleLayer::new(
-                throttle,
-                client_key,
-                |wait: std::time::Duration| {
-                    metrics::counter!(hexkv_telemetry::metrics::THROTTLED, "protocol" => "http")
-                        .increment(1);
-                    axum::response::IntoResponse::into_response(ApiError::Throttled(wait))
-                },
-            )
-        }))
         .option_layer(options.request_timeout.map(|limit| {
             hexkv_resilience::DeadlineLayer::new(limit, || {
                 metrics::counter!(hexkv_telemetry::metrics::TIMED_OUT, "protocol" => "http")
@@ -169,60 +187,31 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
                 axum::response::IntoResponse::into_response(ApiError::Overloaded)
             })
         }));
-    // The handlers of one key (`/v1/kv/{key}`, nearly all of the traffic) are called directly by
-    // method ([`app`] says why); its other methods (HEAD, 405) go through a method router, every
-    // other path through the router. The guard wraps each key-value handler.
-    let get_value = kv::get_value.layer(guard.clone());
-    // The body limit only where a body is read (it is an extension on the request, and one more
-    // extension can make the map grow on every request), inside the guard: one layered handler.
-    let put_value = kv::put_value.layer(
-        guard
-            .clone()
-            .layer(DefaultBodyLimit::max(options.max_body_bytes)),
-    );
-    let delete_value = kv::delete_value.layer(guard.clone());
-    let key_methods = get(get_value.clone())
-        .put(put_value.clone())
-        .delete(delete_value.clone())
-        .fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(state.clone());
-    let mut router = Router::new()
-        .route(routes::LIST, get(kv::list_keys.layer(guard.clone())))
-        .route(routes::EMPTY_KEY, any(kv::empty_key.layer(guard)))
-        .route(routes::HEALTHZ, get(health::healthz))
-        .route(routes::OPENAPI, get(openapi::openapi_json))
-        .route(routes::READYZ, get(health::readyz));
+    let routes = Routes::new()
+        .route(
+            routes::KEY,
+            Access::Key(kv::key_of),
+            get(kv::get_value)
+                // The body limit only where a body is read.
+                .put(kv::put_value.layer(DefaultBodyLimit::max(options.max_body_bytes)))
+                .delete(kv::delete_value)
+                .route_layer(guard.clone()),
+        )
+        .route(
+            routes::LIST,
+            Access::List(kv::prefix_of),
+            get(kv::list_keys).route_layer(guard),
+        )
+        // Answered at once (400), so without the guard.
+        .route(routes::EMPTY_KEY, Access::Authenticated, any(kv::empty_key))
+        .route(routes::HEALTHZ, Access::Health, get(health::healthz))
+        .route(routes::READYZ, Access::Health, get(health::readyz))
+        .route(routes::OPENAPI, Access::Public, get(openapi::openapi_json));
     if serve_metrics {
-        router = router.route(routes::METRICS, get(health::metrics));
+        routes.route(routes::METRICS, Access::Metrics, get(health::metrics))
+    } else {
+        routes
     }
-    let router = router
-        .fallback(|| async { ApiError::RouteNotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(state.clone());
-    let dispatch = app::Dispatch::new(
-        state,
-        (get_value, put_value, delete_value),
-        key_methods,
-        router,
-    );
-    // Outermost first: request ids, observation (span, log line, metrics), caught panics,
-    // authentication (before throttling, so a throttled client is a known one); the guard is on
-    // the key-value handlers.
-    HttpApp::new(
-        ServiceBuilder::new()
-            .layer(request_id::RequestIdLayer)
-            .layer(hexkv_telemetry::ObserveLayer::new(
-                observe::HttpObserve::hexkv(serve_metrics),
-            ))
-            .map_response(axum::response::IntoResponse::into_response)
-            .layer(CatchPanicLayer::custom(|_| {
-                axum::response::IntoResponse::into_response(ApiError::Panicked)
-            }))
-            .option_layer(
-                auth.map(|auth| axum::middleware::from_fn_with_state(Arc::new(auth), auth::guard)),
-            )
-            .service(dispatch),
-    )
 }
 
 #[cfg(test)]

@@ -9,56 +9,44 @@ use metrics::{Label, SharedString};
 
 use crate::request_id::REQUEST_ID_HEADER;
 
-/// The [`Observe`] of the REST adapter.
+/// The [`Observe`] of the REST adapter, for layers inside an axum `Router` (`Router::layer`),
+/// which run after routing.
 ///
-/// The `route` label is the route's pattern (`/v1/kv/{*key}`), never the raw path: keys are not
-/// logged, and labels stay few. Inside an axum `Router` (`Router::layer`), use
-/// [`HttpObserve::matched_path`], which reads the route the router matched; hexkv's own
-/// application observes requests before they are routed and knows its routes by their paths.
-#[derive(Debug, Clone, Copy)]
-pub struct HttpObserve {
-    route: RouteOf,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum RouteOf {
-    /// axum's `MatchedPath`, or `unmatched`.
-    MatchedPath,
-    /// hexkv's routes by path; `metrics`: whether `/metrics` is one.
-    Hexkv { metrics: bool },
-}
+/// The `route` label is the pattern of the route the router matched (its `MatchedPath`:
+/// `/v1/kv/{*key}`), never the raw path: keys are not logged, and labels stay few. A request no
+/// route serves is `unmatched`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpObserve;
 
 impl HttpObserve {
-    /// Labels each request with the route an axum `Router` matched (its `MatchedPath`), or
-    /// `unmatched`: for these layers inside a router.
+    /// Labels each request with the route an axum `Router` matched.
     pub fn matched_path() -> Self {
-        Self {
-            route: RouteOf::MatchedPath,
-        }
-    }
-
-    /// Labels each request with the hexkv route its path names.
-    pub(crate) fn hexkv(metrics: bool) -> Self {
-        Self {
-            route: RouteOf::Hexkv { metrics },
-        }
+        Self
     }
 }
 
-/// A route as a label, without an allocation for the routes hexkv has.
+/// A route as a label, allocated once per route: the labels of every route the router has are
+/// kept (routes are few and fixed, and `MatchedPath` lends its text only).
 fn route_label(route: &str) -> SharedString {
-    use crate::routes;
-    match route {
-        routes::KEY => SharedString::const_str(routes::KEY),
-        routes::LIST => SharedString::const_str(routes::LIST),
-        routes::EMPTY_KEY => SharedString::const_str(routes::EMPTY_KEY),
-        routes::HEALTHZ => SharedString::const_str(routes::HEALTHZ),
-        routes::READYZ => SharedString::const_str(routes::READYZ),
-        routes::METRICS => SharedString::const_str(routes::METRICS),
-        routes::OPENAPI => SharedString::const_str(routes::OPENAPI),
-        routes::UNMATCHED => SharedString::const_str(routes::UNMATCHED),
-        other => SharedString::from_owned(other.to_owned()),
+    use std::collections::HashMap;
+    use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+
+    static LABELS: OnceLock<RwLock<HashMap<Box<str>, Arc<str>>>> = OnceLock::new();
+    let labels = LABELS.get_or_init(Default::default);
+    if let Some(label) = labels
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(route)
+    {
+        return SharedString::from(Arc::clone(label));
     }
+    let label: Arc<str> = Arc::from(route);
+    labels
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(route.into())
+        .or_insert_with(|| Arc::clone(&label));
+    SharedString::from(label)
 }
 
 /// A method as a label: the standard ones by name, anything else as `other` (clients choose
@@ -105,13 +93,10 @@ impl Observe for HttpObserve {
     const STATUS_LABEL: &'static str = "status";
 
     fn start<B>(&self, request: &Request<B>) -> Started {
-        let route = match self.route {
-            RouteOf::MatchedPath => request
-                .extensions()
-                .get::<MatchedPath>()
-                .map_or(crate::routes::UNMATCHED, MatchedPath::as_str),
-            RouteOf::Hexkv { metrics } => crate::routes::of(request.uri().path(), metrics),
-        };
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or(crate::routes::UNMATCHED, MatchedPath::as_str);
         let request_id = request
             .headers()
             .get(&REQUEST_ID_HEADER)

@@ -163,3 +163,50 @@ async fn health_is_open_and_metrics_protected_when_configured() {
         assert!(count >= 1);
     }
 }
+
+/// Every operation the served OpenAPI document lists, and every other method on its paths, is
+/// admitted by its route's declaration: without a key only the open routes answer; a read key
+/// may not write; a key confined to `app/` may not touch what lies outside it.
+#[tokio::test]
+async fn every_documented_route_is_admitted_by_its_declaration() {
+    use reqwest::Method;
+    let addr = start(false).await;
+    let (status, _, document) = call(addr, Method::GET, "/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK, "the contract is public");
+    let paths = document["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 6, "{paths:?}");
+    // The probes are open (`auth.open_health`), the contract always is; metrics are not here.
+    let open = ["/healthz", "/readyz", "/openapi.json"];
+    for (path, _) in paths {
+        let concrete = path.replace("{key}", "other/x");
+        for method in [
+            Method::GET,
+            Method::HEAD,
+            Method::PUT,
+            Method::DELETE,
+            Method::POST,
+            Method::PATCH,
+        ] {
+            let (status, _, _) = call(addr, method.clone(), &concrete, None).await;
+            if open.contains(&path.as_str()) {
+                assert_ne!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+            } else {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+            }
+            // A write key confined to `app/` touches nothing outside it, whatever the method.
+            if path.starts_with("/v1/kv") {
+                let (status, _, _) = call(addr, method.clone(), &concrete, Some(APP)).await;
+                assert_eq!(status, StatusCode::FORBIDDEN, "{method} {concrete} as app");
+            }
+            // A read key writes nothing: every method but GET and HEAD is a write.
+            if path == "/v1/kv/{key}" && !matches!(method, Method::GET | Method::HEAD) {
+                let (status, _, _) = call(addr, method.clone(), &concrete, Some(READER)).await;
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{method} {concrete} as reader"
+                );
+            }
+        }
+    }
+}

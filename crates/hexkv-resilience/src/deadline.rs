@@ -2,7 +2,8 @@
 //! cancels it (its future is dropped, so the work stops).
 //!
 //! Generic over request and response types like [`crate::shed`]: REST answers 504 and gRPC
-//! `DEADLINE_EXCEEDED`, each front end supplying its answer.
+//! `DEADLINE_EXCEEDED`, each front end supplying its answer. A request may also carry a shorter
+//! limit of its own (gRPC's `grpc-timeout`), read by [`DeadlineLayer::with_caller_limit`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,47 +12,94 @@ use std::time::Duration;
 
 use tower::{Layer, Service};
 
-/// Answers `expired()` for requests that take longer than `limit`.
+/// Answers `expired()` for requests that take longer than `limit`, or than the limit the
+/// request itself carries (`caller`), whichever is shorter.
 #[derive(Clone)]
-pub struct DeadlineLayer<F> {
-    limit: Duration,
+pub struct DeadlineLayer<F, C = NoCallerLimit> {
+    limit: Option<Duration>,
     expired: F,
+    caller: C,
+}
+
+/// Reads the limit a request carries of its own, if any.
+pub trait CallerLimit<Req> {
+    /// The request's own limit.
+    fn limit(&self, request: &Req) -> Option<Duration>;
+}
+
+/// Requests carry no limit of their own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoCallerLimit;
+
+impl<Req> CallerLimit<Req> for NoCallerLimit {
+    fn limit(&self, _: &Req) -> Option<Duration> {
+        None
+    }
+}
+
+impl<Req, G: Fn(&Req) -> Option<Duration>> CallerLimit<Req> for G {
+    fn limit(&self, request: &Req) -> Option<Duration> {
+        self(request)
+    }
 }
 
 impl<F> DeadlineLayer<F> {
     /// A layer with a per-request `limit`.
     pub fn new(limit: Duration, expired: F) -> Self {
-        Self { limit, expired }
+        Self::optional(Some(limit), expired)
+    }
+
+    /// A layer with a per-request `limit`, or none (then only a request's own limit applies).
+    pub fn optional(limit: Option<Duration>, expired: F) -> Self {
+        Self {
+            limit,
+            expired,
+            caller: NoCallerLimit,
+        }
     }
 }
 
-impl<S, F: Clone> Layer<S> for DeadlineLayer<F> {
-    type Service = Deadline<S, F>;
+impl<F, C> DeadlineLayer<F, C> {
+    /// Also honours the limit `caller` reads from each request, when shorter.
+    pub fn with_caller_limit<D>(self, caller: D) -> DeadlineLayer<F, D> {
+        DeadlineLayer {
+            limit: self.limit,
+            expired: self.expired,
+            caller,
+        }
+    }
+}
+
+impl<S, F: Clone, C: Clone> Layer<S> for DeadlineLayer<F, C> {
+    type Service = Deadline<S, F, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Deadline {
             inner,
             limit: self.limit,
             expired: self.expired.clone(),
+            caller: self.caller.clone(),
         }
     }
 }
 
 /// The service of [`DeadlineLayer`].
 #[derive(Clone)]
-pub struct Deadline<S, F> {
+pub struct Deadline<S, F, C = NoCallerLimit> {
     inner: S,
-    limit: Duration,
+    limit: Option<Duration>,
     expired: F,
+    caller: C,
 }
 
-impl<S, F, Req> Service<Req> for Deadline<S, F>
+impl<S, F, C, Req> Service<Req> for Deadline<S, F, C>
 where
     S: Service<Req>,
     S::Future: Send + 'static,
     S::Response: Send + 'static,
     S::Error: Send + 'static,
     F: Fn() -> S::Response + Clone + Send + 'static,
+    C: CallerLimit<Req>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -62,10 +110,14 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
+        let limit = match (self.limit, self.caller.limit(&request)) {
+            (Some(ours), Some(theirs)) => Some(ours.min(theirs)),
+            (ours, theirs) => ours.or(theirs),
+        };
         DeadlineFuture {
             inner: self.inner.call(request),
             timer: None,
-            limit: self.limit,
+            limit,
             expired: Some(self.expired.clone()),
         }
     }
@@ -74,13 +126,13 @@ where
 pin_project_lite::pin_project! {
     /// The response future of [`Deadline`]. No allocation per request, and no timer for a
     /// request answered when first polled (most of them, on the memory store): the timer starts
-    /// when the inner future first has to wait, `limit` from then.
+    /// when the inner future first has to wait, `limit` from then (`None`: no limit).
     pub struct DeadlineFuture<Fut, F> {
         #[pin]
         inner: Fut,
         #[pin]
         timer: Option<tokio::time::Sleep>,
-        limit: Duration,
+        limit: Option<Duration>,
         expired: Option<F>,
     }
 }
@@ -97,8 +149,11 @@ where
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(result);
         }
+        let Some(limit) = *this.limit else {
+            return Poll::Pending;
+        };
         if this.timer.is_none() {
-            this.timer.set(Some(tokio::time::sleep(*this.limit)));
+            this.timer.set(Some(tokio::time::sleep(limit)));
         }
         let timer = this.timer.as_pin_mut().expect("the timer was just set");
         std::task::ready!(timer.poll(cx));
@@ -156,6 +211,38 @@ mod tests {
 
         let answer = service.oneshot(Duration::from_millis(100)).await.unwrap();
         assert_eq!(answer, "done");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shorter_limit_of_the_request_s_own_wins() {
+        let slow = tower::service_fn(|own: Option<Duration>| async move {
+            let _ = own;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok::<_, Infallible>("done")
+        });
+        let service = DeadlineLayer::new(Duration::from_secs(2), || "expired")
+            .with_caller_limit(|own: &Option<Duration>| *own)
+            .layer(slow);
+        for (own, took) in [
+            (Some(Duration::from_millis(300)), Duration::from_millis(300)),
+            (Some(Duration::from_secs(5)), Duration::from_secs(2)),
+            (None, Duration::from_secs(2)),
+        ] {
+            let started = tokio::time::Instant::now();
+            assert_eq!(service.clone().oneshot(own).await.unwrap(), "expired");
+            assert_eq!(started.elapsed(), took, "{own:?}");
+        }
+        // Without a limit of the service's own, only the request's applies.
+        let slow = tower::service_fn(|_: Option<Duration>| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<_, Infallible>("done")
+        });
+        let service = DeadlineLayer::optional(None, || "expired")
+            .with_caller_limit(|own: &Option<Duration>| *own)
+            .layer(slow);
+        assert_eq!(service.clone().oneshot(None).await.unwrap(), "done");
+        let own = Some(Duration::from_millis(10));
+        assert_eq!(service.oneshot(own).await.unwrap(), "expired");
     }
 
     /// A request answered at its first poll never starts a timer: this polls one outside any

@@ -5,7 +5,8 @@
 //!   flavours.
 //! - [`shed`]: load shedding, a tower layer that REST and gRPC share.
 //! - [`deadline`]: a request timeout, a tower layer that REST and gRPC share.
-//! - [`throttle`]: per-client rate limits (governor), a tower layer that REST and gRPC share.
+//! - [`throttle`]: per-client rate limits (governor) that REST and gRPC share, keyed by the
+//!   client's identity after authentication.
 //! - [`retry`]: retry with capped exponential backoff, full or decorrelated jitter, a floor from
 //!   the failure's hint, caps on attempts and total time, and no retry of writes unless asked.
 //! - [`RetryStore`], [`BreakerStore`], [`TimeoutStore`], [`BulkheadStore`]: each implements
@@ -20,7 +21,6 @@
 //! [`StoreError::Unavailable`]: hexkv_core::StoreError::Unavailable
 
 pub mod breaker;
-pub mod bypass;
 pub mod deadline;
 pub mod debounce;
 pub mod retry;
@@ -29,9 +29,8 @@ mod store;
 pub mod throttle;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Outcome, Rejected, Transition};
-pub use bypass::BypassLayer;
-pub use deadline::DeadlineLayer;
+pub use deadline::{CallerLimit, DeadlineLayer};
 pub use retry::{Jitter, RetryPolicy, Retryable};
 pub use shed::{InFlightLimit, LoadShedLayer};
 pub use store::{BreakerStore, BulkheadStore, CheckCacheStore, RetryStore, TimeoutStore};
-pub use throttle::{Throttle, ThrottleLayer, client_identity};
+pub use throttle::{ClientThrottle, Throttle};

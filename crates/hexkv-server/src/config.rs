@@ -458,13 +458,29 @@ pub struct LimitsConfig {
     /// A request still running after this long gets 504 / DEADLINE_EXCEEDED and is cancelled.
     /// 0: no limit.
     pub request_timeout_ms: u64,
-    /// Requests per minute each client (API key, else IP address) may make on average, over
-    /// both front ends; 0: no throttling.
+    /// Requests per minute each client (the authenticated key's name, else the IP address) may
+    /// make on average, over both front ends; 0: no throttling.
     pub throttle_per_minute: u32,
     /// The largest burst a client may make above its rate.
     pub throttle_burst: u32,
     /// The most clients the throttle remembers (bounds its memory).
     pub throttle_max_clients: usize,
+    /// A new connection must finish its TLS handshake and send the first bytes of a request
+    /// within this; over HTTP/1.1 each request's headers must be complete within it (Go's
+    /// `ReadHeaderTimeout`, nginx's `client_header_timeout`). At least 1.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight this long is closed (HTTP/2 with a GOAWAY). At
+    /// least 1.
+    pub idle_timeout_ms: u64,
+    /// HTTP/2 keep-alive pings this often on both listeners; 0: none.
+    pub http2_keepalive_interval_ms: u64,
+    /// A keep-alive ping not answered within this closes the connection. At least 1.
+    pub http2_keepalive_timeout_ms: u64,
+    /// Connections open at once over both listeners; more are closed as soon as they are
+    /// accepted. At least 1.
+    pub max_connections: usize,
+    /// Connections open at once from one IP address over both listeners. At least 1.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for LimitsConfig {
@@ -476,6 +492,12 @@ impl Default for LimitsConfig {
             throttle_per_minute: 0,
             throttle_burst: 100,
             throttle_max_clients: 100_000,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 120_000,
+            http2_keepalive_interval_ms: 30_000,
+            http2_keepalive_timeout_ms: 20_000,
+            max_connections: 4_096,
+            max_connections_per_client: 512,
         }
     }
 }
@@ -484,6 +506,17 @@ impl LimitsConfig {
     /// `request_timeout_ms` as a duration; `None` when 0.
     pub fn request_timeout(&self) -> Option<Duration> {
         (self.request_timeout_ms > 0).then(|| Duration::from_millis(self.request_timeout_ms))
+    }
+
+    /// The timeouts of each connection.
+    pub fn connection_limits(&self) -> crate::serve::ConnectionLimits {
+        crate::serve::ConnectionLimits {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            keepalive_interval: (self.http2_keepalive_interval_ms > 0)
+                .then(|| Duration::from_millis(self.http2_keepalive_interval_ms)),
+            keepalive_timeout: Duration::from_millis(self.http2_keepalive_timeout_ms),
+        }
     }
 }
 
@@ -906,6 +939,27 @@ impl Config {
                 reason: reason.to_owned(),
             })
         };
+        let limits = &self.limits;
+        for (key, value) in [
+            (
+                "limits.header_read_timeout_ms",
+                limits.header_read_timeout_ms,
+            ),
+            ("limits.idle_timeout_ms", limits.idle_timeout_ms),
+            (
+                "limits.http2_keepalive_timeout_ms",
+                limits.http2_keepalive_timeout_ms,
+            ),
+            ("limits.max_connections", limits.max_connections as u64),
+            (
+                "limits.max_connections_per_client",
+                limits.max_connections_per_client as u64,
+            ),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
         let tls = &self.tls;
         if tls.enabled() == tls.key.as_os_str().is_empty() {
             return invalid(
@@ -1427,14 +1481,20 @@ mod tests {
         for traces in [None, Some(true)] {
             let off = exports(
                 traces,
-                &[("OTEL_SDK_DISABLED", "TRUE"), ("OTEL_TRACES_EXPORTER", "otlp")],
+                &[
+                    ("OTEL_SDK_DISABLED", "TRUE"),
+                    ("OTEL_TRACES_EXPORTER", "otlp"),
+                ],
             );
             assert_eq!(off, TraceExport::Off("OTEL_SDK_DISABLED=true"));
         }
         assert!(
             exports(
                 None,
-                &[("OTEL_SDK_DISABLED", "false"), ("OTEL_TRACES_EXPORTER", "otlp")]
+                &[
+                    ("OTEL_SDK_DISABLED", "false"),
+                    ("OTEL_TRACES_EXPORTER", "otlp")
+                ]
             )
             .is_on()
         );

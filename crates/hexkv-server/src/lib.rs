@@ -25,6 +25,7 @@ compile_error!("hexkv-server needs a store: enable the `memory` or the `postgres
 pub mod cli;
 pub mod config;
 pub mod reload;
+pub mod serve;
 pub mod telemetry;
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -196,14 +197,8 @@ impl Application {
         if let Some(telemetry) = &telemetry {
             telemetry.spawn_housekeeping();
         }
-        // Every server closes its listener and drains when this turns true.
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            }
-        };
+        // Every server closes its listener and drains when this is cancelled.
+        let stop = tokio_util::sync::CancellationToken::new();
         let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
         // With traces on, the front ends call the service through a span per call (the
         // "service" step of a trace); without, they call it directly.
@@ -226,7 +221,7 @@ impl Application {
         // One throttle for both front ends: a client's rate counts its REST and gRPC requests.
         // It always exists (off while `throttle_per_minute` is 0) so a reload can turn it on.
         let limits = &config.limits;
-        let throttle = Arc::new(hexkv_resilience::Throttle::new(
+        let throttle = Arc::new(hexkv_resilience::ClientThrottle::new(
             limits.throttle_per_minute,
             limits.throttle_burst,
             limits.throttle_max_clients,
@@ -243,10 +238,35 @@ impl Application {
         // Each front end's load-shedding bound, changeable by a reload.
         let http_in_flight = hexkv_resilience::InFlightLimit::new(limits.max_in_flight);
         let grpc_in_flight = hexkv_resilience::InFlightLimit::new(limits.max_in_flight);
+        // The caps on open connections, over both listeners.
+        let connections =
+            serve::Connections::new(limits.max_connections, limits.max_connections_per_client);
+        let descriptors = serve::raise_open_file_limit(limits.max_connections as u64 + 1_024);
+        if let Some(available) = descriptors
+            && available < limits.max_connections as u64 + 256
+        {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                open_file_limit = available,
+                "limits.max_connections does not fit the open-file limit (RLIMIT_NOFILE): \
+                 connections past it will fail; lower the cap or raise the limit"
+            );
+        }
+        let serving = |listener: &'static str,
+                       app: axum::Router,
+                       transport: serve::Transport,
+                       protocols: serve::Protocols| serve::Serve {
+            listener,
+            app,
+            transport,
+            protocols,
+            limits: limits.connection_limits(),
+            connections: Arc::clone(&connections),
+        };
 
         #[cfg(feature = "http")]
         {
-            let router = hexkv_http::router_with(
+            let app = hexkv_http::router_with(
                 Arc::clone(&api),
                 hexkv_http::HttpOptions {
                     max_body_bytes: config.limits.max_value_bytes,
@@ -267,27 +287,16 @@ impl Application {
                         }),
                 },
             );
-            // Client addresses are recorded for throttling by address.
             #[cfg(feature = "tls")]
-            if let Some(tls) = &tls {
-                let config = tls.server_config(&[b"h2", b"http/1.1"])?;
-                let listener = tls::TlsListener::new(self.http.0, config)?;
-                let app = router
-                    .layer(axum::middleware::map_request(tls::peer_as_socket_addr))
-                    .into_make_service_with_connect_info::<tls::Peer>();
-                let server = axum::serve(listener, app).with_graceful_shutdown(stopped());
-                servers.spawn(async move { server.await.context("the HTTPS server failed") });
-            } else {
-                let app = router.into_make_service_with_connect_info::<SocketAddr>();
-                let server = axum::serve(self.http.0, app).with_graceful_shutdown(stopped());
-                servers.spawn(async move { server.await.context("the HTTP server failed") });
-            }
+            let transport = transport(tls.as_ref(), &[b"h2", b"http/1.1"])?;
             #[cfg(not(feature = "tls"))]
-            {
-                let app = router.into_make_service_with_connect_info::<SocketAddr>();
-                let server = axum::serve(self.http.0, app).with_graceful_shutdown(stopped());
-                servers.spawn(async move { server.await.context("the HTTP server failed") });
-            }
+            let transport = serve::Transport::Plain;
+            let serve = serving("http", app, transport, serve::Protocols::Any);
+            let server = serve::serve(self.http.0, serve, stop.child_token());
+            servers.spawn(async move {
+                server.await;
+                Ok(())
+            });
         }
         #[cfg(feature = "grpc")]
         let grpc_health = {
@@ -305,26 +314,24 @@ impl Application {
                             authenticator: Arc::clone(authenticator),
                             open_health: config.auth.open_health,
                         }),
+                    throttle: Some(Arc::clone(&throttle)),
                 },
             )
-            .await
-            .with_throttle(Arc::clone(&throttle));
+            .await;
             let health = services.health();
+            let app = services.into_routes().into_axum_router().layer(
+                hexkv_telemetry::ObserveLayer::new(hexkv_grpc::observe::GrpcObserve),
+            );
             #[cfg(feature = "tls")]
-            if let Some(tls) = &tls {
-                let config = tls.server_config(&[b"h2"])?;
-                let incoming = tls::TlsListener::new(self.grpc.0, config)?.into_stream();
-                let server = services.serve_incoming(incoming, stopped());
-                servers.spawn(async move { server.await.context("the gRPC server failed") });
-            } else {
-                let server = services.serve(self.grpc.0, stopped());
-                servers.spawn(async move { server.await.context("the gRPC server failed") });
-            }
+            let transport = transport(tls.as_ref(), &[b"h2"])?;
             #[cfg(not(feature = "tls"))]
-            {
-                let server = services.serve(self.grpc.0, stopped());
-                servers.spawn(async move { server.await.context("the gRPC server failed") });
-            }
+            let transport = serve::Transport::Plain;
+            let serve = serving("grpc", app, transport, serve::Protocols::Http2);
+            let server = serve::serve(self.grpc.0, serve, stop.child_token());
+            servers.spawn(async move {
+                server.await;
+                Ok(())
+            });
             health
         };
         for (front_end, addr) in &addresses {
@@ -378,7 +385,7 @@ impl Application {
         }
 
         tracing::info!("closing the listeners; draining in-flight requests");
-        let _ = stop_tx.send(true);
+        stop.cancel();
         let drain_timeout = config.shutdown.drain_timeout();
         let drain = tokio::time::timeout(drain_timeout, async {
             while let Some(joined) = servers.join_next().await {
@@ -410,6 +417,17 @@ impl Application {
         }
         closed.context("closing the store failed")
     }
+}
+
+/// How a listener's connections are secured: TLS offering `alpn` when `[tls]` is set.
+#[cfg(feature = "tls")]
+fn transport(tls: Option<&tls::TlsSetup>, alpn: &[&[u8]]) -> anyhow::Result<serve::Transport> {
+    Ok(match tls {
+        Some(tls) => {
+            serve::Transport::Tls(tokio_rustls::TlsAcceptor::from(tls.server_config(alpn)?))
+        }
+        None => serve::Transport::Plain,
+    })
 }
 
 /// The store, wrapped in its instrumentation and resilience decorators, and its breaker.

@@ -51,11 +51,14 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
     #[cfg(feature = "otlp")]
     {
         let t = &config.telemetry;
-        let traces = t.exports_from_env().is_on().then(|| hexkv_telemetry::TraceSettings {
-            endpoint: (!t.otlp_endpoint.is_empty()).then(|| t.otlp_endpoint.clone()),
-            service_name: t.service_name.clone(),
-            sample_ratio: t.sample_ratio,
-        });
+        let traces = t
+            .exports_from_env()
+            .is_on()
+            .then(|| hexkv_telemetry::TraceSettings {
+                endpoint: (!t.otlp_endpoint.is_empty()).then(|| t.otlp_endpoint.clone()),
+                service_name: t.service_name.clone(),
+                sample_ratio: t.sample_ratio,
+            });
         Ok(hexkv_telemetry::init_with_traces(
             &log,
             build,

@@ -8,17 +8,12 @@
 //!   presents, without a restart and without touching open connections. [`watch`] reloads it
 //!   when the files change (debounced like the configuration file), and a reload that fails keeps
 //!   the old certificate.
-//! - [`TlsListener`] accepts TCP connections and runs each handshake in its own task (under a
-//!   timeout), so a slow or silent client holds up nobody; finished handshakes are handed to
-//!   axum (as a [`axum::serve::Listener`]) or tonic (as a stream of [`TlsConnection`]s).
+//! - [`TlsSetup::server_config`] is what each listener's acceptor uses; the handshakes themselves
+//!   run in each connection's own task, under `limits.header_read_timeout_ms`
+//!   ([`crate::serve`]).
 
-use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use rustls::crypto::CryptoProvider;
@@ -26,14 +21,8 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
 use crate::config::TlsConfig;
-
-/// How long a client may take to finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -199,182 +188,4 @@ pub fn watch(certs: Arc<CertStore>) -> anyhow::Result<notify::RecommendedWatcher
             .with_context(|| format!("watching {}", dir.display()))?;
     }
     Ok(watcher)
-}
-
-/// A TLS connection over TCP, with the peer's address.
-pub struct TlsConnection {
-    stream: tokio_rustls::server::TlsStream<TcpStream>,
-    peer: SocketAddr,
-    local: SocketAddr,
-}
-
-impl TlsConnection {
-    /// The client's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.peer
-    }
-    /// The address it reached.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-}
-
-impl AsyncRead for TlsConnection {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConnection {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
-
-/// gRPC sees the peer address as for plain TCP (throttling by address keeps working).
-#[cfg(feature = "grpc")]
-impl tonic::transport::server::Connected for TlsConnection {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-    fn connect_info(&self) -> Self::ConnectInfo {
-        tonic::transport::server::TcpConnectInfo {
-            local_addr: Some(self.local_addr()),
-            remote_addr: Some(self.peer_addr()),
-        }
-    }
-}
-
-/// Accepts TCP connections and completes their handshakes concurrently.
-pub struct TlsListener {
-    local: SocketAddr,
-    ready: mpsc::Receiver<(TlsConnection, SocketAddr)>,
-}
-
-impl TlsListener {
-    /// Serves TLS with `config` on `listener`.
-    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
-        let local = listener.local_addr()?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let (tx, ready) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                // When the server stops accepting (shutdown), the receiver goes away: stop too,
-                // which closes the port, as for plain TCP.
-                let accepted = tokio::select! {
-                    accepted = listener.accept() => accepted,
-                    () = tx.closed() => return,
-                };
-                let (tcp, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait, as hyper does.
-                        tracing::warn!(error = %e, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let handshaken = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let connection = TlsConnection {
-                                stream,
-                                peer,
-                                local,
-                            };
-                            let _ = handshaken.send((connection, peer)).await;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        }
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(Self { local, ready })
-    }
-
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-
-    /// The handshaken connections, for tonic's `serve_with_incoming_shutdown`.
-    #[cfg(feature = "grpc")]
-    pub fn into_stream(
-        self,
-    ) -> impl tokio_stream::Stream<Item = io::Result<TlsConnection>> + Send + 'static {
-        use tokio_stream::StreamExt as _;
-        tokio_stream::wrappers::ReceiverStream::new(self.ready)
-            .map(|(connection, _)| Ok(connection))
-    }
-}
-
-/// The peer of a TLS connection, as axum's connect info (axum provides `SocketAddr` itself only
-/// for plain TCP listeners); [`peer_as_socket_addr`] turns it into the `ConnectInfo<SocketAddr>`
-/// the router reads.
-#[cfg(feature = "http")]
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
-
-#[cfg(feature = "http")]
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
-
-/// Request middleware: exposes a TLS peer as `ConnectInfo<SocketAddr>`, as for plain TCP.
-#[cfg(feature = "http")]
-pub async fn peer_as_socket_addr(mut request: axum::extract::Request) -> axum::extract::Request {
-    use axum::extract::ConnectInfo;
-    if let Some(ConnectInfo(Peer(addr))) = request.extensions().get::<ConnectInfo<Peer>>().copied()
-    {
-        request.extensions_mut().insert(ConnectInfo(addr));
-    }
-    request
-}
-
-#[cfg(feature = "http")]
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsConnection;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(next) => next,
-            // The accept loop only ends when this listener is gone.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(TlsListener::local_addr(self))
-    }
 }

@@ -63,6 +63,15 @@ pub const COMPACTION_DURATION: &str = "hexkv_compaction_duration_seconds";
 pub const AUTH_FAILURES: &str = "hexkv_auth_failures_total";
 /// Log events dropped by sampling, by level.
 pub const LOG_EVENTS_DROPPED: &str = "hexkv_log_events_dropped_total";
+/// Connections open now, by listener (`http`, `grpc`).
+pub const CONNECTIONS_OPEN: &str = "hexkv_connections_open";
+/// Connections closed at once on arrival, by listener and reason (`total`: `limits.max_connections`
+/// reached; `per_client`: `limits.max_connections_per_client` reached for its address).
+pub const CONNECTIONS_REFUSED: &str = "hexkv_connections_refused_total";
+/// Connections closed for being too slow or idle, by listener and phase (`handshake`: no TLS
+/// handshake and connection preface in time; `headers`: request headers not complete in time;
+/// `idle`: no request in flight for `limits.idle_timeout_ms`).
+pub const CONNECTIONS_TIMED_OUT: &str = "hexkv_connections_timed_out_total";
 /// Always 1; the labels carry the version and the cargo features of the binary.
 pub const BUILD_INFO: &str = "hexkv_build_info";
 
