@@ -218,6 +218,7 @@ pub fn error_kind(e: &ClientError) -> &'static str {
         ClientError::Throttled { .. } => "throttled",
         ClientError::Unavailable { .. } => "unavailable",
         ClientError::DeadlineExceeded => "deadline_exceeded",
+        ClientError::OutcomeUnknown { .. } => "outcome_unknown",
         ClientError::Connect(_) => "connect",
         ClientError::Other { .. } => "other",
     }

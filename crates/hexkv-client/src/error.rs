@@ -40,13 +40,24 @@ pub enum ClientError {
         /// When to retry.
         retry_after: Option<Duration>,
     },
-    /// A transient failure: nothing changed; a retry may succeed.
+    /// A transient failure; a retry may succeed. `refused`: the server said it refused the call
+    /// (shed, store unavailable, read-only), so nothing changed; otherwise (a connection that
+    /// broke, a proxy's 503) a write may or may not have taken effect.
     #[error("unavailable: {message}")]
     Unavailable {
         /// The server's (or the transport's) explanation.
         message: String,
         /// When to retry, if the server said.
         retry_after: Option<Duration>,
+        /// The server said nothing changed.
+        refused: bool,
+    },
+    /// The server said the write was handed to the store and its answer was lost: it may or may
+    /// not have taken effect. Read the key to know (or use an idempotency key).
+    #[error("outcome unknown: {message}")]
+    OutcomeUnknown {
+        /// The server's explanation.
+        message: String,
     },
     /// The call's deadline passed. A write may or may not have taken effect.
     #[error("deadline exceeded")]
@@ -89,15 +100,40 @@ impl hexkv_resilience::Retryable for ClientError {
         ClientError::is_transient(self)
     }
 
+    fn changed_nothing(&self) -> bool {
+        ClientError::changed_nothing(self)
+    }
+
     fn retry_after(&self) -> Option<Duration> {
         ClientError::retry_after(self)
     }
 }
 
 impl ClientError {
-    /// Whether a retry may succeed: `Unavailable` and `Throttled`.
+    /// Whether a retry may succeed: `Unavailable`, `Throttled` and `OutcomeUnknown`.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable { .. } | Self::Throttled { .. })
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::Throttled { .. } | Self::OutcomeUnknown { .. }
+        )
+    }
+
+    /// Whether the server said the call changed nothing: it was refused (an error answer about
+    /// the request itself, throttling, shedding, an unavailable store), or never reached it.
+    /// `false` when a write may have been applied: [`ClientError::OutcomeUnknown`],
+    /// [`ClientError::DeadlineExceeded`], an `Unavailable` the server did not vouch for (a
+    /// connection lost mid-call, a proxy's answer), and other failures.
+    pub fn changed_nothing(&self) -> bool {
+        match self {
+            Self::NotFound
+            | Self::PreconditionFailed { .. }
+            | Self::InvalidArgument { .. }
+            | Self::TooLarge { .. }
+            | Self::Throttled { .. }
+            | Self::Connect(_) => true,
+            Self::Unavailable { refused, .. } => *refused,
+            Self::OutcomeUnknown { .. } | Self::DeadlineExceeded | Self::Other { .. } => false,
+        }
     }
 
     /// A response the client cannot read (a server or proxy that does not speak the API).
@@ -119,11 +155,20 @@ impl ClientError {
     }
 }
 
+/// The `ErrorInfo.reason`s of hexkv's refusals, which changed nothing (see the server's
+/// `status` module).
+const REFUSALS: &[&str] = &["OVERLOADED", "THROTTLED", "UNAVAILABLE", "READ_ONLY"];
+
 impl From<Status> for ClientError {
     fn from(status: Status) -> Self {
         let details = status.get_error_details();
         let message = status.message().to_owned();
         let retry_after = details.retry_info().and_then(|r| r.retry_delay);
+        // What hexkv says of a refusal; absent in a transport's or a proxy's status.
+        let reason = details
+            .error_info()
+            .filter(|info| info.domain == "hexkv")
+            .map(|info| info.reason.as_str());
         match status.code() {
             Code::NotFound => Self::NotFound,
             Code::FailedPrecondition => {
@@ -155,9 +200,13 @@ impl From<Status> for ClientError {
                 retry_after,
             },
             Code::ResourceExhausted => Self::TooLarge { message },
+            Code::Unavailable if reason == Some("OUTCOME_UNKNOWN") => {
+                Self::OutcomeUnknown { message }
+            }
             Code::Unavailable => Self::Unavailable {
                 message,
                 retry_after,
+                refused: reason.is_some_and(|r| REFUSALS.contains(&r)),
             },
             Code::DeadlineExceeded | Code::Cancelled => Self::DeadlineExceeded,
             code => Self::Other { code, message },
@@ -181,6 +230,27 @@ mod tests {
         let err = ClientError::from(status);
         assert!(err.is_transient());
         assert_eq!(err.retry_after(), Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn only_hexkv_s_refusals_say_nothing_changed() {
+        let with_reason = |reason: &str| {
+            let mut details = ErrorDetails::new();
+            details.set_error_info(reason, "hexkv", std::collections::HashMap::new());
+            details.set_retry_info(Some(Duration::from_secs(1)));
+            ClientError::from(Status::with_error_details(Code::Unavailable, "x", details))
+        };
+        for refusal in ["OVERLOADED", "UNAVAILABLE", "READ_ONLY"] {
+            let err = with_reason(refusal);
+            assert!(err.is_transient() && err.changed_nothing(), "{refusal}");
+        }
+        let unknown = with_reason("OUTCOME_UNKNOWN");
+        assert!(matches!(unknown, ClientError::OutcomeUnknown { .. }));
+        assert!(unknown.is_transient() && !unknown.changed_nothing());
+        // A transport's or a proxy's UNAVAILABLE says nothing about what was applied.
+        let transport = ClientError::from(Status::unavailable("connection reset"));
+        assert!(transport.is_transient() && !transport.changed_nothing());
+        assert!(!ClientError::DeadlineExceeded.changed_nothing());
     }
 
     #[test]

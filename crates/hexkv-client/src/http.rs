@@ -273,11 +273,13 @@ fn transport_error(err: reqwest::Error) -> ClientError {
     if err.is_timeout() {
         ClientError::DeadlineExceeded
     } else {
-        // Connection refused or reset, or the body broke off: nothing was answered, so the
-        // caller may retry (a write only if it opted in).
+        // Nothing was answered, so the caller may retry (a write only if it opted in). Only a
+        // connection that was never made certainly changed nothing; one reset or cut short
+        // may have delivered a write.
         ClientError::Unavailable {
             message: error_chain(&err),
             retry_after: None,
+            refused: err.is_connect(),
         }
     }
 }
@@ -316,10 +318,15 @@ fn problem_error(status: StatusCode, retry_after: Option<Duration>, p: Problem) 
             message,
             retry_after,
         },
-        (StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY, _) => {
+        (StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT, "outcome_unknown") => {
+            ClientError::OutcomeUnknown { message }
+        }
+        (StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY, code) => {
             ClientError::Unavailable {
                 message,
                 retry_after,
+                // hexkv's refusals; a proxy's 502 or 503 has no such code.
+                refused: matches!(code, "overloaded" | "unavailable" | "read_only"),
             }
         }
         (StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT, _) => {

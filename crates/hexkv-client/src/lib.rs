@@ -15,7 +15,11 @@
 //! (gRPC `UNAVAILABLE`, and `RESOURCE_EXHAUSTED` with a retry hint; HTTP 503 and 429) are retried
 //! with exponential backoff and full jitter, honouring the server's hint (`RetryInfo`, or
 //! `Retry-After`), within a cap on attempts and on total time ([`RetryPolicy`]). Reads, listings
-//! and unconditional deletes are retried; writes only if [`RetryPolicy::retry_writes`] is set.
+//! and unconditional deletes are retried; writes only if [`RetryPolicy::retry_writes`] is set,
+//! and a write with a precondition only after a failure that says it changed nothing
+//! ([`ClientError::changed_nothing`]): never after [`ClientError::OutcomeUnknown`], a deadline,
+//! or a connection lost mid-call, whose write may have been applied — a retry of it could fail
+//! its precondition against its own first attempt.
 //!
 //! With the `otlp` feature, each call carries the W3C trace context (`traceparent`) of the
 //! caller's current `tracing` span, so the server's spans join the caller's trace.
@@ -38,7 +42,7 @@ use tonic::transport::Channel;
 
 pub use error::ClientError;
 pub use hexkv_core::{Precondition, Version};
-use hexkv_resilience::retry;
+use hexkv_resilience::retry::{self, Operation};
 pub use hexkv_resilience::retry::{Jitter, RetryPolicy};
 /// The gRPC status codes of [`ClientError::Other`].
 pub use tonic::Code;
@@ -182,7 +186,7 @@ impl Client {
 
     /// The entry under `key`.
     pub async fn get(&self, key: &str) -> Result<Entry, ClientError> {
-        retry::run(&self.options.retry, true, || async {
+        retry::run(&self.options.retry, Operation::Idempotent, || async {
             attempt!(self.get(key))
         })
         .await
@@ -196,7 +200,11 @@ impl Client {
         precondition: Precondition,
     ) -> Result<Written, ClientError> {
         let value = value.into();
-        retry::run(&self.options.retry, false, || async {
+        let operation = match precondition {
+            Precondition::None => Operation::Write,
+            _ => Operation::Conditional,
+        };
+        retry::run(&self.options.retry, operation, || async {
             attempt!(self.put(key, &value, precondition))
         })
         .await
@@ -209,8 +217,11 @@ impl Client {
         key: &str,
         precondition: Precondition,
     ) -> Result<Option<bool>, ClientError> {
-        let idempotent = precondition == Precondition::None;
-        retry::run(&self.options.retry, idempotent, || async {
+        let operation = match precondition {
+            Precondition::None => Operation::Idempotent,
+            _ => Operation::Conditional,
+        };
+        retry::run(&self.options.retry, operation, || async {
             attempt!(self.delete(key, precondition))
         })
         .await
@@ -223,7 +234,7 @@ impl Client {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<Page, ClientError> {
-        retry::run(&self.options.retry, true, || async {
+        retry::run(&self.options.retry, Operation::Idempotent, || async {
             attempt!(self.list(prefix, limit, cursor))
         })
         .await

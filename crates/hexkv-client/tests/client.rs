@@ -203,6 +203,8 @@ struct Flaky {
     failures: AtomicUsize,
     hint: Option<Duration>,
     arrivals: Mutex<Vec<Instant>>,
+    /// A failing write is applied, then answered as outcome unknown (its answer "lost").
+    lose_answers: std::sync::atomic::AtomicBool,
 }
 
 impl Flaky {
@@ -212,6 +214,7 @@ impl Flaky {
             failures: AtomicUsize::new(failures),
             hint,
             arrivals: Mutex::new(Vec::new()),
+            lose_answers: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -254,7 +257,15 @@ impl KeyValueApi for Flaky {
         value: Value,
         precondition: hexkv_core::Precondition,
     ) -> Result<PutOutcome, KvError> {
-        self.arrive()?;
+        if let Err(refused) = self.arrive() {
+            if !self.lose_answers.load(Ordering::SeqCst) {
+                return Err(refused);
+            }
+            self.inner.put(key, value, precondition).await?;
+            return Err(KvError::OutcomeUnknown {
+                reason: "injected: the answer was lost".into(),
+            });
+        }
         self.inner.put(key, value, precondition).await
     }
     async fn delete(
@@ -342,6 +353,56 @@ async fn writes_are_retried_only_when_the_caller_opts_in() {
     for (transport, client) in clients(&servers, opted_in).await {
         flaky.reset(1);
         client.put("w", "1", Precondition::None).await.unwrap();
+        assert_eq!(flaky.arrivals.lock().unwrap().len(), 2, "{transport}");
+    }
+}
+
+/// With retries of writes on, a conditional write is retried after a refusal (nothing changed),
+/// but not after an answer of outcome unknown: it was applied, and a retry would have failed its
+/// own precondition. An unconditional write is retried after either.
+#[tokio::test]
+async fn conditional_writes_whose_outcome_is_unknown_are_not_retried() {
+    let (flaky, servers, _, _dir) = flaky_servers(Some(Duration::from_millis(10))).await;
+    let opted_in = ClientOptions {
+        retry: RetryPolicy {
+            retry_writes: true,
+            ..fast_retries()
+        },
+        ..ClientOptions::default()
+    };
+    for (transport, client) in clients(&servers, opted_in).await {
+        let key = format!("cas-{transport}");
+        flaky.lose_answers.store(false, Ordering::SeqCst);
+        flaky.reset(0);
+        let first = client.put(&key, "1", Precondition::Absent).await.unwrap();
+
+        // Refused once: retried, and the compare-and-swap goes through.
+        flaky.reset(1);
+        let second = client
+            .put(&key, "2", Precondition::Version(first.version))
+            .await
+            .unwrap();
+        assert_eq!(flaky.arrivals.lock().unwrap().len(), 2, "{transport}");
+
+        // Applied, then its answer lost: the client says so and does not retry.
+        flaky.lose_answers.store(true, Ordering::SeqCst);
+        flaky.reset(1);
+        let err = client
+            .put(&key, "3", Precondition::Version(second.version))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ClientError::OutcomeUnknown { .. }),
+            "{transport}: {err:?}"
+        );
+        assert!(err.is_transient() && !err.changed_nothing(), "{transport}");
+        assert_eq!(flaky.arrivals.lock().unwrap().len(), 1, "{transport}");
+        flaky.reset(0);
+        assert_eq!(&client.get(&key).await.unwrap().value[..], b"3", "applied");
+
+        // An unconditional write may be written again.
+        flaky.reset(1);
+        client.put(&key, "4", Precondition::None).await.unwrap();
         assert_eq!(flaky.arrivals.lock().unwrap().len(), 2, "{transport}");
     }
 }

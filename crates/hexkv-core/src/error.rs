@@ -4,6 +4,17 @@
 //! reports to transports. Adapters translate their driver errors (an `io::Error`, a database code)
 //! into these variants, so the domain never sees a driver type; transports map `KvError` to the wire
 //! in exactly one place each.
+//!
+//! # Refused, or outcome unknown
+//! A failed write is one of two kinds, and the wire says which:
+//! - **refused, nothing changed**: validation, a failed precondition, shedding, throttling, an open
+//!   breaker, a full bulkhead, a store that could not start the write ([`KvError::Unavailable`],
+//!   [`KvError::ReadOnly`]…). Retrying it is safe;
+//! - **outcome unknown** ([`KvError::OutcomeUnknown`]): the write was handed to the store and then
+//!   the answer was lost — a timeout, a cancelled request, a connection lost mid-write. It may have
+//!   been applied. Retrying an unconditional write is harmless (it writes again); a conditional
+//!   one may fail its precondition against its own first attempt, so read first, or use an
+//!   idempotency key.
 
 use std::time::Duration;
 
@@ -40,6 +51,14 @@ pub enum StoreError {
         /// When a retry may succeed, if the store knows.
         retry_after: Option<Duration>,
     },
+    /// A write was handed to the backend and its answer was lost (a timeout after it was sent,
+    /// a connection lost before the commit was confirmed): it may or may not have taken effect.
+    /// Reads never report it.
+    #[error("outcome unknown: {reason}")]
+    OutcomeUnknown {
+        /// What went wrong.
+        reason: String,
+    },
     /// Anything else: a bug or an unexpected state. Logged, never shown to clients.
     #[error("internal store error")]
     Internal(#[source] BoxError),
@@ -57,6 +76,13 @@ impl StoreError {
     /// An internal failure wrapping its cause.
     pub fn internal(cause: impl Into<BoxError>) -> Self {
         Self::Internal(cause.into())
+    }
+
+    /// A write whose outcome is unknown.
+    pub fn outcome_unknown(reason: impl Into<String>) -> Self {
+        Self::OutcomeUnknown {
+            reason: reason.into(),
+        }
     }
 }
 
@@ -84,13 +110,21 @@ pub enum KvError {
     /// The listing request is malformed.
     #[error("invalid list request: {0}")]
     InvalidQuery(#[from] ListQueryError),
-    /// A transient failure: nothing took effect; a retry may succeed.
+    /// A transient failure: the request was refused and nothing took effect; a retry may
+    /// succeed.
     #[error("service unavailable: {reason}")]
     Unavailable {
         /// What went wrong.
         reason: String,
         /// When a retry may succeed, if known.
         retry_after: Option<Duration>,
+    },
+    /// The write was handed to the store and its answer was lost: it may or may not have taken
+    /// effect (see the module docs).
+    #[error("outcome unknown: {reason}")]
+    OutcomeUnknown {
+        /// What went wrong.
+        reason: String,
     },
     /// Writes are switched off (the `read_only` feature flag); reads go on.
     #[error("the service is read-only for now: writes are refused")]
@@ -111,6 +145,7 @@ impl From<StoreError> for KvError {
                 reason,
                 retry_after,
             },
+            StoreError::OutcomeUnknown { reason } => KvError::OutcomeUnknown { reason },
             StoreError::Internal(cause) => KvError::Internal(cause),
         }
     }

@@ -33,8 +33,12 @@ use crate::error::{KvError, StoreError};
 ///   and changes nothing.
 /// - **Durability.** A write returns `Ok` only once it is as durable as the store's configuration
 ///   promises, and is visible to every later `get` and `list` from then on.
-/// - **Failure.** A write that returns `Err` leaves the visible state unchanged. Transient failures
-///   (I/O errors, lost connections, timeouts) are [`StoreError::Unavailable`]; anything else is
+/// - **Failure.** A write that returns `Err` leaves the visible state unchanged, with one
+///   exception: [`StoreError::OutcomeUnknown`], returned when the write was handed to the backend
+///   and its answer was lost (a connection lost before the commit was confirmed, a timeout after
+///   the statement was sent), says that it may have taken effect. Other transient failures (the
+///   backend cannot be reached, the write could not start, a failed log write that was cut back)
+///   are [`StoreError::Unavailable`], and promise that nothing was applied; anything else is
 ///   [`StoreError::Internal`]. An adapter never panics on a failure of its backend.
 /// - **Listing.** [`KvStore::list`] returns, in ascending byte order of key, at most
 ///   `query.limit()` entries whose key starts with `query.prefix()` and sorts after the cursor's
@@ -108,7 +112,10 @@ impl Readiness {
 /// - `get` of an absent key is [`KvError::NotFound`]; `delete` of an absent key without a
 ///   precondition succeeds (deletes are idempotent).
 /// - Store failures keep their meaning: `PreconditionFailed` with the current version,
-///   `Unavailable` with its retry hint, `Internal` with its cause (for logs only).
+///   `Unavailable` with its retry hint (refused: nothing changed), `OutcomeUnknown` (the write may
+///   have been applied), `Internal` with its cause (for logs only). A caller that stops waiting
+///   for a write (a request timeout, a cancelled request, a lost connection) cannot know either:
+///   the store may still apply it, and the transports report such a write as outcome unknown.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait KeyValueApi: Send + Sync + 'static {

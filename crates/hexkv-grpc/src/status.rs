@@ -2,8 +2,14 @@
 //!
 //! Details use the standard `google.rpc` error model (via `tonic-types`), so generic clients can
 //! read them: `BadRequest` names the offending field on INVALID_ARGUMENT, `ErrorInfo` carries the
-//! current version on FAILED_PRECONDITION, `RetryInfo` the retry delay on UNAVAILABLE. Internal
-//! causes are logged with their chain and never sent.
+//! current version on FAILED_PRECONDITION, `RetryInfo` the retry delay on UNAVAILABLE and
+//! RESOURCE_EXHAUSTED. Internal causes are logged with their chain and never sent.
+//!
+//! Every UNAVAILABLE and throttling RESOURCE_EXHAUSTED carries an `ErrorInfo` (domain `hexkv`)
+//! whose reason says whether the call changed nothing — `OVERLOADED`, `THROTTLED`, `UNAVAILABLE`,
+//! `READ_ONLY` — or may have been applied — `OUTCOME_UNKNOWN` — so that a client knows which
+//! writes are safe to retry. DEADLINE_EXCEEDED on a write means outcome unknown too, as gRPC
+//! defines that code.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,6 +24,36 @@ pub(crate) const ERROR_DOMAIN: &str = "hexkv";
 pub(crate) const PRECONDITION_FAILED: &str = "PRECONDITION_FAILED";
 /// The `ErrorInfo.metadata` key of the current version ("" when the key is absent).
 pub(crate) const CURRENT_VERSION: &str = "current_version";
+
+/// The `ErrorInfo.reason`s of the refusals that changed nothing, and of a write whose outcome is
+/// unknown.
+pub(crate) mod reason {
+    /// Shed: more calls in flight than the service takes.
+    pub(crate) const OVERLOADED: &str = "OVERLOADED";
+    /// The client is over its rate.
+    pub(crate) const THROTTLED: &str = "THROTTLED";
+    /// The store refused (unreachable, breaker open, could not write): nothing changed.
+    pub(crate) const UNAVAILABLE: &str = "UNAVAILABLE";
+    /// Writes are switched off.
+    pub(crate) const READ_ONLY: &str = "READ_ONLY";
+    /// The write may or may not have been applied.
+    pub(crate) const OUTCOME_UNKNOWN: &str = "OUTCOME_UNKNOWN";
+}
+
+/// A status with an `ErrorInfo` of `reason` (domain `hexkv`) and, when given, a `RetryInfo`.
+fn explained(
+    code: Code,
+    message: impl Into<String>,
+    reason: &str,
+    retry: Option<Duration>,
+) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
+    if retry.is_some() {
+        details.set_retry_info(retry);
+    }
+    Status::with_error_details(code, message, details)
+}
 
 /// INVALID_ARGUMENT naming `field`, with a `BadRequest` violation.
 pub(crate) fn invalid_field(field: &'static str, description: &str) -> Status {
@@ -58,14 +94,26 @@ pub fn status(err: KvError) -> Status {
             invalid_field(field, &e.to_string())
         }
         KvError::Unavailable {
-            reason,
+            reason: why,
             retry_after,
-        } => Status::with_error_details(
+        } => explained(
             Code::Unavailable,
-            reason,
-            ErrorDetails::with_retry_info(Some(retry_after.unwrap_or(Duration::from_secs(1)))),
+            why,
+            reason::UNAVAILABLE,
+            Some(retry_after.unwrap_or(Duration::from_secs(1))),
         ),
-        KvError::ReadOnly => Status::unavailable(KvError::ReadOnly.to_string()),
+        KvError::OutcomeUnknown { reason: why } => explained(
+            Code::Unavailable,
+            format!("{why}; the write may or may not have been applied: read the key to know"),
+            reason::OUTCOME_UNKNOWN,
+            None,
+        ),
+        KvError::ReadOnly => explained(
+            Code::Unavailable,
+            KvError::ReadOnly.to_string(),
+            reason::READ_ONLY,
+            None,
+        ),
         KvError::Internal(cause) => {
             tracing::error!(
                 error = %cause,
@@ -100,27 +148,33 @@ pub(crate) fn auth(err: hexkv_core::AuthError) -> Status {
 /// A throttled call: RESOURCE_EXHAUSTED, with the wait as `RetryInfo`.
 pub(crate) fn throttled(wait: Duration) -> Status {
     metrics::counter!(hexkv_telemetry::metrics::THROTTLED, "protocol" => "grpc").increment(1);
-    Status::with_error_details(
+    explained(
         Code::ResourceExhausted,
         "too many calls from this client; retry later",
-        ErrorDetails::with_retry_info(Some(wait)),
+        reason::THROTTLED,
+        Some(wait),
     )
 }
 
 /// A call shed under load: UNAVAILABLE, retry in a second.
 pub(crate) fn overloaded() -> Status {
     metrics::counter!(hexkv_telemetry::metrics::SHED, "protocol" => "grpc").increment(1);
-    Status::with_error_details(
+    explained(
         Code::Unavailable,
         "the service is handling as many calls as it may; retry shortly",
-        ErrorDetails::with_retry_info(Some(Duration::from_secs(1))),
+        reason::OVERLOADED,
+        Some(Duration::from_secs(1)),
     )
 }
 
-/// A call past the request timeout, cancelled.
+/// A call past the request timeout (or its own `grpc-timeout`), cancelled: a write may or may not
+/// have been applied.
 pub(crate) fn deadline_exceeded() -> Status {
     metrics::counter!(hexkv_telemetry::metrics::TIMED_OUT, "protocol" => "grpc").increment(1);
-    Status::deadline_exceeded("the call took longer than the service allows and was cancelled")
+    Status::deadline_exceeded(
+        "the call took longer than allowed and was cancelled; a write may or may not have been \
+         applied",
+    )
 }
 
 /// A feature a flag turns off for this client.

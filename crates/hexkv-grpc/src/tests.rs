@@ -289,3 +289,51 @@ fn client_deadlines_are_read_from_grpc_timeout() {
     let none = tonic::codegen::http::Request::builder().body(()).unwrap();
     assert_eq!(crate::grpc_timeout(&none), None);
 }
+
+/// Refusals and a lost answer are both UNAVAILABLE, told apart by their `ErrorInfo` reason.
+#[tokio::test]
+async fn an_unknown_outcome_is_told_apart_from_a_refusal() {
+    let reason = |status: &Status| {
+        status
+            .get_error_details()
+            .error_info()
+            .map(|info| (info.domain.clone(), info.reason.clone()))
+    };
+    let mut api = MockKeyValueApi::new();
+    api.expect_put().returning(|_, _, _| {
+        Err(KvError::OutcomeUnknown {
+            reason: "lost".into(),
+        })
+    });
+    let status = service(api)
+        .put(admitted(
+            Access::Write,
+            pb::PutRequest {
+                key: Bytes::from_static(b"k"),
+                value: Bytes::from_static(b"v"),
+                precondition: None,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(
+        reason(&status),
+        Some(("hexkv".to_owned(), "OUTCOME_UNKNOWN".to_owned()))
+    );
+    assert!(status.get_error_details().retry_info().is_none());
+    for (err, expected) in [
+        (
+            KvError::Unavailable {
+                reason: "down".into(),
+                retry_after: None,
+            },
+            "UNAVAILABLE",
+        ),
+        (KvError::ReadOnly, "READ_ONLY"),
+    ] {
+        let status = status::status(err);
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(reason(&status).unwrap().1, expected);
+    }
+}

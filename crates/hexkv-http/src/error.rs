@@ -5,6 +5,11 @@
 //! (`current_version` on 412, `Retry-After` on 503). Internal causes are logged with the request
 //! id and never sent.
 //!
+//! The codes tell a refused write (nothing changed: `overloaded`, `throttled`, `unavailable`,
+//! `read_only`, every 4xx) from one whose outcome is unknown (`outcome_unknown`: 504 when the
+//! write passed the request timeout, 503 when the store lost its answer), which may have been
+//! applied.
+//!
 //! ```json
 //! {"type": "urn:hexkv:problem:precondition-failed", "title": "Precondition Failed", "status": 412,
 //!  "code": "precondition_failed", "detail": "…", "request_id": "…", "current_version": 7}
@@ -58,9 +63,15 @@ pub enum ApiError {
     /// A handler panicked (a bug); the panic was caught.
     #[error("the request handler failed")]
     Panicked,
-    /// The request ran past the request timeout and was cancelled.
+    /// The request ran past the request timeout and was cancelled (a read: nothing to undo).
     #[error("the request took longer than the service allows and was cancelled")]
     DeadlineExceeded,
+    /// A write ran past the request timeout and was cancelled: the store may still apply it.
+    #[error(
+        "the write took longer than the service allows and was cancelled; it may or may not have \
+         been applied: read the key to know"
+    )]
+    WriteDeadlineExceeded,
     /// The client is over its request rate; it may retry after the duration.
     #[error("too many requests from this client; retry later")]
     Throttled(Duration),
@@ -120,6 +131,9 @@ impl ApiError {
                 }
                 KvError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
                 KvError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                KvError::OutcomeUnknown { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown")
+                }
                 KvError::ReadOnly => (StatusCode::SERVICE_UNAVAILABLE, "read_only"),
                 KvError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
@@ -135,6 +149,7 @@ impl ApiError {
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             ApiError::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+            ApiError::WriteDeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"),
             ApiError::FeatureDisabled(_) => (StatusCode::NOT_FOUND, "feature_disabled"),
             ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             ApiError::PermissionDenied(_) | ApiError::Undeclared => {
@@ -181,7 +196,10 @@ impl IntoResponse for ApiError {
                 request_id = request_id.as_deref().unwrap_or("-"),
                 "request failed"
             );
-        } else if matches!(self, ApiError::Kv(KvError::Unavailable { .. })) {
+        } else if matches!(
+            self,
+            ApiError::Kv(KvError::Unavailable { .. } | KvError::OutcomeUnknown { .. })
+        ) {
             tracing::warn!(
                 code,
                 error = %self,

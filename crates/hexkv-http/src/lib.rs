@@ -163,44 +163,54 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
         .with_state(state)
 }
 
-/// The route table: every route with the access it declares. The key-value routes carry the
-/// request timeout, load shedding (`in_flight`) and (PUT) the body limit as `route_layer`s.
+/// The route table: every route with the access it declares. The key-value handlers carry the
+/// request timeout, load shedding (`in_flight`) and (PUT) the body limit as layers of their own.
 fn route_table(
     options: &HttpOptions,
     in_flight: Option<Arc<hexkv_resilience::InFlightLimit>>,
     serve_metrics: bool,
 ) -> Routes {
     // The protection of the key-value routes, outermost first: the request timeout, then load
-    // shedding (throttling is part of admission, which runs before both).
-    let guard = ServiceBuilder::new()
-        .option_layer(options.request_timeout.map(|limit| {
-            hexkv_resilience::DeadlineLayer::new(limit, || {
-                metrics::counter!(hexkv_telemetry::metrics::TIMED_OUT, "protocol" => "http")
-                    .increment(1);
-                axum::response::IntoResponse::into_response(ApiError::DeadlineExceeded)
-            })
-        }))
-        .option_layer(in_flight.map(|limit| {
-            hexkv_resilience::LoadShedLayer::with_limit(limit, || {
-                metrics::counter!(hexkv_telemetry::metrics::SHED, "protocol" => "http")
-                    .increment(1);
-                axum::response::IntoResponse::into_response(ApiError::Overloaded)
-            })
-        }));
+    // shedding (throttling is part of admission, which runs before both). A write past the
+    // timeout may still be applied by the store, and says so (`outcome_unknown`).
+    let guard = |expired: fn() -> ApiError| {
+        ServiceBuilder::new()
+            .option_layer(options.request_timeout.map(|limit| {
+                hexkv_resilience::DeadlineLayer::new(limit, move || {
+                    metrics::counter!(hexkv_telemetry::metrics::TIMED_OUT, "protocol" => "http")
+                        .increment(1);
+                    axum::response::IntoResponse::into_response(expired())
+                })
+            }))
+            .option_layer(in_flight.clone().map(|limit| {
+                hexkv_resilience::LoadShedLayer::with_limit(limit, || {
+                    metrics::counter!(hexkv_telemetry::metrics::SHED, "protocol" => "http")
+                        .increment(1);
+                    axum::response::IntoResponse::into_response(ApiError::Overloaded)
+                })
+            }))
+    };
+    let read = guard(|| ApiError::DeadlineExceeded);
+    let write = guard(|| ApiError::WriteDeadlineExceeded);
     let routes = Routes::new()
         .route(
             routes::KEY,
             Access::Key(kv::key_of),
-            get(kv::get_value)
+            get(kv::get_value.layer(read.clone()))
                 // The body limit only where a body is read.
-                .put(kv::put_value.layer(DefaultBodyLimit::max(options.max_body_bytes)))
-                .delete(kv::delete_value)
-                .route_layer(guard.clone()),
+                .put(
+                    kv::put_value.layer(
+                        write
+                            .clone()
+                            .layer(DefaultBodyLimit::max(options.max_body_bytes)),
+                    ),
+                )
+                .delete(kv::delete_value.layer(write)),
         )
         .route(
             routes::LIST,
             Access::List(kv::prefix_of),
-            get(kv::list_keys).route_layer(guard),
+            get(kv::list_keys.layer(read)),
         )
         // Answered at once (400), so without the guard.
         .route(routes::EMPTY_KEY, Access::Authenticated, any(kv::empty_key))

@@ -474,3 +474,41 @@ async fn readiness_reports_each_check() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["status"], "ok");
 }
+
+/// A refused write and one whose answer was lost get different codes: `unavailable` promises
+/// nothing changed, `outcome_unknown` does not.
+#[tokio::test]
+async fn an_unknown_outcome_is_not_reported_as_a_refusal() {
+    let mut api = MockKeyValueApi::new();
+    api.expect_put().returning(|_, _, _| {
+        Err(KvError::OutcomeUnknown {
+            reason: "the database connection broke before the write was confirmed".into(),
+        })
+    });
+    let reply = send(
+        api,
+        request(Method::PUT, "/v1/kv/k")
+            .header(header::IF_MATCH, "\"3\"")
+            .body(Body::from("v"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.problem_code(), "outcome_unknown");
+
+    let mut api = MockKeyValueApi::new();
+    api.expect_put().returning(|_, _, _| {
+        Err(KvError::Unavailable {
+            reason: "the breaker is open".into(),
+            retry_after: None,
+        })
+    });
+    let reply = send(
+        api,
+        request(Method::PUT, "/v1/kv/k")
+            .body(Body::from("v"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.problem_code(), "unavailable");
+}

@@ -88,6 +88,25 @@ async fn a_request_past_the_timeout_gets_504_and_is_cancelled() {
         // reached the API rather than being shed.
         assert_eq!(api.entered(), attempt + 1);
     }
+    // A write cut off the same way may still be applied by the store: it says so.
+    for method in [reqwest::Method::PUT, reqwest::Method::DELETE] {
+        let r = client
+            .request(method.clone(), &url)
+            .body("v")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT, "{method}");
+        let problem: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!(problem["code"], "outcome_unknown", "{method}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("may or may not have been applied"),
+            "{problem}"
+        );
+    }
 }
 
 /// Served with `into_make_service_with_connect_info`, each request carries its client's address:

@@ -30,7 +30,7 @@ pub mod throttle;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Outcome, Rejected, Transition};
 pub use deadline::{CallerLimit, DeadlineLayer};
-pub use retry::{Jitter, RetryPolicy, Retryable};
+pub use retry::{Jitter, Operation, RetryPolicy, Retryable};
 pub use shed::{InFlightLimit, LoadShedLayer};
 pub use store::{BreakerStore, BulkheadStore, CheckCacheStore, RetryStore, TimeoutStore};
 pub use throttle::{ClientThrottle, Throttle};

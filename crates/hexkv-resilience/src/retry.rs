@@ -10,8 +10,9 @@
 //!
 //! but never less than the hint the failure carried (a server's `RetryInfo` or `Retry-After`).
 //! It gives up after `max_attempts` attempts, or when the next sleep would pass `max_elapsed`
-//! since the first attempt. What is worth retrying is the error's to say ([`Retryable`]); an
-//! operation that is not idempotent is retried only when `retry_writes` is set.
+//! since the first attempt. What is worth retrying is the error's to say ([`Retryable`]), and
+//! what the operation is ([`Operation`]): a write is retried only when `retry_writes` is set, and
+//! a conditional write only after a failure that says it changed nothing.
 //!
 //! The book's version sleeps `base × 2^n` with no cap (and overflows), and no jitter, so every
 //! client of a recovering server comes back at the same instant.
@@ -23,13 +24,33 @@ use tokio::time::Instant;
 
 /// An error that knows whether a retry may succeed.
 pub trait Retryable {
-    /// A retry may succeed (the failure was transient and nothing was applied, or applying
-    /// again is harmless for an idempotent operation).
+    /// A retry may succeed: the failure was transient.
     fn is_transient(&self) -> bool;
+    /// The failure says the operation changed nothing (it was refused before it was applied).
+    /// `false` when that is not known: a timeout, a connection lost mid-call.
+    fn changed_nothing(&self) -> bool {
+        false
+    }
     /// The least time to wait before retrying, if the failure said.
     fn retry_after(&self) -> Option<Duration> {
         None
     }
+}
+
+/// What an operation does to the data, for whether a failure of it may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Reads, listings, unconditional deletes: applying it twice is applying it once. Retried
+    /// after any transient failure.
+    Idempotent,
+    /// An unconditional write. Retried only with [`RetryPolicy::retry_writes`]: a retry of one
+    /// that was applied writes the value again, under a new version.
+    Write,
+    /// A write with a precondition (compare-and-swap, create-only). Retried only with
+    /// [`RetryPolicy::retry_writes`], and only after a failure that says it changed nothing: a
+    /// retry of one whose outcome is unknown could fail its precondition against its own first
+    /// attempt.
+    Conditional,
 }
 
 /// How retry delays are randomised.
@@ -121,8 +142,13 @@ impl RetryPolicy {
     }
 }
 
-/// Runs `op` until it succeeds, fails for good, or the policy gives up; returns the last error.
-pub async fn run<T, E, F, Fut>(policy: &RetryPolicy, idempotent: bool, mut op: F) -> Result<T, E>
+/// Runs `op` (an `operation`) until it succeeds, fails for good, or the policy gives up; returns
+/// the last error.
+pub async fn run<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    operation: Operation,
+    mut op: F,
+) -> Result<T, E>
 where
     E: Retryable,
     F: FnMut() -> Fut,
@@ -136,9 +162,12 @@ where
             Ok(value) => return Ok(value),
             Err(err) => err,
         };
-        let may_retry = err.is_transient()
-            && (idempotent || policy.retry_writes)
-            && attempt < policy.max_attempts;
+        let allowed = match operation {
+            Operation::Idempotent => true,
+            Operation::Write => policy.retry_writes,
+            Operation::Conditional => policy.retry_writes && err.changed_nothing(),
+        };
+        let may_retry = err.is_transient() && allowed && attempt < policy.max_attempts;
         if !may_retry {
             return Err(err);
         }
@@ -162,17 +191,22 @@ mod tests {
     #[derive(Debug)]
     enum TestError {
         Transient(Option<Duration>),
+        /// Transient, and the operation may have been applied.
+        Unknown,
         Permanent,
     }
 
     impl Retryable for TestError {
         fn is_transient(&self) -> bool {
+            matches!(self, Self::Transient(_) | Self::Unknown)
+        }
+        fn changed_nothing(&self) -> bool {
             matches!(self, Self::Transient(_))
         }
         fn retry_after(&self) -> Option<Duration> {
             match self {
                 Self::Transient(hint) => *hint,
-                Self::Permanent => None,
+                Self::Unknown | Self::Permanent => None,
             }
         }
     }
@@ -250,7 +284,7 @@ mod tests {
     async fn transient_failures_are_retried_within_the_jitter_bounds() {
         let policy = RetryPolicy::default();
         let (op, calls) = flaky(3, transient);
-        assert_eq!(run(&policy, true, op).await.unwrap(), 4);
+        assert_eq!(run(&policy, Operation::Idempotent, op).await.unwrap(), 4);
         let calls = calls.lock().unwrap();
         assert_eq!(calls.len(), 4);
         for (i, gap) in gaps(&calls).into_iter().enumerate() {
@@ -272,7 +306,7 @@ mod tests {
             ..RetryPolicy::default()
         };
         let (op, calls) = flaky(7, transient);
-        run(&policy, true, op).await.unwrap();
+        run(&policy, Operation::Idempotent, op).await.unwrap();
         let mut previous = Duration::ZERO;
         for gap in gaps(&calls.lock().unwrap()) {
             assert!(gap >= policy.base_delay, "{gap:?}");
@@ -289,7 +323,7 @@ mod tests {
     async fn the_hint_is_honoured() {
         let policy = RetryPolicy::default();
         let (op, calls) = flaky(2, || TestError::Transient(Some(Duration::from_secs(3))));
-        run(&policy, true, op).await.unwrap();
+        run(&policy, Operation::Idempotent, op).await.unwrap();
         for gap in gaps(&calls.lock().unwrap()) {
             assert!(gap >= Duration::from_secs(3), "slept only {gap:?}");
         }
@@ -298,7 +332,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn attempts_are_capped() {
         let (op, calls) = flaky(usize::MAX, transient);
-        run(&RetryPolicy::default(), true, op).await.unwrap_err();
+        run(&RetryPolicy::default(), Operation::Idempotent, op)
+            .await
+            .unwrap_err();
         assert_eq!(calls.lock().unwrap().len(), 4);
     }
 
@@ -308,7 +344,7 @@ mod tests {
         let (op, calls) = flaky(usize::MAX, || {
             TestError::Transient(Some(Duration::from_secs(4)))
         });
-        run(&policy, true, op).await.unwrap_err();
+        run(&policy, Operation::Idempotent, op).await.unwrap_err();
         // Attempts at 0 s, 4 s, 8 s; a fourth would start at 12 s.
         assert_eq!(calls.lock().unwrap().len(), 3);
     }
@@ -316,7 +352,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn writes_are_retried_only_when_asked() {
         let (op, calls) = flaky(1, transient);
-        run(&RetryPolicy::default(), false, op).await.unwrap_err();
+        run(&RetryPolicy::default(), Operation::Write, op)
+            .await
+            .unwrap_err();
         assert_eq!(calls.lock().unwrap().len(), 1);
 
         let policy = RetryPolicy {
@@ -324,14 +362,49 @@ mod tests {
             ..RetryPolicy::default()
         };
         let (op, calls) = flaky(1, transient);
-        run(&policy, false, op).await.unwrap();
+        run(&policy, Operation::Write, op).await.unwrap();
         assert_eq!(calls.lock().unwrap().len(), 2);
+    }
+
+    /// A conditional write is retried after a refusal, never after a failure that may have
+    /// applied it (its retry would fail its precondition against itself); an unconditional one
+    /// and an idempotent operation are retried after either.
+    #[tokio::test(start_paused = true)]
+    async fn conditional_writes_are_retried_only_when_nothing_changed() {
+        let policy = RetryPolicy {
+            retry_writes: true,
+            ..RetryPolicy::default()
+        };
+        let (op, calls) = flaky(1, transient);
+        run(&policy, Operation::Conditional, op).await.unwrap();
+        assert_eq!(calls.lock().unwrap().len(), 2);
+
+        let (op, calls) = flaky(1, || TestError::Unknown);
+        assert!(matches!(
+            run(&policy, Operation::Conditional, op).await,
+            Err(TestError::Unknown)
+        ));
+        assert_eq!(calls.lock().unwrap().len(), 1, "not retried");
+
+        for operation in [Operation::Write, Operation::Idempotent] {
+            let (op, calls) = flaky(1, || TestError::Unknown);
+            run(&policy, operation, op).await.unwrap();
+            assert_eq!(calls.lock().unwrap().len(), 2, "{operation:?}");
+        }
+        // Without `retry_writes`, not even a refused conditional write.
+        let (op, calls) = flaky(1, transient);
+        run(&RetryPolicy::default(), Operation::Conditional, op)
+            .await
+            .unwrap_err();
+        assert_eq!(calls.lock().unwrap().len(), 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn permanent_errors_are_not_retried() {
         let (op, calls) = flaky(1, || TestError::Permanent);
-        run(&RetryPolicy::default(), true, op).await.unwrap_err();
+        run(&RetryPolicy::default(), Operation::Idempotent, op)
+            .await
+            .unwrap_err();
         assert_eq!(calls.lock().unwrap().len(), 1);
     }
 }

@@ -13,11 +13,16 @@ use tokio::sync::Semaphore;
 
 use crate::breaker::{BreakerConfig, CircuitBreaker, Outcome};
 use crate::debounce::First;
-use crate::retry::{self, RetryPolicy, Retryable};
+use crate::retry::{self, Operation, RetryPolicy, Retryable};
 
 impl Retryable for StoreError {
-    /// `Unavailable` promises the operation did not take effect.
+    /// `Unavailable` promises the operation did not take effect. (`OutcomeUnknown` is not
+    /// retried here at all: the service reports it as it is.)
     fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+
+    fn changed_nothing(&self) -> bool {
         matches!(self, StoreError::Unavailable { .. })
     }
 
@@ -29,13 +34,20 @@ impl Retryable for StoreError {
     }
 }
 
+/// Whether a guarded call can change the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Read,
+    Write,
+}
+
 /// Forwards every operation through `$self.guard(...)`, and `close` straight to the inner store.
 macro_rules! decorate {
     ($ty:ty) => {
         #[async_trait]
         impl KvStore for $ty {
             async fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
-                self.guard(self.inner.get(key)).await
+                self.guard(Call::Read, self.inner.get(key)).await
             }
             async fn put(
                 &self,
@@ -43,20 +55,22 @@ macro_rules! decorate {
                 value: Value,
                 precondition: Precondition,
             ) -> Result<PutOutcome, StoreError> {
-                self.guard(self.inner.put(key, value, precondition)).await
+                self.guard(Call::Write, self.inner.put(key, value, precondition))
+                    .await
             }
             async fn delete(
                 &self,
                 key: &Key,
                 precondition: Precondition,
             ) -> Result<DeleteOutcome, StoreError> {
-                self.guard(self.inner.delete(key, precondition)).await
+                self.guard(Call::Write, self.inner.delete(key, precondition))
+                    .await
             }
             async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
-                self.guard(self.inner.list(query)).await
+                self.guard(Call::Read, self.inner.list(query)).await
             }
             async fn check(&self) -> Result<(), StoreError> {
-                self.guard(self.inner.check()).await
+                self.guard(Call::Read, self.inner.check()).await
             }
             async fn close(&self) -> Result<(), StoreError> {
                 self.inner.close().await
@@ -65,10 +79,9 @@ macro_rules! decorate {
     };
 }
 
-/// Fails a call that takes longer than `limit` with `Unavailable`, and cancels it: the inner
-/// future is dropped, so no work is left running. (A write cancelled this way may or may not
-/// have been applied, as with any lost response; the service reports it as unavailable, never
-/// as done.)
+/// Fails a call that takes longer than `limit`, and cancels it: the inner future is dropped, so
+/// no work is left running. A read fails with `Unavailable`; a write with `OutcomeUnknown`, since
+/// the store may have applied it before the answer was given up on.
 pub struct TimeoutStore {
     inner: Arc<dyn KvStore>,
     limit: Duration,
@@ -82,17 +95,24 @@ impl TimeoutStore {
 
     async fn guard<T>(
         &self,
+        kind: Call,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.limit, call).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable {
-                reason: format!(
+            Err(_) => {
+                let reason = format!(
                     "the store did not answer within {} ms",
                     self.limit.as_millis()
-                ),
-                retry_after: Some(Duration::from_secs(1)),
-            }),
+                );
+                Err(match kind {
+                    Call::Read => StoreError::Unavailable {
+                        reason,
+                        retry_after: Some(Duration::from_secs(1)),
+                    },
+                    Call::Write => StoreError::OutcomeUnknown { reason },
+                })
+            }
         }
     }
 }
@@ -101,11 +121,19 @@ decorate!(TimeoutStore);
 
 /// Retries transient failures (`Unavailable`) of idempotent operations — `get`, `list`, `check`,
 /// and `delete` without a precondition — with backoff and jitter (see [`crate::retry`]); writes
-/// only if the policy says `retry_writes`. A refusal of an open breaker below carries the time
+/// only if the policy says `retry_writes`. A write whose outcome is unknown is never retried. A refusal of an open breaker below carries the time
 /// until its probe, which the retry honours or, past `max_elapsed`, gives up on at once.
 pub struct RetryStore {
     inner: Arc<dyn KvStore>,
     policy: RetryPolicy,
+}
+
+/// A put's kind, for retries.
+fn operation(precondition: Precondition) -> Operation {
+    match precondition {
+        Precondition::None => Operation::Write,
+        _ => Operation::Conditional,
+    }
 }
 
 impl RetryStore {
@@ -118,7 +146,7 @@ impl RetryStore {
 #[async_trait]
 impl KvStore for RetryStore {
     async fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
-        retry::run(&self.policy, true, || self.inner.get(key)).await
+        retry::run(&self.policy, Operation::Idempotent, || self.inner.get(key)).await
     }
     async fn put(
         &self,
@@ -126,7 +154,7 @@ impl KvStore for RetryStore {
         value: Value,
         precondition: Precondition,
     ) -> Result<PutOutcome, StoreError> {
-        retry::run(&self.policy, false, || {
+        retry::run(&self.policy, operation(precondition), || {
             self.inner.put(key.clone(), value.clone(), precondition)
         })
         .await
@@ -136,17 +164,23 @@ impl KvStore for RetryStore {
         key: &Key,
         precondition: Precondition,
     ) -> Result<DeleteOutcome, StoreError> {
-        let idempotent = precondition == Precondition::None;
-        retry::run(&self.policy, idempotent, || {
+        let operation = match precondition {
+            Precondition::None => Operation::Idempotent,
+            _ => Operation::Conditional,
+        };
+        retry::run(&self.policy, operation, || {
             self.inner.delete(key, precondition)
         })
         .await
     }
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
-        retry::run(&self.policy, true, || self.inner.list(query)).await
+        retry::run(&self.policy, Operation::Idempotent, || {
+            self.inner.list(query)
+        })
+        .await
     }
     async fn check(&self) -> Result<(), StoreError> {
-        retry::run(&self.policy, true, || self.inner.check()).await
+        retry::run(&self.policy, Operation::Idempotent, || self.inner.check()).await
     }
     async fn close(&self) -> Result<(), StoreError> {
         self.inner.close().await
@@ -180,6 +214,7 @@ impl BreakerStore {
 
     async fn guard<T>(
         &self,
+        _: Call,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let permit = self
@@ -192,7 +227,9 @@ impl BreakerStore {
         let result = call.await;
         permit.record(match &result {
             Ok(_) | Err(StoreError::PreconditionFailed { .. }) => Outcome::Success,
-            Err(StoreError::Unavailable { .. }) => Outcome::Failure,
+            Err(StoreError::Unavailable { .. } | StoreError::OutcomeUnknown { .. }) => {
+                Outcome::Failure
+            }
             Err(StoreError::Internal(_)) => Outcome::Ignored,
         });
         result
@@ -225,6 +262,7 @@ impl BulkheadStore {
 
     async fn guard<T>(
         &self,
+        _: Call,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let slot = if self.max_wait.is_zero() {
@@ -412,6 +450,32 @@ mod tests {
             dropped.load(Ordering::SeqCst),
             "the inner call was cancelled"
         );
+    }
+
+    /// A write given up on may still be applied below: it is not reported as refused.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_past_the_timeout_has_an_unknown_outcome() {
+        let (inner, _) = stuck();
+        let store = TimeoutStore::new(inner, Duration::from_millis(250));
+        let put = store
+            .put(
+                key(),
+                Value::from("v"),
+                Precondition::Version(Version::new(3)),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&put, StoreError::OutcomeUnknown { reason } if reason.contains("250 ms")),
+            "{put:?}"
+        );
+        let delete = store.delete(&key(), Precondition::None).await.unwrap_err();
+        assert!(
+            matches!(delete, StoreError::OutcomeUnknown { .. }),
+            "{delete:?}"
+        );
+        // And the retry decorator does not retry it, unlike a refusal.
+        assert!(!crate::Retryable::is_transient(&put));
     }
 
     #[tokio::test(start_paused = true)]

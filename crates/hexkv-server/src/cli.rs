@@ -276,6 +276,9 @@ impl From<ClientError> for Failure {
             ClientError::DeadlineExceeded => {
                 Self::new(EXIT_UNAVAILABLE, "deadline_exceeded", message)
             }
+            ClientError::OutcomeUnknown { .. } => {
+                Self::new(EXIT_UNAVAILABLE, "outcome_unknown", message)
+            }
             ClientError::Other {
                 code: hexkv_client::Code::Unauthenticated,
                 ..

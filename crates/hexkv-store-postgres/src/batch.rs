@@ -177,6 +177,7 @@ pub(crate) fn copy_error(err: &StoreError) -> StoreError {
             reason: reason.clone(),
             retry_after: *retry_after,
         },
+        StoreError::OutcomeUnknown { reason } => StoreError::outcome_unknown(reason.clone()),
         StoreError::Internal(cause) => StoreError::internal(cause.to_string()),
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Connection failures, pool timeouts, statement timeouts, a server shutting down or out of
 //! connections, and a read-only server (a standby during failover) are transient:
-//! [`StoreError::Unavailable`]. Serialization failures and deadlocks are retried once by the
+//! [`StoreError::Unavailable`] — except a write whose connection broke after it was sent, whose
+//! outcome is unknown (`run` in the adapter says [`StoreError::OutcomeUnknown`]). Serialization failures and deadlocks are retried once by the
 //! adapter, then reported as unavailable. Everything else is [`StoreError::Internal`], logged by
 //! the service with its cause and never shown to clients.
 

@@ -537,7 +537,8 @@ impl PostgresStore {
     /// Runs `op` on a pooled connection. It runs once more if it failed with a serialization
     /// failure or a deadlock (the transaction was rolled back, so nothing was applied), or, when
     /// `idempotent`, if the connection turned out to be broken (a stale connection after the
-    /// database restarted; the retry gets a fresh one).
+    /// database restarted; the retry gets a fresh one). A write whose connection broke was sent
+    /// and not confirmed: its outcome is unknown ([`StoreError::OutcomeUnknown`]).
     async fn run<T, F>(&self, idempotent: bool, op: F) -> Result<T, StoreError>
     where
         F: for<'c> Fn(&'c mut PgConnection) -> Query<'c, T>,
@@ -555,6 +556,11 @@ impl PostgresStore {
                 {
                     tracing::debug!(error = %e, "retrying once");
                     retried = true;
+                }
+                Err(e) if !idempotent && breaks_connection(&e) => {
+                    return Err(StoreError::outcome_unknown(format!(
+                        "the database connection broke before the write was confirmed: {e}"
+                    )));
                 }
                 Err(e) => return Err(store_error(e)),
             }

@@ -42,6 +42,7 @@ fn record<T>(span: &tracing::Span, result: &Result<T, KvError>) {
                 "invalid"
             }
             KvError::Unavailable { .. } => "unavailable",
+            KvError::OutcomeUnknown { .. } => "outcome_unknown",
             KvError::ReadOnly => "read_only",
             KvError::Internal(_) => "internal",
         };

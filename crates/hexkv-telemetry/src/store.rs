@@ -14,7 +14,7 @@ use tracing::Instrument;
 /// Wraps a [`KvStore`]: each call runs in a `store` span (`db.system`, `db.operation`, at DEBUG,
 /// so it costs nothing unless traces or debug logs want it) and its latency is recorded in
 /// `hexkv_store_operation_duration_seconds{backend, operation, outcome}`, where the outcome is
-/// `ok`, `precondition_failed`, `unavailable` or `internal`.
+/// `ok`, `precondition_failed`, `unavailable`, `outcome_unknown` or `internal`.
 ///
 /// Placed directly around the backend, inside the resilience decorators, it measures the store
 /// itself: each retry attempt is a call, and a call refused by an open breaker never reaches it.
@@ -30,7 +30,13 @@ pub struct InstrumentedStore {
 }
 
 const OPERATIONS: [&str; 5] = ["get", "put", "delete", "list", "check"];
-const OUTCOMES: [&str; 4] = ["ok", "precondition_failed", "unavailable", "internal"];
+const OUTCOMES: [&str; 5] = [
+    "ok",
+    "precondition_failed",
+    "unavailable",
+    "internal",
+    "outcome_unknown",
+];
 
 impl InstrumentedStore {
     /// Wraps `inner`; `backend` names it in spans (`db.system`) and metrics (`postgresql`,
@@ -80,6 +86,7 @@ impl InstrumentedStore {
             Err(StoreError::PreconditionFailed { .. }) => 1,
             Err(StoreError::Unavailable { .. }) => 2,
             Err(StoreError::Internal(_)) => 3,
+            Err(StoreError::OutcomeUnknown { .. }) => 4,
         };
         span.record("outcome", OUTCOMES[outcome]);
         self.histograms[op][outcome].record(start.elapsed().as_secs_f64());

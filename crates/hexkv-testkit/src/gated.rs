@@ -1,5 +1,5 @@
-//! A [`KeyValueApi`] whose reads wait at a gate: for tests of what the front ends do while calls
-//! are in flight (load shedding, timeouts, draining).
+//! A [`KeyValueApi`] whose reads and writes wait at a gate: for tests of what the front ends do
+//! while calls are in flight (load shedding, timeouts, draining).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -10,8 +10,9 @@ use hexkv_core::{
 };
 use tokio::sync::watch;
 
-/// `get` counts the call as entered, waits until [`GatedApi::open`], then answers with the
-/// value `"v"` at version 1. The other operations answer at once (`NotFound`, empty pages).
+/// `get`, `put` and `delete` count the call as entered, wait until [`GatedApi::open`], then
+/// answer (`get`: the value `"v"` at version 1; `put`: version 2; `delete`: absent). Listing and
+/// readiness answer at once.
 pub struct GatedApi {
     entered: AtomicUsize,
     gate: watch::Sender<bool>,
@@ -59,10 +60,19 @@ impl KeyValueApi for GatedApi {
     }
 
     async fn put(&self, _: Key, _: Value, _: Precondition) -> Result<PutOutcome, KvError> {
-        Err(KvError::NotFound)
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        let mut gate = self.gate.subscribe();
+        let _ = gate.wait_for(|open| *open).await;
+        Ok(PutOutcome {
+            version: Version::new(2),
+            created: false,
+        })
     }
 
     async fn delete(&self, _: &Key, _: Precondition) -> Result<DeleteOutcome, KvError> {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        let mut gate = self.gate.subscribe();
+        let _ = gate.wait_for(|open| *open).await;
         Ok(DeleteOutcome::Absent)
     }
 

@@ -5,7 +5,7 @@
 //!   adapter safe.
 //! - [`model`]: a model-based property test: random operation sequences run against a store and
 //!   against a `BTreeMap`, which must agree.
-//! - [`GatedApi`]: a `KeyValueApi` whose reads wait at a gate, for front-end tests of calls in
+//! - [`GatedApi`]: a `KeyValueApi` whose reads and writes wait at a gate, for front-end tests of calls in
 //!   flight.
 //! - [`postgres`] (feature `postgres`): a throwaway PostgreSQL, one fresh database per test.
 //! - [`group_commit`]: the bare group-committed log behind the durable benchmark ceilings.

@@ -60,14 +60,17 @@ impl ResilientCounters {
 impl CounterStore for ResilientCounters {
     async fn add(&self, name: &CounterName, delta: i64) -> Result<i64, StoreError> {
         // An add is not idempotent: a lost answer may hide an applied add, so it is not retried.
-        retry::run(&self.retry, false, || {
+        retry::run(&self.retry, retry::Operation::Write, || {
             self.attempt(self.inner.add(name, delta))
         })
         .await
     }
 
     async fn get(&self, name: &CounterName) -> Result<Option<i64>, StoreError> {
-        retry::run(&self.retry, true, || self.attempt(self.inner.get(name))).await
+        retry::run(&self.retry, retry::Operation::Idempotent, || {
+            self.attempt(self.inner.get(name))
+        })
+        .await
     }
 }
 
