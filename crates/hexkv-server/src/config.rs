@@ -342,10 +342,17 @@ pub struct PostgresConfig {
     pub min_connections: u32,
     /// How long a request waits for a free connection before failing with 503.
     pub acquire_timeout_ms: u64,
-    /// The server-side `statement_timeout`: past it a statement is cancelled (503).
+    /// The server-side `statement_timeout`, sent when each connection starts: past it a
+    /// statement is cancelled (503). 0: none sent — behind a pooler in transaction mode, which
+    /// refuses or drops startup options; set it on the role (`ALTER ROLE … SET
+    /// statement_timeout`) instead.
     pub statement_timeout_ms: u64,
     /// Apply the embedded migrations at start.
     pub migrate: bool,
+    /// Hold an advisory lock while migrating, so replicas starting together take turns; `false`
+    /// behind a pooler in transaction mode, or on a database without advisory locks
+    /// (CockroachDB): then start one replica first.
+    pub migrate_lock: bool,
     /// How long to wait for the database at start before exiting (0: exit at once).
     pub connect_wait_ms: u64,
     /// The most keys one batched read asks for (concurrent GETs share a statement); 0: off.
@@ -367,6 +374,7 @@ impl Default for PostgresConfig {
             acquire_timeout_ms: 5_000,
             statement_timeout_ms: 5_000,
             migrate: true,
+            migrate_lock: true,
             connect_wait_ms: 0,
             read_batch: 64,
             read_batch_queries: 4,
@@ -1072,12 +1080,6 @@ impl Config {
         }
         if postgres.acquire_timeout_ms == 0 {
             return invalid("store.postgres.acquire_timeout_ms", "must be above 0");
-        }
-        if postgres.statement_timeout_ms == 0 {
-            return invalid(
-                "store.postgres.statement_timeout_ms",
-                "must be above 0 (0 would mean no timeout)",
-            );
         }
         let r = &self.resilience.store;
         if r.retry_attempts == 0 {

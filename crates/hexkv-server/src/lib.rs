@@ -567,6 +567,7 @@ async fn open_postgres(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
         acquire_timeout: Duration::from_millis(pg.acquire_timeout_ms),
         statement_timeout: Duration::from_millis(pg.statement_timeout_ms),
         migrate: pg.migrate,
+        migrate_lock: pg.migrate_lock,
         connect_wait: Duration::from_millis(pg.connect_wait_ms),
         read_batch: pg.read_batch,
         read_batch_queries: pg.read_batch_queries,

@@ -88,11 +88,18 @@ pub struct PostgresOptions {
     pub min_connections: u32,
     /// How long a request waits for a free connection before failing with `Unavailable`.
     pub acquire_timeout: Duration,
-    /// The server-side `statement_timeout` of every statement; past it the statement is
-    /// cancelled and the request fails with `Unavailable`.
+    /// The server-side `statement_timeout` of every statement, sent as a startup option of each
+    /// connection; past it the statement is cancelled and the request fails with `Unavailable`.
+    /// Zero: no startup option, the server's (or the role's) setting applies — for poolers in
+    /// transaction mode (PgBouncer), which refuse or drop startup options.
     pub statement_timeout: Duration,
     /// Apply the embedded migrations at start.
     pub migrate: bool,
+    /// Hold sqlx's session advisory lock while migrating, so replicas starting together take
+    /// turns. Off for a pooler in transaction mode (the lock and its release may reach different
+    /// server sessions) and for databases without advisory locks (CockroachDB); then start one
+    /// replica first.
+    pub migrate_lock: bool,
     /// How long to wait for the database at start before giving up (0: fail at once).
     pub connect_wait: Duration,
     /// The most keys one batched read asks for; 0 turns read batching off (one statement per
@@ -120,6 +127,7 @@ impl PostgresOptions {
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
             migrate: true,
+            migrate_lock: true,
             connect_wait: Duration::ZERO,
             read_batch: 64,
             read_batch_queries: 4,
@@ -154,6 +162,7 @@ impl std::fmt::Debug for PostgresOptions {
             .field("acquire_timeout", &self.acquire_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("migrate", &self.migrate)
+            .field("migrate_lock", &self.migrate_lock)
             .field("connect_wait", &self.connect_wait)
             .field("read_batch", &self.read_batch)
             .field("read_batch_queries", &self.read_batch_queries)
@@ -196,8 +205,18 @@ pub enum ConnectError {
     Query(#[source] sqlx::Error),
 }
 
-/// The embedded migrations (`crates/hexkv-store-postgres/migrations`).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The embedded migrations (`crates/hexkv-store-postgres/migrations`), holding sqlx's advisory
+/// lock while they run or not ([`PostgresOptions::migrate_lock`]).
+fn migrator(lock: bool) -> &'static sqlx::migrate::Migrator {
+    static LOCKED: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+    static UNLOCKED: std::sync::LazyLock<sqlx::migrate::Migrator> =
+        std::sync::LazyLock::new(|| {
+            let mut migrator = sqlx::migrate!("./migrations");
+            migrator.set_locking(false);
+            migrator
+        });
+    if lock { &LOCKED } else { &UNLOCKED }
+}
 
 /// A [`KvStore`] over a PostgreSQL connection pool. Cheap to share behind an `Arc`.
 #[derive(Clone)]
@@ -235,13 +254,22 @@ const GET: &str = "SELECT value, version FROM hexkv_entries WHERE key = $1";
 /// A batch of reads: the keys are distinct; absent ones have no row.
 const GET_MANY: &str = "SELECT key, value, version FROM hexkv_entries WHERE key = ANY($1)";
 
-/// A batch of upserts, in one statement and one commit: distinct keys, in key order. An insert
-/// takes the version computed with its row; an update a new one after it holds the row lock. A
-/// row written by this statement's insert has no `xmax` (no updating transaction).
-const PUT_MANY: &str = "INSERT INTO hexkv_entries AS e (key, value, version) \
-    SELECT k, v, nextval('hexkv_version') FROM unnest($1::text[], $2::bytea[]) AS t(k, v) \
-    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = nextval('hexkv_version') \
-    RETURNING e.key, e.version, e.xmax = 0 AS created";
+/// A batch of upserts, in one statement and one commit: distinct keys (`$1`, in key order) and
+/// their values (`$2`). As in [`PUT`], `fresh` holds the
+/// version each insert takes, and a write created its key exactly when its row has that version:
+/// an update takes a new one after it holds the row lock. (No system column like `xmax`, which
+/// PostgreSQL-compatible databases such as CockroachDB and YugabyteDB do not have.) A CTE with a
+/// volatile function is evaluated once.
+const PUT_MANY: &str = "WITH fresh AS (\
+        SELECT k, v, nextval('hexkv_version') AS version \
+        FROM unnest($1::text[], $2::bytea[]) AS t(k, v)), \
+    written AS (\
+        INSERT INTO hexkv_entries AS e (key, value, version) \
+        SELECT k, v, version FROM fresh \
+        ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = nextval('hexkv_version') \
+        RETURNING e.key, e.version) \
+    SELECT written.key, written.version, written.version = fresh.version AS created \
+    FROM written JOIN fresh ON fresh.k = written.key";
 
 const CURRENT: &str = "SELECT version FROM hexkv_entries WHERE key = $1";
 
@@ -297,13 +325,16 @@ impl PostgresStore {
     /// Connects (waiting up to `connect_wait` for the database), checks the encoding, and applies
     /// the migrations (or checks the schema is there).
     pub async fn connect(options: &PostgresOptions) -> Result<Self, ConnectError> {
-        let connect = PgConnectOptions::from_str(&options.url)
+        let mut connect = PgConnectOptions::from_str(&options.url)
             .map_err(ConnectError::Url)?
-            .application_name("hexkv")
-            .options([(
+            .application_name("hexkv");
+        let startup_timeout = !options.statement_timeout.is_zero();
+        if startup_timeout {
+            connect = connect.options([(
                 "statement_timeout",
                 options.statement_timeout.as_millis().max(1).to_string(),
             )]);
+        }
         wait_for_database(&connect, options.connect_wait)
             .await
             .map_err(|(waited, source)| ConnectError::Unreachable {
@@ -332,20 +363,26 @@ impl PostgresStore {
             return Err(ConnectError::Encoding(encoding));
         }
         if options.migrate {
-            // A migration (an index build, say) may take longer than a request may: lift the
-            // statement timeout for it, then restore the connection's own.
-            sqlx::query("SET statement_timeout = 0")
-                .execute(&mut *conn)
-                .await
-                .map_err(ConnectError::Query)?;
-            MIGRATOR
+            // A migration (an index build, say) may take longer than a request may: lift hexkv's
+            // statement timeout for it, then restore the connection's own. Without hexkv's
+            // startup option the session may be a pooler's (shared with other clients), where a
+            // session-wide SET must not be left behind: nothing is changed then.
+            if startup_timeout {
+                sqlx::query("SET statement_timeout = 0")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(ConnectError::Query)?;
+            }
+            migrator(options.migrate_lock)
                 .run(&mut *conn)
                 .await
                 .map_err(ConnectError::Migrate)?;
-            sqlx::query("RESET statement_timeout")
-                .execute(&mut *conn)
-                .await
-                .map_err(ConnectError::Query)?;
+            if startup_timeout {
+                sqlx::query("RESET statement_timeout")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(ConnectError::Query)?;
+            }
         } else {
             let table: Option<String> =
                 sqlx::query_scalar("SELECT to_regclass('hexkv_entries')::text")

@@ -77,6 +77,125 @@ async fn a_write_blocked_past_the_statement_timeout_is_unavailable_and_changes_n
     assert_eq!(entry.version, written.version);
 }
 
+/// With `statement_timeout` 0, hexkv sends no startup option (what a pooler in transaction mode
+/// needs): the server's setting applies, here none, and a blocked write waits for the lock
+/// instead of being cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_statement_timeout_of_its_own_the_server_s_applies() {
+    let Some(db) = database().await else { return };
+    let store = connect(PostgresOptions {
+        statement_timeout: Duration::ZERO,
+        ..options(&db)
+    })
+    .await;
+    let written = store
+        .put(key("locked"), Value::new("v1"), Precondition::None)
+        .await
+        .unwrap();
+    let other = lock_row(&db, "locked").await;
+    let blocked = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .put(
+                    key("locked"),
+                    Value::new("v2"),
+                    Precondition::Version(written.version),
+                )
+                .await
+        }
+    });
+    // With a timeout of hexkv's (the test above: 300 ms), the server would have cancelled it by
+    // now; without one, it is still waiting for the lock.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!blocked.is_finished(), "the blocked write was cut short");
+    unlock(other).await;
+    blocked.await.unwrap().unwrap();
+    assert_eq!(
+        store
+            .get(&key("locked"))
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+            .as_bytes(),
+        b"v2"
+    );
+}
+
+/// The id of sqlx's migration lock for database `name` (`pg_advisory_lock`): CRC-32 (ISO HDLC)
+/// of the name times sqlx's constant.
+fn migration_lock_id(name: &str) -> i64 {
+    let mut crc: u32 = !0;
+    for byte in name.bytes() {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    0x3d32_ad9e * i64::from(!crc)
+}
+
+/// With `migrate_lock` on, replicas take turns on sqlx's advisory lock; with it off (a pooler in
+/// transaction mode, a database without advisory locks) a start does not touch the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_can_run_without_the_advisory_lock() {
+    let Some(db) = database().await else { return };
+    let mut holder = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(migration_lock_id(db.name()))
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    // On a thread of its own: the start's future borrows its connection in a way `tokio::spawn`
+    // cannot take.
+    let locking = std::thread::spawn({
+        let options = options(&db);
+        move || runtime().block_on(async { PostgresStore::connect(&options).await.map(drop) })
+    });
+    // The start that takes the lock is waiting for ours.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        )
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the locking start never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let unlocked = PostgresStore::connect(&PostgresOptions {
+        migrate_lock: false,
+        ..options(&db)
+    })
+    .await
+    .expect("migrated without the lock");
+    unlocked
+        .put(key("k"), Value::new("v"), Precondition::None)
+        .await
+        .unwrap();
+    assert!(
+        !locking.is_finished(),
+        "a start that takes the lock waits for it"
+    );
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    tokio::task::spawn_blocking(move || locking.join().unwrap())
+        .await
+        .unwrap()
+        .expect("migrated once the lock was free");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_can_be_skipped_once_applied() {
     let Some(db) = database().await else { return };
