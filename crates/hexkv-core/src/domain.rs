@@ -9,8 +9,6 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -58,7 +56,7 @@ impl Key {
     /// Parses a key from a string.
     pub fn new(key: impl Into<String>) -> Result<Self, KeyError> {
         let key = key.into();
-        check_key_text(&key, false)?;
+        check_key_text(&key)?;
         Ok(Self(key.into()))
     }
 
@@ -77,7 +75,7 @@ impl Key {
 
     /// Parses a key from borrowed text, with one allocation (the shared text).
     pub fn parse(text: &str) -> Result<Self, KeyError> {
-        check_key_text(text, false)?;
+        check_key_text(text)?;
         Ok(Self(Arc::from(text)))
     }
 
@@ -102,8 +100,8 @@ impl Key {
     }
 }
 
-fn check_key_text(text: &str, allow_empty: bool) -> Result<(), KeyError> {
-    if text.is_empty() && !allow_empty {
+fn check_key_text(text: &str) -> Result<(), KeyError> {
+    if text.is_empty() {
         return Err(KeyError::Empty);
     }
     if text.len() > Key::MAX_LEN {
@@ -369,9 +367,15 @@ pub struct ListItem {
 /// Why a listing request was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ListQueryError {
-    /// The prefix breaks the key rules (it may be empty, though).
+    /// The prefix holds a control character.
     #[error("invalid prefix: {0}")]
     Prefix(KeyError),
+    /// The prefix is longer than [`ListQuery::MAX_PREFIX_CHARS`] characters.
+    #[error("invalid prefix: {chars} characters, at most {max} are allowed", max = ListQuery::MAX_PREFIX_CHARS)]
+    PrefixTooLong {
+        /// Its length, in characters.
+        chars: usize,
+    },
     /// The limit is outside `1..=ListQuery::MAX_LIMIT`.
     #[error("limit must be between 1 and {max}, got {value}", max = ListQuery::MAX_LIMIT)]
     Limit {
@@ -388,13 +392,48 @@ pub enum ListQueryError {
 /// Clients treat it as an opaque string ([`Cursor::encode`], [`Cursor::decode`]); inside, it is the
 /// last key of the previous page, so paging is stable under concurrent writes (no skipped or
 /// repeated keys among those that exist throughout).
+///
+/// Written as `2` and the lowercase hex of the key's UTF-8 bytes: URL-safe, and a format whose
+/// every string is a valid cursor is one a regular expression can describe exactly
+/// ([`Cursor::PATTERN`]), so the OpenAPI document says precisely which cursors the service
+/// accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
     after: Key,
 }
 
 impl Cursor {
-    const TAG: char = '1';
+    /// The format's tag, the first character.
+    const TAG: char = '2';
+
+    /// Every cursor [`Cursor::decode`] accepts, and nothing else: the tag, then each character of
+    /// a key (UTF-8 without control characters) as the lowercase hex of its bytes. At most
+    /// [`Cursor::MAX_LEN`] characters.
+    pub const PATTERN: &'static str = concat!(
+        "^2(?:",
+        // U+0020–U+007E
+        "[2-6][0-9a-f]|7[0-9a-e]",
+        // U+00A0–U+00BF (U+0080–U+009F are control characters)
+        "|c2[ab][0-9a-f]",
+        // U+00C0–U+07FF
+        "|(?:c[3-9a-f]|d[0-9a-f])[89ab][0-9a-f]",
+        // U+0800–U+0FFF
+        "|e0[ab][0-9a-f][89ab][0-9a-f]",
+        // U+1000–U+CFFF, U+E000–U+FFFF
+        "|(?:e[1-9a-c]|e[ef])[89ab][0-9a-f][89ab][0-9a-f]",
+        // U+D000–U+D7FF (no surrogates)
+        "|ed[89][0-9a-f][89ab][0-9a-f]",
+        // U+10000–U+3FFFF
+        "|f0[9ab][0-9a-f](?:[89ab][0-9a-f]){2}",
+        // U+40000–U+FFFFF
+        "|f[1-3][89ab][0-9a-f](?:[89ab][0-9a-f]){2}",
+        // U+100000–U+10FFFF
+        "|f48[0-9a-f](?:[89ab][0-9a-f]){2}",
+        ")+$"
+    );
+
+    /// The longest cursor, in characters: the tag and two hex digits per byte of the longest key.
+    pub const MAX_LEN: usize = 1 + 2 * Key::MAX_LEN;
 
     /// A cursor that continues after `key`.
     pub fn after(key: Key) -> Self {
@@ -408,18 +447,33 @@ impl Cursor {
 
     /// The cursor as an opaque, URL-safe string.
     pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(1 + self.after.len() * 4 / 3 + 4);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(1 + 2 * self.after.len());
         out.push(Self::TAG);
-        URL_SAFE_NO_PAD.encode_string(self.after.as_bytes(), &mut out);
+        for byte in self.after.as_bytes() {
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
         out
     }
 
-    /// Parses a string produced by [`Cursor::encode`].
+    /// Parses a string produced by [`Cursor::encode`]: exactly the strings [`Cursor::PATTERN`]
+    /// matches.
     pub fn decode(text: &str) -> Result<Self, ListQueryError> {
         let body = text.strip_prefix(Self::TAG).ok_or(ListQueryError::Cursor)?;
-        let bytes = URL_SAFE_NO_PAD
-            .decode(body)
-            .map_err(|_| ListQueryError::Cursor)?;
+        if body.len() % 2 != 0 || body.len() > 2 * Key::MAX_LEN {
+            return Err(ListQueryError::Cursor);
+        }
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            _ => Err(ListQueryError::Cursor),
+        };
+        let bytes = body
+            .as_bytes()
+            .chunks_exact(2)
+            .map(|pair| Ok(digit(pair[0])? << 4 | digit(pair[1])?))
+            .collect::<Result<Vec<u8>, ListQueryError>>()?;
         let after = Key::from_utf8(bytes).map_err(|_| ListQueryError::Cursor)?;
         Ok(Self { after })
     }
@@ -438,6 +492,11 @@ impl ListQuery {
     pub const DEFAULT_LIMIT: usize = 100;
     /// The largest page a client may ask for.
     pub const MAX_LIMIT: usize = 1000;
+    /// The longest prefix, in characters. A prefix is a position, not a key: one longer than a
+    /// key may be (1024 bytes) matches nothing, and is answered with an empty page rather than
+    /// refused, so any string of at most this many characters (without control characters) is a
+    /// prefix — which JSON Schema can say, as it cannot say a length in bytes.
+    pub const MAX_PREFIX_CHARS: usize = 1024;
 
     /// Builds a query; `limit` of `None` means [`ListQuery::DEFAULT_LIMIT`].
     pub fn new(
@@ -446,7 +505,13 @@ impl ListQuery {
         cursor: Option<Cursor>,
     ) -> Result<Self, ListQueryError> {
         let prefix = prefix.into();
-        check_key_text(&prefix, true).map_err(ListQueryError::Prefix)?;
+        if let Some((index, _)) = prefix.char_indices().find(|(_, c)| c.is_control()) {
+            return Err(ListQueryError::Prefix(KeyError::ControlCharacter { index }));
+        }
+        let chars = prefix.chars().count();
+        if chars > Self::MAX_PREFIX_CHARS {
+            return Err(ListQueryError::PrefixTooLong { chars });
+        }
         let limit = match limit {
             None => Self::DEFAULT_LIMIT,
             Some(n) if (1..=Self::MAX_LIMIT as u64).contains(&n) => n as usize,
@@ -574,17 +639,50 @@ mod tests {
 
     #[test]
     fn malformed_cursors_are_rejected() {
-        for bad in ["", "2abc", "1***", "1_w"] {
+        for bad in [
+            "", "2", "0", "1YQ", "2abc", "2ABCD", "26g", "2c280", "20a", "2eda080", "2ff",
+        ] {
             assert_eq!(Cursor::decode(bad), Err(ListQueryError::Cursor), "{bad:?}");
+            assert!(!pattern().is_match(bad), "{bad:?} matches the pattern");
         }
+        // Past the longest key: the document's `maxLength` says so, the pattern does not.
+        let too_long = format!("2{}", "61".repeat(Key::MAX_LEN + 1));
+        assert!(too_long.len() > Cursor::MAX_LEN);
+        assert_eq!(Cursor::decode(&too_long), Err(ListQueryError::Cursor));
+        assert_eq!(
+            Cursor::decode("2612f62").unwrap().after_key(),
+            &Key::new("a/b").unwrap()
+        );
+    }
+
+    fn pattern() -> regex::Regex {
+        regex::Regex::new(Cursor::PATTERN).unwrap()
     }
 
     proptest! {
+        /// Every cursor the service makes matches the pattern the document publishes, and
+        /// decodes to its key.
         #[test]
-        fn cursor_round_trips(key in "[^\\p{Cc}]{1,200}") {
+        fn cursor_round_trips(key in "[^\\p{Cc}]{1,300}") {
             let key = Key::new(key).unwrap();
             let cursor = Cursor::after(key);
-            prop_assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
+            let text = cursor.encode();
+            prop_assert!(text.len() <= Cursor::MAX_LEN);
+            prop_assert!(pattern().is_match(&text), "{}", text);
+            prop_assert_eq!(Cursor::decode(&text).unwrap(), cursor);
+        }
+
+        /// And every string the pattern matches, within the length, is a cursor the service
+        /// accepts: the document is as strict as the service, no stricter.
+        #[test]
+        fn every_string_of_the_pattern_is_a_cursor(
+            text in proptest::string::string_regex(
+                Cursor::PATTERN.trim_start_matches('^').trim_end_matches('$')
+            )
+            .unwrap()
+        ) {
+            prop_assume!(text.len() <= Cursor::MAX_LEN);
+            prop_assert!(Cursor::decode(&text).is_ok(), "{}", text);
         }
 
         #[test]

@@ -87,7 +87,7 @@ pub fn status(err: KvError) -> Status {
         ),
         KvError::InvalidQuery(e) => {
             let field = match &e {
-                ListQueryError::Prefix(_) => "prefix",
+                ListQueryError::Prefix(_) | ListQueryError::PrefixTooLong { .. } => "prefix",
                 ListQueryError::Limit { .. } => "limit",
                 ListQueryError::Cursor => "cursor",
             };

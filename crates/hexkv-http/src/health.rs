@@ -33,7 +33,11 @@ fn no_store(mut response: Response) -> Response {
     get,
     path = "/healthz",
     tag = "operations",
-    responses((status = 200, description = "The process serves HTTP (liveness)", body = crate::openapi::HealthDoc)),
+    responses(
+        (status = 200, description = "The process serves HTTP (liveness)", body = crate::openapi::HealthDoc),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::PermissionDenied),
+    ),
     security((), ("api_key" = [])),
 )]
 pub(crate) async fn healthz() -> Response {
@@ -54,6 +58,8 @@ pub(crate) async fn healthz() -> Response {
     responses(
         (status = 200, description = "Ready for traffic", body = crate::openapi::HealthDoc),
         (status = 503, description = "Not ready (the store fails its check, or the service is draining)", body = crate::openapi::HealthDoc),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::PermissionDenied),
     ),
     security((), ("api_key" = [])),
 )]
@@ -77,7 +83,11 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     get,
     path = "/metrics",
     tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition (when `metrics.enabled`)", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)),
+    responses(
+        (status = 200, description = "Prometheus text exposition (when `metrics.enabled`)", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::PermissionDenied),
+    ),
     security((), ("api_key" = [])),
 )]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {

@@ -163,32 +163,58 @@ fn parse_etag(text: &str, label: &'static str) -> Result<Version, ApiError> {
 ///
 /// - `If-Match: "<v>"`: compare-and-swap on version `v`.
 /// - `If-None-Match: *` (PUT only): create only.
+/// - both (PUT): a precondition that cannot hold — `If-Match` needs the key to exist, `If-None-Match:
+///   *` needs it absent — so, as RFC 9110 evaluates them (13.2.2), the answer is 412: `None`.
 fn write_precondition(
     headers: &HeaderMap,
     allow_create_only: bool,
-) -> Result<Precondition, ApiError> {
+) -> Result<Option<Precondition>, ApiError> {
     let if_match = single_header(headers, header::IF_MATCH, "If-Match")?;
     let if_none_match = single_header(headers, header::IF_NONE_MATCH, "If-None-Match")?;
-    match (if_match, if_none_match) {
-        (Some(_), Some(_)) => Err(ApiError::Header {
-            name: "If-Match",
-            reason: "send either If-Match or If-None-Match, not both".into(),
-        }),
-        (Some("*"), None) => Err(ApiError::Header {
-            name: "If-Match",
-            reason: "`*` is not supported; send the version to compare with, like \"42\"".into(),
-        }),
-        (Some(tag), None) => Ok(Precondition::Version(parse_etag(tag, "If-Match")?)),
-        (None, Some("*")) if allow_create_only => Ok(Precondition::Absent),
-        (None, Some(_)) => Err(ApiError::Header {
-            name: "If-None-Match",
-            reason: if allow_create_only {
-                "only `*` (create only) is supported on writes".into()
-            } else {
-                "not supported on DELETE".into()
-            },
-        }),
-        (None, None) => Ok(Precondition::None),
+    let if_match = match if_match {
+        Some("*") => {
+            return Err(ApiError::Header {
+                name: "If-Match",
+                reason: "`*` is not supported; send the version to compare with, like \"42\""
+                    .into(),
+            });
+        }
+        Some(tag) => Some(parse_etag(tag, "If-Match")?),
+        None => None,
+    };
+    let create_only = match if_none_match {
+        Some("*") if allow_create_only => true,
+        Some(_) => {
+            return Err(ApiError::Header {
+                name: "If-None-Match",
+                reason: if allow_create_only {
+                    "only `*` (create only) is supported on writes".into()
+                } else {
+                    "not supported on DELETE".into()
+                },
+            });
+        }
+        None => false,
+    };
+    Ok(match (if_match, create_only) {
+        (Some(_), true) => None,
+        (Some(version), false) => Some(Precondition::Version(version)),
+        (None, true) => Some(Precondition::Absent),
+        (None, false) => Some(Precondition::None),
+    })
+}
+
+/// The 412 of a precondition that cannot hold, with the key's current version.
+async fn never_holds(state: &AppState, key: &Key) -> ApiError {
+    match state.api.get(key).await {
+        Ok(entry) => hexkv_core::KvError::PreconditionFailed {
+            current: Some(entry.version),
+        }
+        .into(),
+        Err(hexkv_core::KvError::NotFound) => {
+            hexkv_core::KvError::PreconditionFailed { current: None }.into()
+        }
+        Err(err) => err.into(),
     }
 }
 
@@ -220,7 +246,7 @@ fn not_modified(headers: &HeaderMap, current: Version) -> Result<bool, ApiError>
     tag = "kv",
     params(
         ("key" = String, Path, min_length = 1, max_length = 1024, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
-            description = "The key: 1 to 1024 bytes of UTF-8 without control characters, percent-encoded; it may contain `/`"),
+            description = "The key, percent-encoded; it may contain `/`. 1 to 1024 **bytes** of UTF-8 without control characters: JSON Schema counts characters, so a key of at most 1024 characters whose UTF-8 is longer than 1024 bytes gets 414 `key_too_long`"),
         ("If-None-Match" = Option<String>, Header, nullable = false,
             pattern = r#"^\s*(\*|(W/)?"[0-9]{1,19}"(\s*,\s*(W/)?"[0-9]{1,19}")*)\s*$"#,
             description = "Entity tags (`\"<version>\"`, weak ones too) or `*`: 304 when one is the current version"),
@@ -230,7 +256,18 @@ fn not_modified(headers: &HeaderMap, current: Version) -> Result<bool, ApiError>
             headers(("ETag" = String, description = "The version, quoted: `\"42\"`"))),
         (status = 304, description = "The version in `If-None-Match` is current",
             headers(("ETag" = String, description = "The version, quoted"))),
-        (status = "default", description = "An error: 404 `not_found`; 400 `invalid_key`, `invalid_header`; 414 `key_too_long`; 401, 403, 429, 503, 504",
+        (status = 400, description = "`invalid_key` (a control character, invalid UTF-8 after percent-decoding), `invalid_header` (a malformed or repeated `If-None-Match`)",
+            content_type = "application/problem+json", body = ProblemDoc),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::PermissionDenied),
+        (status = 404, description = "`not_found`: the key does not exist", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 414, response = crate::openapi::KeyTooLong),
+        (status = 429, response = crate::openapi::Throttled),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, description = "Refused, nothing changed: `overloaded` (more requests in flight than `limits.max_in_flight`), `unavailable` (the store cannot answer now)",
+            content_type = "application/problem+json", body = ProblemDoc,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 504, description = "`deadline_exceeded`: the read ran past `limits.request_timeout_ms` and was cancelled",
             content_type = "application/problem+json", body = ProblemDoc),
     ),
     security((), ("api_key" = [])),
@@ -264,11 +301,11 @@ pub(crate) async fn get_value(
     tag = "kv",
     params(
         ("key" = String, Path, min_length = 1, max_length = 1024, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
-            description = "The key: 1 to 1024 bytes of UTF-8 without control characters, percent-encoded; it may contain `/`"),
+            description = "The key, percent-encoded; it may contain `/`. 1 to 1024 **bytes** of UTF-8 without control characters: JSON Schema counts characters, so a key of at most 1024 characters whose UTF-8 is longer than 1024 bytes gets 414 `key_too_long`"),
         ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^\s*"[0-9]{1,19}"\s*$"#,
-            description = "`\"<version>\"`: write only if it is the current version (not with `If-None-Match`)"),
+            description = "`\"<version>\"`: write only if it is the current version (with `If-None-Match: *` too, the write can never happen: 412)"),
         ("If-None-Match" = Option<String>, Header, nullable = false, pattern = r"^\s*\*\s*$",
-            description = "`*`: write only if the key does not exist (not with `If-Match`)"),
+            description = "`*`: write only if the key does not exist"),
     ),
     request_body(content = String, content_type = "application/octet-stream",
         description = "The value, raw bytes (at most `limits.max_value_bytes`)"),
@@ -278,8 +315,17 @@ pub(crate) async fn get_value(
         (status = 201, description = "Created", body = Written,
             headers(("ETag" = String, description = "The new version, quoted"),
                     ("Location" = String, description = "The key's URL path"))),
-        (status = "default", description = "An error: 412 `precondition_failed` (with `current_version`); 413 `value_too_large`; 400 `invalid_key`, `invalid_header`; 414; 401, 403, 429; 503 `unavailable`, `read_only`, `overloaded`; 504",
+        (status = 400, description = "`invalid_key`; `invalid_header` (a malformed, repeated or unsupported `If-Match`/`If-None-Match`, or both); `invalid_body` (the body could not be read)",
             content_type = "application/problem+json", body = ProblemDoc),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::PermissionDenied),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 413, description = "`value_too_large`: the body is over `limits.max_value_bytes`", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 414, response = crate::openapi::KeyTooLong),
+        (status = 429, response = crate::openapi::Throttled),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::WriteUnavailable),
+        (status = 504, response = crate::openapi::WriteTimedOut),
     ),
     security((), ("api_key" = [])),
 )]
@@ -288,7 +334,9 @@ pub(crate) async fn put_value(
     request: Request,
 ) -> Result<Response, ApiError> {
     let key = key_from_uri(request.uri())?;
-    let precondition = write_precondition(request.headers(), true)?;
+    let Some(precondition) = write_precondition(request.headers(), true)? else {
+        return Err(never_holds(&state, &key).await);
+    };
     // Reading the body last means a bad key or header is reported without reading the value.
     let value = Value::from(Bytes::from_request(request, &state).await?);
     let outcome = state.api.put(key.clone(), value, precondition).await?;
@@ -320,14 +368,22 @@ pub(crate) async fn put_value(
     tag = "kv",
     params(
         ("key" = String, Path, min_length = 1, max_length = 1024, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
-            description = "The key: 1 to 1024 bytes of UTF-8 without control characters, percent-encoded; it may contain `/`"),
+            description = "The key, percent-encoded; it may contain `/`. 1 to 1024 **bytes** of UTF-8 without control characters: JSON Schema counts characters, so a key of at most 1024 characters whose UTF-8 is longer than 1024 bytes gets 414 `key_too_long`"),
         ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^\s*"[0-9]{1,19}"\s*$"#,
             description = "`\"<version>\"`: delete only if it is the current version"),
     ),
     responses(
         (status = 204, description = "Deleted, or already absent"),
-        (status = "default", description = "An error: 412 `precondition_failed`; 400; 414; 401, 403, 429; 503; 504",
+        (status = 400, description = "`invalid_key`; `invalid_header` (a malformed or repeated `If-Match`, or an `If-None-Match`)",
             content_type = "application/problem+json", body = ProblemDoc),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::PermissionDenied),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 414, response = crate::openapi::KeyTooLong),
+        (status = 429, response = crate::openapi::Throttled),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::WriteUnavailable),
+        (status = 504, response = crate::openapi::WriteTimedOut),
     ),
     security((), ("api_key" = [])),
 )]
@@ -336,7 +392,9 @@ pub(crate) async fn delete_value(
     request: Request,
 ) -> Result<StatusCode, ApiError> {
     let key = key_from_uri(request.uri())?;
-    let precondition = write_precondition(request.headers(), false)?;
+    let Some(precondition) = write_precondition(request.headers(), false)? else {
+        return Err(never_holds(&state, &key).await);
+    };
     state.api.delete(&key, precondition).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -401,14 +459,25 @@ fn client_identity(request: &Request) -> String {
     path = "/v1/kv",
     tag = "kv",
     params(
-        ("prefix" = Option<String>, Query, description = "Only keys starting with this"),
+        ("prefix" = Option<String>, Query, max_length = 1024, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$",
+            description = "Only keys starting with this: UTF-8 without control characters, at most 1024 characters (one longer than a key's 1024 bytes matches nothing)"),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Keys per page (default 100)"),
-        ("cursor" = Option<String>, Query, min_length = 1,
-            description = "`next_cursor` of the previous page, as given: opaque, and accepted only when this service made it"),
+        ("cursor" = Option<String>, Query,
+            description = "`next_cursor` of the previous page, as given. Opaque: every string of this pattern and length is a cursor (it names the key the page starts after), and nothing else is"),
     ),
     responses(
         (status = 200, description = "One page of keys in byte order", body = Listing),
-        (status = "default", description = "An error: 400 `invalid_query`; 404 `feature_disabled`; 401, 403, 429; 503; 504",
+        (status = 400, description = "`invalid_query`: a `limit` out of range, a malformed `cursor` or `prefix`, a parameter that is repeated or not UTF-8",
+            content_type = "application/problem+json", body = ProblemDoc),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::PermissionDenied),
+        (status = 404, description = "`feature_disabled`: the `list_keys` feature flag is off for this client", content_type = "application/problem+json", body = ProblemDoc),
+        (status = 429, response = crate::openapi::Throttled),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, description = "Refused, nothing changed: `overloaded`, `unavailable`",
+            content_type = "application/problem+json", body = ProblemDoc,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 504, description = "`deadline_exceeded`: the listing ran past `limits.request_timeout_ms` and was cancelled",
             content_type = "application/problem+json", body = ProblemDoc),
     ),
     security((), ("api_key" = [])),

@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 
 /// An error: RFC 9457 problem details with a stable `code` and the request id.
 #[allow(dead_code)] // A schema only: the body is built in `error.rs`.
@@ -32,6 +32,75 @@ pub(crate) struct ProblemDoc {
     current_version: Option<u64>,
 }
 
+// The error answers several operations share, each with its problem `code`s. A response lists
+// the codes it may carry, so a client (and the contract test) knows every status an operation
+// answers; there is no catch-all `default`.
+
+/// `unauthenticated`: API keys are configured and the request has no valid
+/// `Authorization: Bearer <key>`.
+#[allow(dead_code)] // A response only.
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"hexkv\"`"))
+)]
+pub(crate) struct Unauthenticated(#[to_schema] ProblemDoc);
+
+/// `permission_denied`: the key's role does not allow this, or the key (or the listed prefix)
+/// lies outside the key's prefix.
+#[allow(dead_code)] // A response only.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub(crate) struct PermissionDenied(#[to_schema] ProblemDoc);
+
+/// `precondition_failed`: `If-Match` or `If-None-Match: *` does not hold; `current_version` is
+/// the key's version now (`null`: absent). Nothing changed.
+#[allow(dead_code)] // A response only.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub(crate) struct PreconditionFailed(#[to_schema] ProblemDoc);
+
+/// `key_too_long`: the key is over 1024 bytes of UTF-8.
+#[allow(dead_code)] // A response only.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub(crate) struct KeyTooLong(#[to_schema] ProblemDoc);
+
+/// `throttled`: this client (its API key's name, else its address) is over
+/// `limits.throttle_per_minute`. Nothing changed.
+#[allow(dead_code)] // A response only.
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    headers(("Retry-After" = u64, description = "Seconds until a request will be admitted"))
+)]
+pub(crate) struct Throttled(#[to_schema] ProblemDoc);
+
+/// `internal`: a bug; the cause is in the server log under the `request_id`, never here.
+#[allow(dead_code)] // A response only.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub(crate) struct Internal(#[to_schema] ProblemDoc);
+
+/// Refused, nothing changed: `overloaded` (more requests in flight than `limits.max_in_flight`),
+/// `unavailable` (the store cannot take the write now), `read_only` (the `read_only` flag is on;
+/// no `Retry-After`). Or `outcome_unknown`: the write was handed to the store and its answer was
+/// lost, so it may or may not have been applied.
+#[allow(dead_code)] // A response only.
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
+)]
+pub(crate) struct WriteUnavailable(#[to_schema] ProblemDoc);
+
+/// `outcome_unknown`: the write ran past `limits.request_timeout_ms` and was cancelled; the store
+/// may still apply it.
+#[allow(dead_code)] // A response only.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub(crate) struct WriteTimedOut(#[to_schema] ProblemDoc);
+
 /// One readiness check.
 #[allow(dead_code)] // A schema only.
 #[derive(Serialize, ToSchema)]
@@ -54,6 +123,35 @@ pub(crate) struct HealthDoc {
     status: String,
     /// The checks that decided readiness (`/readyz`).
     checks: Option<Vec<CheckDoc>>,
+}
+
+/// Writes what the attributes cannot hold: the listing cursor's pattern and length, from the code
+/// that parses cursors.
+struct CursorFormat;
+
+impl Modify for CursorFormat {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{RefOr, Schema};
+        let Some(list) = openapi.paths.paths.get_mut("/v1/kv") else {
+            return;
+        };
+        let Some(get) = list.get.as_mut() else {
+            return;
+        };
+        for parameter in get.parameters.iter_mut().flatten() {
+            if parameter.name == "cursor" {
+                parameter.schema = Some(RefOr::T(Schema::Object(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(hexkv_core::Cursor::PATTERN))
+                        .min_length(Some(3))
+                        .max_length(Some(hexkv_core::Cursor::MAX_LEN))
+                        .build(),
+                )));
+            }
+        }
+    }
 }
 
 /// Declares the bearer scheme and applies it to the key-value routes.
@@ -92,8 +190,11 @@ impl Modify for BearerAuth {
         crate::health::metrics,
         openapi_json,
     ),
-    components(schemas(ProblemDoc, HealthDoc, CheckDoc, crate::kv::Written, crate::kv::Item, crate::kv::Listing)),
-    modifiers(&BearerAuth),
+    components(
+        schemas(ProblemDoc, HealthDoc, CheckDoc, crate::kv::Written, crate::kv::Item, crate::kv::Listing),
+        responses(Unauthenticated, PermissionDenied, PreconditionFailed, KeyTooLong, Throttled, Internal, WriteUnavailable, WriteTimedOut),
+    ),
+    modifiers(&BearerAuth, &CursorFormat),
     tags(
         (name = "kv", description = "Keys and values"),
         (name = "operations", description = "Probes, metrics and this document"),
