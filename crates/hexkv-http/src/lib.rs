@@ -120,8 +120,8 @@ pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> Router {
 /// routed request by that declaration (see `access`): it identifies the caller, throttles the
 /// key-value routes per client, and checks the key's role and prefix. Every request, routed or
 /// not, gets a request id, a span, a log line and its metrics labelled by the matched route
-/// ([`observe`]), and a panic becomes a 500. The key-value routes also have the request timeout,
-/// load shedding and (PUT) the body limit, as `route_layer`s of their own; the operational
+/// ([`observe`]), and a panic becomes a 500. The key-value handlers also have the request
+/// timeout, load shedding and (PUT) the body limit, as layers of their own; the operational
 /// routes (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`) and unknown routes go without
 /// them, so that probes and scrapes keep answering while the service sheds load (a liveness
 /// probe refused under load would get a busy replica restarted).
