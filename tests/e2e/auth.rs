@@ -12,7 +12,7 @@ use reqwest::{Client, StatusCode};
 use crate::data_dir;
 
 /// A new key and its hash, from the binary.
-fn generate() -> (String, String) {
+pub(crate) fn generate() -> (String, String) {
     let out = run_hexkv(&["auth", "hash-key", "--generate"], &[]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();

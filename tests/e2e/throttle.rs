@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use hexkv_e2e::{Server, run_hexkv};
+use hexkv_e2e::Server;
 use hexkv_grpc::pb;
 use hexkv_grpc::pb::key_value_client::KeyValueClient;
 use reqwest::{Client, StatusCode, header};
@@ -104,17 +104,7 @@ async fn a_client_over_its_rate_is_refused_and_another_is_not() {
 /// client using the key `app` is not affected; the stranger is throttled by its address.
 #[tokio::test]
 async fn a_stranger_cannot_throttle_someone_else_s_key_and_its_guesses_are_throttled() {
-    let out = run_hexkv(&["auth", "hash-key", "--generate"], &[]);
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap()
-            .trim()
-            .to_owned()
-    };
-    let (key, hash) = (field("key:"), field("hash:"));
+    let (key, hash) = crate::auth::generate();
     let (tmp, data) = data_dir();
     let file = tmp.path().join("hexkv.toml");
     std::fs::write(

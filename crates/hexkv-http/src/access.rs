@@ -26,13 +26,16 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use hexkv_core::auth::{Action, AuthError, Caller};
@@ -102,7 +105,7 @@ impl Routes {
         self
     }
 
-    /// The router, with every route behind the admission middleware ([`admit`]). `not_found`
+    /// The router, with every route behind the admission middleware ([`AdmitLayer`]). `not_found`
     /// answers paths no route serves and `method_not_allowed` the methods a route lacks, behind
     /// admission too: to a caller without a valid key they are 401 like any protected route, so a
     /// stranger learns nothing of what exists. A route that reaches the router without a
@@ -119,11 +122,10 @@ impl Routes {
         M: axum::handler::Handler<U, AppState>,
         U: 'static,
     {
-        let admitter = Arc::new(Admitter {
+        let admit = AdmitLayer(Arc::new(Admitter {
             declared: self.declared,
             admission,
-        });
-        let admit = axum::middleware::from_fn_with_state(admitter, admit);
+        }));
         self.router
             .method_not_allowed_fallback(method_not_allowed)
             .route_layer(admit.clone())
@@ -145,60 +147,133 @@ struct Admitter {
     admission: Admission,
 }
 
-/// The middleware: see the module docs.
-async fn admit(State(admitter): State<Arc<Admitter>>, request: Request, next: Next) -> Response {
-    let access = match request.extensions().get::<MatchedPath>() {
-        // The fallback: no route serves the path.
-        None => Access::Authenticated,
-        Some(route) => match admitter.declared.get(route.as_str()) {
-            Some(access) => *access,
-            None => {
-                tracing::error!(
-                    route = route.as_str(),
-                    "refused a request for a route that declares no access (a bug: declare it in \
-                     the route table)"
-                );
-                return ApiError::Undeclared.into_response();
-            }
-        },
-    };
-    let Admission { auth, throttle } = &admitter.admission;
-    let open = match access {
-        Access::Public => true,
-        Access::Health => auth.as_ref().is_none_or(|a| a.open_health),
-        Access::Metrics => auth.as_ref().is_none_or(|a| a.open_metrics),
-        Access::Key(_) | Access::List(_) | Access::Authenticated => false,
-    };
-    if open {
-        return next.run(request).await;
+/// The admission middleware (see the module docs), as a tower layer rather than
+/// `axum::middleware::from_fn`: it runs on every request, and admission never waits, so its
+/// future is the inner one or a refusal, neither boxed.
+#[derive(Clone)]
+struct AdmitLayer(Arc<Admitter>);
+
+impl<S> tower::Layer<S> for AdmitLayer {
+    type Service = Admit<S>;
+
+    fn layer(&self, inner: S) -> Admit<S> {
+        Admit {
+            inner,
+            admitter: Arc::clone(&self.0),
+        }
     }
-    let caller = identify(auth.as_ref(), &request);
-    if access.throttled()
-        && let Some(throttle) = throttle
-        && let Err(wait) = throttle.check(&caller.identity)
-    {
-        metrics::counter!(hexkv_telemetry::metrics::THROTTLED, "protocol" => "http").increment(1);
-        return ApiError::Throttled(wait).into_response();
+}
+
+/// The service of [`AdmitLayer`].
+#[derive(Clone)]
+struct Admit<S> {
+    inner: S,
+    admitter: Arc<Admitter>,
+}
+
+impl<S> tower::Service<Request> for Admit<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = AdmitFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
-    let checked = match access {
-        Access::Key(resource) => {
-            let key = resource(&request);
-            match *request.method() {
-                Method::GET | Method::HEAD => caller.authorize(Action::Read(&key)),
-                _ => caller.authorize(Action::Write(&key)),
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        match self.admitter.admit(&mut request) {
+            Ok(()) => AdmitFuture::Admitted {
+                inner: self.inner.call(request),
+            },
+            Err(refusal) => AdmitFuture::Refused {
+                response: Some(refusal.into_response()),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of [`Admit`]: the route's, or a refusal.
+    #[project = AdmitProj]
+    enum AdmitFuture<F> {
+        Admitted { #[pin] inner: F },
+        Refused { response: Option<Response> },
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for AdmitFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AdmitProj::Admitted { inner } => inner.poll(cx),
+            AdmitProj::Refused { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
             }
         }
-        Access::List(resource) => caller.authorize(Action::List(&resource(&request))),
-        Access::Authenticated => caller.authenticated(),
-        Access::Health | Access::Metrics => caller.authorize(Action::Operate),
-        Access::Public => Ok(()),
-    };
-    if let Err(err) = checked {
-        return refuse(err, caller.principal().map(|p| &*p.name));
     }
-    let mut request = request;
-    request.extensions_mut().insert(caller);
-    next.run(request).await
+}
+
+impl Admitter {
+    /// Admits `request` by its route's declaration, leaving its [`Caller`] in its extensions,
+    /// or says why not.
+    fn admit(&self, request: &mut Request) -> Result<(), ApiError> {
+        let access = match request.extensions().get::<MatchedPath>() {
+            // The fallback: no route serves the path.
+            None => Access::Authenticated,
+            Some(route) => match self.declared.get(route.as_str()) {
+                Some(access) => *access,
+                None => {
+                    tracing::error!(
+                        route = route.as_str(),
+                        "refused a request for a route that declares no access (a bug: declare \
+                         it in the route table)"
+                    );
+                    return Err(ApiError::Undeclared);
+                }
+            },
+        };
+        let Admission { auth, throttle } = &self.admission;
+        let open = match access {
+            Access::Public => true,
+            Access::Health => auth.as_ref().is_none_or(|a| a.open_health),
+            Access::Metrics => auth.as_ref().is_none_or(|a| a.open_metrics),
+            Access::Key(_) | Access::List(_) | Access::Authenticated => false,
+        };
+        if open {
+            return Ok(());
+        }
+        let caller = identify(auth.as_ref(), request);
+        if access.throttled()
+            && let Some(throttle) = throttle
+            && let Err(wait) = throttle.check(&caller.identity)
+        {
+            metrics::counter!(hexkv_telemetry::metrics::THROTTLED, "protocol" => "http")
+                .increment(1);
+            return Err(ApiError::Throttled(wait));
+        }
+        let checked = match access {
+            Access::Key(resource) => {
+                let key = resource(request);
+                match *request.method() {
+                    Method::GET | Method::HEAD => caller.authorize(Action::Read(&key)),
+                    _ => caller.authorize(Action::Write(&key)),
+                }
+            }
+            Access::List(resource) => caller.authorize(Action::List(&resource(request))),
+            Access::Authenticated => caller.authenticated(),
+            Access::Health | Access::Metrics => caller.authorize(Action::Operate),
+            Access::Public => Ok(()),
+        };
+        if let Err(err) = checked {
+            return Err(refuse(err, caller.principal().map(|p| &*p.name)));
+        }
+        request.extensions_mut().insert(caller);
+        Ok(())
+    }
 }
 
 /// The request's [`Caller`]: its `Authorization: Bearer` key, else its peer address.
@@ -214,13 +289,12 @@ fn identify(auth: Option<&HttpAuth>, request: &Request) -> Caller {
     Caller::authenticate(auth.map(|a| &*a.authenticator), presented, peer)
 }
 
-fn refuse(err: AuthError, name: Option<&str>) -> Response {
+fn refuse(err: AuthError, name: Option<&str>) -> ApiError {
     hexkv_telemetry::auth_refused("http", &err, name);
     match err {
         AuthError::Forbidden { .. } => ApiError::PermissionDenied(err.to_string()),
         AuthError::Missing | AuthError::Invalid => ApiError::Unauthenticated(err.to_string()),
     }
-    .into_response()
 }
 
 #[cfg(test)]
