@@ -77,18 +77,21 @@ impl Access {
     }
 }
 
+/// Each route's access, by its path (a fast hash: admission looks one up per request).
+type Declared = HashMap<&'static str, Access, foldhash::fast::FixedState>;
+
 /// The route table: the axum `Router` of the application's routes and each route's
 /// [`Access`], added together so that neither goes without the other.
 pub(crate) struct Routes {
     router: Router<AppState>,
-    declared: HashMap<&'static str, Access>,
+    declared: Declared,
 }
 
 impl Routes {
     pub(crate) fn new() -> Self {
         Self {
             router: Router::new(),
-            declared: HashMap::new(),
+            declared: Declared::default(),
         }
     }
 
@@ -143,7 +146,7 @@ pub(crate) struct Admission {
 }
 
 struct Admitter {
-    declared: HashMap<&'static str, Access>,
+    declared: Declared,
     admission: Admission,
 }
 
@@ -342,7 +345,7 @@ mod tests {
     async fn a_route_without_a_declaration_is_refused() {
         let undeclared = Routes {
             router: Router::new().route("/undeclared", get(|| async { "served" })),
-            declared: HashMap::new(),
+            declared: Declared::default(),
         }
         .route("/declared", Access::Public, get(|| async { "served" }));
         let app = undeclared

@@ -31,7 +31,8 @@ fn route_label(route: &str) -> SharedString {
     use std::collections::HashMap;
     use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
-    static LABELS: OnceLock<RwLock<HashMap<Box<str>, Arc<str>>>> = OnceLock::new();
+    type Labels = HashMap<Box<str>, Arc<str>, foldhash::fast::FixedState>;
+    static LABELS: OnceLock<RwLock<Labels>> = OnceLock::new();
     let labels = LABELS.get_or_init(Default::default);
     if let Some(label) = labels
         .read()

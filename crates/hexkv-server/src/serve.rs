@@ -37,7 +37,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -49,7 +49,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -327,8 +326,8 @@ async fn http<I>(
         read: Arc::clone(&read),
     });
     // Requests in flight on this connection, for the idle timeout.
-    let (busy, mut in_flight) = watch::channel(0_usize);
-    let busy = Arc::new(busy);
+    let activity = Activity::new();
+    let busy = Arc::clone(&activity);
     let app = serve.app.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
@@ -365,7 +364,7 @@ async fn http<I>(
                 }
                 preface = false;
             }
-            () = idle(&mut in_flight, serve.limits.idle_timeout), if !closing => {
+            () = idle(&activity, serve.limits.idle_timeout), if !closing => {
                 timed_out("idle");
                 connection.as_mut().graceful_shutdown();
                 closing = true;
@@ -378,40 +377,70 @@ async fn http<I>(
     }
 }
 
-/// Resolves once no request has been in flight for `timeout`.
-async fn idle(in_flight: &mut watch::Receiver<usize>, timeout: Duration) {
+/// The requests in flight on one connection, for its idle timeout. Counted with atomics and read
+/// by the connection's timer, so a request costs two atomic updates and wakes nothing (a channel
+/// that notified the connection's task of every change cost a task wake-up per request).
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicUsize,
+    /// When the last request in flight ended (or the connection began), as nanoseconds since
+    /// `start`.
+    idle_since: AtomicU64,
+    start: Instant,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            start: Instant::now(),
+        })
+    }
+
+    /// How long the connection has had no request in flight (zero while one is).
+    fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        let since = self.start + Duration::from_nanos(self.idle_since.load(Ordering::Acquire));
+        Instant::now().saturating_duration_since(since)
+    }
+}
+
+/// Resolves once no request has been in flight for `timeout`; looks when the timeout could first
+/// have passed, and again after each look that found a request.
+async fn idle(activity: &Activity, timeout: Duration) {
+    let mut wait = timeout;
     loop {
-        if in_flight.wait_for(|n| *n == 0).await.is_err() {
-            return std::future::pending().await;
+        tokio::time::sleep(wait).await;
+        let idle_for = activity.idle_for();
+        if idle_for >= timeout {
+            return;
         }
-        tokio::select! {
-            () = tokio::time::sleep(timeout) => {
-                if *in_flight.borrow() == 0 {
-                    return;
-                }
-            }
-            changed = in_flight.changed() => {
-                if changed.is_err() {
-                    return std::future::pending().await;
-                }
-            }
-        }
+        wait = timeout - idle_for;
     }
 }
 
 /// One request in flight on a connection, until its response body ends.
-struct Busy(Arc<watch::Sender<usize>>);
+struct Busy(Arc<Activity>);
 
 impl Busy {
-    fn begin(busy: &Arc<watch::Sender<usize>>) -> Self {
-        busy.send_modify(|n| *n += 1);
-        Self(Arc::clone(busy))
+    fn begin(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(activity))
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
+        let activity = &self.0;
+        let now = Instant::now().saturating_duration_since(activity.start);
+        // Before the count falls to zero, so a look at a zero count sees this end.
+        activity
+            .idle_since
+            .store(now.as_nanos() as u64, Ordering::Release);
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -551,18 +580,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_means_no_request_in_flight_for_the_whole_timeout() {
-        let (busy, mut in_flight) = watch::channel(0_usize);
-        let busy = Arc::new(busy);
+        let activity = Activity::new();
         let timeout = Duration::from_secs(10);
         let started = Instant::now();
-        idle(&mut in_flight, timeout).await;
+        idle(&activity, timeout).await;
         assert_eq!(started.elapsed(), timeout);
 
         // A request in flight holds it off, however long; the timeout counts from its end.
-        let request = Busy::begin(&busy);
+        let request = Busy::begin(&activity);
         let waiting = tokio::spawn({
-            let mut in_flight = in_flight.clone();
-            async move { idle(&mut in_flight, timeout).await }
+            let activity = Arc::clone(&activity);
+            async move { idle(&activity, timeout).await }
         });
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert!(!waiting.is_finished());
