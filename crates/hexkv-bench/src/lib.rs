@@ -14,7 +14,12 @@
 //!   their histograms and counts are merged into one [`Report`].
 //! - A warm-up period whose requests are not counted, a progress line each second (stderr), and
 //!   the report as a table or as JSON.
+//!
+//! Also here, for the benchmarks' ceilings rather than the load: [`group_commit`], the bare
+//! group-committed log behind the durable bare handlers (Unix).
 
+#[cfg(unix)]
+pub mod group_commit;
 pub mod keys;
 pub mod pacer;
 pub mod stats;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hexkv_core::{Precondition, Version};
-use hexkv_grpc::pb;
-use hexkv_grpc::pb::key_value_client::KeyValueClient;
+use hexkv_proto::v1 as pb;
+use hexkv_proto::v1::key_value_client::KeyValueClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::error_chain;

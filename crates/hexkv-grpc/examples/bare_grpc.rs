@@ -8,7 +8,7 @@
 //! hexkv adds anything (`docs/performance.md`, "gRPC against REST, with one load generator").
 //!
 //! Given a file as its second argument, `Put` is durable: it appends the value to that file
-//! through [`hexkv_testkit::group_commit`] and answers once a group-committed `fdatasync` covers
+//! through [`hexkv_bench::group_commit`] and answers once a group-committed `fdatasync` covers
 //! it (`INTERNAL` if the log failed), like its REST twin `crates/hexkv-http/examples/bare_durable.rs`.
 //! The two are the ceiling of a PUT acknowledged after a sync over each protocol
 //! (`docs/performance.md`, "The durable ceiling over gRPC").
@@ -21,9 +21,9 @@
 //! ```
 
 use bytes::Bytes;
+use hexkv_bench::group_commit::GroupCommitLog;
 use hexkv_grpc::pb;
 use hexkv_grpc::pb::key_value_server::{KeyValue, KeyValueServer};
-use hexkv_testkit::group_commit::GroupCommitLog;
 use tonic::{Request, Response, Status};
 
 #[global_allocator]

@@ -25,15 +25,8 @@ use tonic::{Request, Response, Status};
 
 pub use status::status;
 
-/// The generated protobuf types and service stubs of `hexkv.v1`.
-#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
-pub mod pb {
-    tonic::include_proto!("hexkv.v1");
-
-    /// The encoded descriptor set of `hexkv.v1`, served by reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/hexkv_v1_descriptor.bin"));
-}
+/// The generated protobuf types and service stubs of `hexkv.v1` (the `hexkv-proto` crate).
+pub use hexkv_proto::v1 as pb;
 
 use pb::key_value_server::{KeyValue, KeyValueServer};
 

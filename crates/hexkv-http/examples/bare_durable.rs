@@ -2,7 +2,7 @@
 //! to a file and answers once an `fdatasync` covers it, with group commit and nothing else.
 //!
 //! `bare_handler.rs` is the ceiling of a request; this is the ceiling of a request that must be
-//! on disk before it is answered. Its log is [`hexkv_testkit::group_commit`]: one thread takes
+//! on disk before it is answered. Its log is [`hexkv_bench::group_commit`]: one thread takes
 //! every body queued since its last sync, writes them with one `pwrite`, syncs with one
 //! `fdatasync` and wakes their requests, the same shape as hexkv's log under `fsync = always`
 //! (no record format, no checksum, no map, no versions, no middleware). hexkv's PUT does all of
@@ -24,7 +24,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
-use hexkv_testkit::group_commit::GroupCommitLog;
+use hexkv_bench::group_commit::GroupCommitLog;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -8,11 +8,9 @@
 //! - [`GatedApi`]: a `KeyValueApi` whose reads and writes wait at a gate, for front-end tests of calls in
 //!   flight.
 //! - [`postgres`] (feature `postgres`): a throwaway PostgreSQL, one fresh database per test.
-//! - [`group_commit`]: the bare group-committed log behind the durable benchmark ceilings.
 
 pub mod auth;
 mod gated;
-pub mod group_commit;
 pub mod model;
 #[cfg(feature = "postgres")]
 pub mod postgres;
