@@ -162,19 +162,16 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
         hurry: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (hurry_tx, hurry_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            hurry.await;
-            let _ = hurry_tx.send(true);
-        });
-        let hurried = move || {
-            let mut rx = hurry_rx.clone();
+        // Shutdown is two tokens: `stop` (below) closes the listeners and drains them, `hurried`
+        // cuts the readiness delay and the drain short.
+        let hurried = tokio_util::sync::CancellationToken::new();
+        tokio::spawn({
+            let hurried = hurried.clone();
             async move {
-                if rx.wait_for(|hurry| *hurry).await.is_err() {
-                    std::future::pending::<()>().await;
-                }
+                hurry.await;
+                hurried.cancel();
             }
-        };
+        });
         let addresses = self.addresses();
         #[cfg(feature = "tls")]
         let tls = self.tls.clone();
@@ -368,7 +365,7 @@ impl Application {
             grpc_health.set_serving(false).await;
             tokio::select! {
                 () = tokio::time::sleep(readiness_delay) => {}
-                () = hurried_delay() => tracing::warn!("asked again: skipping the readiness delay"),
+                () = hurried_delay.cancelled() => tracing::warn!("asked again: skipping the readiness delay"),
             }
         };
         let mut first_error: Option<anyhow::Error> = None;
@@ -394,7 +391,7 @@ impl Application {
         });
         let drained = tokio::select! {
             drained = drain => drained.is_ok(),
-            () = hurried() => {
+            () = hurried.cancelled() => {
                 tracing::warn!("asked again: cutting the in-flight requests");
                 false
             }
