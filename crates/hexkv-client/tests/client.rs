@@ -30,7 +30,6 @@ async fn serve(api: Arc<dyn KeyValueApi>) -> Servers {
             max_value_bytes: MAX_VALUE,
             max_in_flight: 0,
             request_timeout: None,
-            flags: None,
             in_flight: None,
             auth: None,
             throttle: None,
@@ -276,9 +275,13 @@ impl KeyValueApi for Flaky {
         self.arrive()?;
         self.inner.delete(key, precondition).await
     }
-    async fn list(&self, query: &ListQuery) -> Result<Page, KvError> {
+    async fn list(
+        &self,
+        query: &ListQuery,
+        client: &hexkv_core::Identity,
+    ) -> Result<Page, KvError> {
         self.arrive()?;
-        self.inner.list(query).await
+        self.inner.list(query, client).await
     }
     async fn readiness(&self) -> Readiness {
         self.inner.readiness().await

@@ -129,6 +129,9 @@ pub enum KvError {
     /// Writes are switched off (the `read_only` feature flag); reads go on.
     #[error("the service is read-only for now: writes are refused")]
     ReadOnly,
+    /// A feature flag turns this operation off for this client (`list_keys`).
+    #[error("the feature {0:?} is not enabled for this client")]
+    FeatureDisabled(&'static str),
     /// An unexpected failure. Its cause is logged; clients see only that it happened.
     #[error("internal error")]
     Internal(#[source] BoxError),

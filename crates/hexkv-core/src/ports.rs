@@ -12,6 +12,7 @@
 use async_trait::async_trait;
 use serde::Serialize;
 
+use crate::auth::Identity;
 use crate::domain::{DeleteOutcome, Entry, Key, ListQuery, Page, Precondition, PutOutcome, Value};
 use crate::error::{KvError, StoreError};
 
@@ -116,6 +117,8 @@ impl Readiness {
 ///   have been applied), `Internal` with its cause (for logs only). A caller that stops waiting
 ///   for a write (a request timeout, a cancelled request, a lost connection) cannot know either:
 ///   the store may still apply it, and the transports report such a write as outcome unknown.
+/// - Feature flags are decided here, not by each transport: a write while `read_only` is on is
+///   [`KvError::ReadOnly`], a listing `list_keys` is off for is [`KvError::FeatureDisabled`].
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait KeyValueApi: Send + Sync + 'static {
@@ -134,8 +137,9 @@ pub trait KeyValueApi: Send + Sync + 'static {
     async fn delete(&self, key: &Key, precondition: Precondition)
     -> Result<DeleteOutcome, KvError>;
 
-    /// One page of keys by prefix.
-    async fn list(&self, query: &ListQuery) -> Result<Page, KvError>;
+    /// One page of keys by prefix, for `client` (the feature flags that gate listing roll out
+    /// by client: off for this one, [`KvError::FeatureDisabled`]).
+    async fn list(&self, query: &ListQuery, client: &Identity) -> Result<Page, KvError>;
 
     /// Readiness: the store answers and the service is not draining.
     async fn readiness(&self) -> Readiness;

@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 
+use crate::auth::Identity;
 use crate::domain::{
     DeleteOutcome, Entry, Key, ListQuery, Page, Precondition, PutOutcome, Value, ValueError,
 };
 use crate::error::KvError;
-use crate::flags::{FeatureFlags, READ_ONLY};
+use crate::flags::{FeatureFlags, LIST_KEYS, READ_ONLY};
 use crate::ports::{Check, KeyValueApi, KvStore, Readiness};
 
 /// Limits the service enforces on every request.
@@ -53,7 +54,8 @@ impl KeyValueService {
         Self::with_flags(store, limits, Arc::new(FeatureFlags::defaults()))
     }
 
-    /// A service that consults `flags` on every request ([`crate::flags::READ_ONLY`]).
+    /// A service that consults `flags` on every request ([`crate::flags::READ_ONLY`] for writes,
+    /// [`crate::flags::LIST_KEYS`] by client for listings).
     pub fn with_flags(store: Arc<dyn KvStore>, limits: Limits, flags: Arc<FeatureFlags>) -> Self {
         Self {
             store,
@@ -120,7 +122,10 @@ impl KeyValueApi for KeyValueService {
         Ok(self.store.delete(key, precondition).await?)
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Page, KvError> {
+    async fn list(&self, query: &ListQuery, client: &Identity) -> Result<Page, KvError> {
+        if !self.flags.is_on(LIST_KEYS, &client.to_string()) {
+            return Err(KvError::FeatureDisabled(LIST_KEYS));
+        }
         Ok(self.store.list(query).await?)
     }
 
@@ -260,12 +265,57 @@ mod tests {
             Err(KvError::PreconditionFailed { current: Some(v) }) if v == Version::new(3)
         ));
         assert!(matches!(
-            svc.list(&ListQuery::all()).await,
+            svc.list(&ListQuery::all(), &Identity::Unknown).await,
             Err(KvError::Unavailable { retry_after: Some(d), .. }) if d.as_secs() == 1
         ));
         assert!(matches!(
             svc.get(&key("a")).await,
             Err(KvError::Internal(_))
+        ));
+    }
+
+    /// `list_keys` is decided here, by client: a percentage turns it on for a stable share of
+    /// clients, each of which gets the same answer every time, and the store is not asked for
+    /// the others.
+    #[tokio::test]
+    async fn the_listing_flag_is_decided_by_client_before_the_store() {
+        let mut store = MockKvStore::new();
+        let empty = || Page {
+            items: Vec::new(),
+            next_cursor: None,
+        };
+        store.expect_list().returning(move |_| Ok(empty()));
+        let flags = Arc::new(FeatureFlags::defaults());
+        flags.replace([(LIST_KEYS.to_owned(), crate::Rollout::Percent(50))]);
+        let svc = KeyValueService::with_flags(
+            Arc::new(store),
+            Limits { max_value_bytes: 4 },
+            Arc::clone(&flags),
+        );
+        let (mut on, mut off) = (0, 0);
+        for i in 0..40u8 {
+            let client = Identity::Address(std::net::IpAddr::from([10, 0, 0, i]));
+            let first = svc.list(&ListQuery::all(), &client).await;
+            let again = svc.list(&ListQuery::all(), &client).await;
+            assert_eq!(first.is_ok(), again.is_ok(), "{client}");
+            match first {
+                Ok(_) => on += 1,
+                Err(KvError::FeatureDisabled(name)) => {
+                    assert_eq!(name, LIST_KEYS);
+                    off += 1;
+                }
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert!(on > 0 && off > 0, "on {on}, off {off}");
+        flags.replace([(LIST_KEYS.to_owned(), crate::Rollout::Off)]);
+        let mut store = MockKvStore::new();
+        store.expect_list().never();
+        let svc =
+            KeyValueService::with_flags(Arc::new(store), Limits { max_value_bytes: 4 }, flags);
+        assert!(matches!(
+            svc.list(&ListQuery::all(), &Identity::Unknown).await,
+            Err(KvError::FeatureDisabled(_))
         ));
     }
 

@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hexkv_core::{
-    Cursor, DeleteOutcome, FeatureFlags, Key, KeyError, KeyValueApi, KvError, ListQuery,
-    ListQueryError, Precondition, Value, Version,
+    Cursor, DeleteOutcome, Key, KeyError, KeyValueApi, KvError, ListQuery, ListQueryError,
+    Precondition, Value, Version,
 };
 use tonic::{Request, Response, Status};
 
@@ -45,8 +45,6 @@ pub struct GrpcOptions {
     /// A call still running after this long gets DEADLINE_EXCEEDED and is cancelled (a shorter
     /// `grpc-timeout` from the client applies too). `None`: no limit.
     pub request_timeout: Option<std::time::Duration>,
-    /// Feature flags consulted per call (`list_keys` gates `List`); `None`: every feature on.
-    pub flags: Option<Arc<FeatureFlags>>,
     /// The load-shedding bound, shared so it can change while running; when given, it replaces
     /// `max_in_flight`.
     pub in_flight: Option<Arc<hexkv_resilience::InFlightLimit>>,
@@ -61,30 +59,21 @@ pub struct GrpcOptions {
 /// (served by [`GrpcServices`]); a call that did not is refused.
 pub struct KeyValueGrpc {
     api: Arc<dyn KeyValueApi>,
-    flags: Option<Arc<FeatureFlags>>,
 }
 
 impl KeyValueGrpc {
     /// The service over `api`.
     pub fn new(api: Arc<dyn KeyValueApi>) -> Self {
-        Self { api, flags: None }
-    }
-
-    /// Consults `flags` per call.
-    pub fn with_flags(mut self, flags: Option<Arc<FeatureFlags>>) -> Self {
-        self.flags = flags;
-        self
+        Self { api }
     }
 }
 
 /// The identity feature flags roll out by: the caller admission found (the authenticated key's
 /// name, else the peer address).
-fn identity<T>(request: &Request<T>) -> String {
-    access::caller(request)
-        .map_or(hexkv_core::Identity::Unknown, |caller| {
-            caller.identity.clone()
-        })
-        .to_string()
+fn identity<T>(request: &Request<T>) -> hexkv_core::Identity {
+    access::caller(request).map_or(hexkv_core::Identity::Unknown, |caller| {
+        caller.identity.clone()
+    })
 }
 
 /// The gRPC services hexkv serves, each behind its own stack (see the crate docs): serve them
@@ -136,7 +125,7 @@ impl GrpcServices {
         use tonic::service::LayerExt as _;
 
         let limit = options.max_value_bytes + MESSAGE_OVERHEAD;
-        let key_value = KeyValueServer::new(KeyValueGrpc::new(api).with_flags(options.flags))
+        let key_value = KeyValueServer::new(KeyValueGrpc::new(api))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
         let in_flight = options.in_flight.or_else(|| {
@@ -371,13 +360,9 @@ impl KeyValue for KeyValueGrpc {
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
         access::check(&request, &request.get_ref().prefix)?;
-        if let Some(flags) = &self.flags
-            && !flags.is_on(hexkv_core::flags::LIST_KEYS, &identity(&request))
-        {
-            return Err(status::feature_disabled(hexkv_core::flags::LIST_KEYS));
-        }
+        let client = identity(&request);
         let query = parse_list(request.into_inner())?;
-        let page = self.api.list(&query).await.map_err(status)?;
+        let page = self.api.list(&query, &client).await.map_err(status)?;
         Ok(Response::new(pb::ListResponse {
             items: page
                 .items

@@ -108,6 +108,9 @@ pub fn status(err: KvError) -> Status {
             reason::OUTCOME_UNKNOWN,
             None,
         ),
+        KvError::FeatureDisabled(flag) => {
+            Status::unimplemented(KvError::FeatureDisabled(flag).to_string())
+        }
         KvError::ReadOnly => explained(
             Code::Unavailable,
             KvError::ReadOnly.to_string(),
@@ -175,11 +178,4 @@ pub(crate) fn deadline_exceeded() -> Status {
         "the call took longer than allowed and was cancelled; a write may or may not have been \
          applied",
     )
-}
-
-/// A feature a flag turns off for this client.
-pub(crate) fn feature_disabled(flag: &str) -> Status {
-    Status::unimplemented(format!(
-        "the feature {flag:?} is not enabled for this client"
-    ))
 }

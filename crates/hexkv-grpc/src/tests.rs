@@ -337,3 +337,23 @@ async fn an_unknown_outcome_is_told_apart_from_a_refusal() {
         assert_eq!(reason(&status).unwrap().1, expected);
     }
 }
+
+#[tokio::test]
+async fn a_listing_the_service_turns_off_is_unimplemented() {
+    let mut api = MockKeyValueApi::new();
+    api.expect_list()
+        .returning(|_, _| Err(KvError::FeatureDisabled(hexkv_core::flags::LIST_KEYS)));
+    let status = service(api)
+        .list(admitted(
+            Access::List,
+            pb::ListRequest {
+                prefix: Bytes::new(),
+                limit: 0,
+                cursor: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    assert!(status.message().contains("list_keys"), "{status:?}");
+}

@@ -27,7 +27,6 @@ async fn start(open_health: bool) -> SocketAddr {
             max_value_bytes: 1024,
             max_in_flight: 0,
             request_timeout: None,
-            flags: None,
             in_flight: None,
             auth: Some(GrpcAuth {
                 authenticator: Arc::new(hexkv_testkit::auth::authenticator()),

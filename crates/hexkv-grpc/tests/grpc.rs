@@ -37,7 +37,6 @@ impl App {
                 max_value_bytes: MAX_VALUE,
                 max_in_flight: 0,
                 request_timeout: None,
-                flags: None,
                 in_flight: None,
                 auth: None,
                 throttle: None,

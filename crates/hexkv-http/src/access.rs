@@ -357,7 +357,6 @@ mod tests {
             .with_state(crate::AppState(Arc::new(crate::Shared {
                 api: Arc::new(hexkv_core::MockKeyValueApi::new()),
                 metrics: None,
-                flags: None,
             })));
         let call = |path: &'static str| {
             let app = app.clone();

@@ -87,9 +87,6 @@ pub enum ApiError {
     /// The route declares no access, so it is refused for everyone (a bug of the route table).
     #[error("this route declares no access and is refused")]
     Undeclared,
-    /// A feature flag turns this endpoint off for this client.
-    #[error("the feature {0:?} is not enabled for this client")]
-    FeatureDisabled(&'static str),
 }
 
 impl From<KeyError> for ApiError {
@@ -135,6 +132,7 @@ impl ApiError {
                     (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown")
                 }
                 KvError::ReadOnly => (StatusCode::SERVICE_UNAVAILABLE, "read_only"),
+                KvError::FeatureDisabled(_) => (StatusCode::NOT_FOUND, "feature_disabled"),
                 KvError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
             ApiError::Header { .. } => (StatusCode::BAD_REQUEST, "invalid_header"),
@@ -150,7 +148,6 @@ impl ApiError {
             ApiError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             ApiError::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
             ApiError::WriteDeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"),
-            ApiError::FeatureDisabled(_) => (StatusCode::NOT_FOUND, "feature_disabled"),
             ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             ApiError::PermissionDenied(_) | ApiError::Undeclared => {
                 (StatusCode::FORBIDDEN, "permission_denied")

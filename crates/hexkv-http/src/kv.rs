@@ -18,8 +18,6 @@ use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_enco
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use hexkv_core::flags::LIST_KEYS;
-
 use crate::AppState;
 use crate::error::ApiError;
 use crate::openapi::ProblemDoc;
@@ -443,14 +441,13 @@ pub(crate) fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
 
 /// The identity feature flags roll out by: the caller admission found (the authenticated key's
 /// name, else the peer address).
-fn client_identity(request: &Request) -> String {
+fn client_identity(request: &Request) -> hexkv_core::Identity {
     request
         .extensions()
         .get::<hexkv_core::Caller>()
         .map_or(hexkv_core::Identity::Unknown, |caller| {
             caller.identity.clone()
         })
-        .to_string()
 }
 
 /// `GET /v1/kv?prefix=&limit=&cursor=`: one page of keys and versions.
@@ -486,13 +483,8 @@ pub(crate) async fn list_keys(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    if let Some(flags) = &state.flags
-        && !flags.is_on(LIST_KEYS, &client_identity(&request))
-    {
-        return Err(ApiError::FeatureDisabled(LIST_KEYS));
-    }
     let query = list_query(request.uri().query())?;
-    let Page { items, next_cursor } = state.api.list(&query).await?;
+    let Page { items, next_cursor } = state.api.list(&query, &client_identity(&request)).await?;
     let listing = Listing {
         items: items
             .iter()

@@ -63,7 +63,6 @@ pub(crate) struct AppState(Arc<Shared>);
 pub(crate) struct Shared {
     api: Arc<dyn KeyValueApi>,
     metrics: Option<hexkv_telemetry::Metrics>,
-    flags: Option<Arc<hexkv_core::FeatureFlags>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -97,9 +96,6 @@ pub struct Extras {
     pub throttle: Option<Arc<hexkv_resilience::ClientThrottle>>,
     /// Serve these metrics at `GET /metrics` (Prometheus text).
     pub metrics: Option<hexkv_telemetry::Metrics>,
-    /// Feature flags consulted per request (`list_keys` gates `GET /v1/kv`); `None`: every
-    /// feature on.
-    pub flags: Option<Arc<hexkv_core::FeatureFlags>>,
     /// The load-shedding bound, shared so it can change while running; when given, it replaces
     /// [`HttpOptions::max_in_flight`].
     pub in_flight: Option<Arc<hexkv_resilience::InFlightLimit>>,
@@ -129,16 +125,11 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
     let Extras {
         throttle,
         metrics,
-        flags,
         in_flight,
         auth,
     } = extras;
     let serve_metrics = metrics.is_some();
-    let state = AppState(Arc::new(Shared {
-        api,
-        metrics,
-        flags,
-    }));
+    let state = AppState(Arc::new(Shared { api, metrics }));
     let in_flight = in_flight.or_else(|| {
         (options.max_in_flight > 0)
             .then(|| hexkv_resilience::InFlightLimit::new(options.max_in_flight))

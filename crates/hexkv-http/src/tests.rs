@@ -338,8 +338,8 @@ async fn list_passes_the_parsed_query_and_encodes_the_cursor() {
     let mut api = MockKeyValueApi::new();
     let expected = cursor.clone();
     api.expect_list()
-        .withf(move |q| q.prefix() == "p/ x" && q.limit() == 2 && q.cursor() == Some(&expected))
-        .returning(|_| {
+        .withf(move |q, _| q.prefix() == "p/ x" && q.limit() == 2 && q.cursor() == Some(&expected))
+        .returning(|_, _| {
             Ok(Page {
                 items: vec![
                     ListItem {
@@ -535,4 +535,17 @@ async fn an_unknown_outcome_is_not_reported_as_a_refusal() {
     )
     .await;
     assert_eq!(reply.problem_code(), "unavailable");
+}
+
+/// A listing the service turns off for this client (the `list_keys` flag) is 404
+/// `feature_disabled`, and the service is told who asked.
+#[tokio::test]
+async fn a_listing_the_service_turns_off_is_404_feature_disabled() {
+    let mut api = MockKeyValueApi::new();
+    api.expect_list()
+        .withf(|_, client| *client == hexkv_core::Identity::Unknown)
+        .returning(|_, _| Err(KvError::FeatureDisabled(hexkv_core::flags::LIST_KEYS)));
+    let reply = send(api, get("/v1/kv")).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.problem_code(), "feature_disabled");
 }

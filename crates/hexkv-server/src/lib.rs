@@ -273,7 +273,6 @@ impl Application {
                 hexkv_http::Extras {
                     throttle: Some(Arc::clone(&throttle)),
                     metrics: telemetry.as_ref().and_then(|t| t.metrics().cloned()),
-                    flags: Some(Arc::clone(&flags)),
                     in_flight: Some(Arc::clone(&http_in_flight)),
                     auth: authenticator
                         .as_ref()
@@ -303,7 +302,6 @@ impl Application {
                     max_value_bytes: config.limits.max_value_bytes,
                     max_in_flight: config.limits.max_in_flight,
                     request_timeout: config.limits.request_timeout(),
-                    flags: Some(Arc::clone(&flags)),
                     in_flight: Some(Arc::clone(&grpc_in_flight)),
                     auth: authenticator
                         .as_ref()

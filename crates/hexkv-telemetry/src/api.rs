@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use hexkv_core::{
-    DeleteOutcome, Entry, Key, KeyValueApi, KvError, ListQuery, Page, Precondition, PutOutcome,
-    Readiness, Value,
+    DeleteOutcome, Entry, Identity, Key, KeyValueApi, KvError, ListQuery, Page, Precondition,
+    PutOutcome, Readiness, Value,
 };
 use tracing::Instrument;
 
@@ -44,6 +44,7 @@ fn record<T>(span: &tracing::Span, result: &Result<T, KvError>) {
             KvError::Unavailable { .. } => "unavailable",
             KvError::OutcomeUnknown { .. } => "outcome_unknown",
             KvError::ReadOnly => "read_only",
+            KvError::FeatureDisabled(_) => "feature_disabled",
             KvError::Internal(_) => "internal",
         };
         span.record("error", kind);
@@ -90,9 +91,13 @@ impl KeyValueApi for InstrumentedApi {
         result
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Page, KvError> {
+    async fn list(&self, query: &ListQuery, client: &Identity) -> Result<Page, KvError> {
         let span = span("service list");
-        let result = self.inner.list(query).instrument(span.clone()).await;
+        let result = self
+            .inner
+            .list(query, client)
+            .instrument(span.clone())
+            .await;
         record(&span, &result);
         result
     }

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use hexkv_core::{
-    Check, DeleteOutcome, Entry, Key, KeyValueApi, KvError, ListQuery, Page, Precondition,
-    PutOutcome, Readiness, Value, Version,
+    Check, DeleteOutcome, Entry, Identity, Key, KeyValueApi, KvError, ListQuery, Page,
+    Precondition, PutOutcome, Readiness, Value, Version,
 };
 use tokio::sync::watch;
 
@@ -76,7 +76,7 @@ impl KeyValueApi for GatedApi {
         Ok(DeleteOutcome::Absent)
     }
 
-    async fn list(&self, _: &ListQuery) -> Result<Page, KvError> {
+    async fn list(&self, _: &ListQuery, _: &Identity) -> Result<Page, KvError> {
         Ok(Page {
             items: Vec::new(),
             next_cursor: None,
