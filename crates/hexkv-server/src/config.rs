@@ -1501,4 +1501,81 @@ mod tests {
             .is_on()
         );
     }
+
+    /// Every setting of the code is a row of `docs/configuration.md`, with its environment
+    /// variable and its default, and every row is a setting: the reference cannot drift from
+    /// the code.
+    #[test]
+    fn the_configuration_reference_lists_every_setting_with_its_default() {
+        fn leaves(
+            prefix: &str,
+            value: &serde_json::Value,
+            out: &mut Vec<(String, serde_json::Value)>,
+        ) {
+            match value {
+                serde_json::Value::Object(map) if !map.is_empty() => {
+                    for (name, inner) in map {
+                        let key = if prefix.is_empty() {
+                            name.clone()
+                        } else {
+                            format!("{prefix}.{name}")
+                        };
+                        leaves(&key, inner, out);
+                    }
+                }
+                _ => out.push((prefix.to_owned(), value.clone())),
+            }
+        }
+        let mut settings = Vec::new();
+        leaves(
+            "",
+            &serde_json::to_value(Config::default()).unwrap(),
+            &mut settings,
+        );
+        // Settings that are unset by default serialize to nothing: name them here.
+        settings.push(("telemetry.traces".into(), serde_json::Value::Null));
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let rows: Vec<Vec<String>> = doc
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .map(|line| {
+                line.split(" | ")
+                    .map(|cell| cell.trim_matches(['|', ' ']).to_owned())
+                    .collect()
+            })
+            .collect();
+        let row_of = |key: &str| rows.iter().find(|cells| cells[0] == format!("`{key}`"));
+        for (key, default) in &settings {
+            let row =
+                row_of(key).unwrap_or_else(|| panic!("docs/configuration.md has no row for {key}"));
+            let env = format!("`HEXKV_{}`", key.to_ascii_uppercase().replace('.', "__"));
+            assert!(
+                row[2].starts_with(&env),
+                "{key}: the environment variable is {env}, the reference says {}",
+                row[2]
+            );
+            let shown = match default {
+                serde_json::Value::Bool(b) => Some(b.to_string()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                serde_json::Value::String(text) if !text.is_empty() => Some(text.clone()),
+                _ => None,
+            };
+            if let Some(shown) = shown {
+                assert!(
+                    row[1].contains(&format!("`{shown}`")),
+                    "{key}: the default is `{shown}`, the reference says {}",
+                    row[1]
+                );
+            }
+        }
+        for cells in &rows {
+            let key = cells[0].trim_matches('`');
+            assert!(
+                settings.iter().any(|(k, _)| k == key),
+                "docs/configuration.md lists {key}, which is no setting"
+            );
+        }
+    }
 }
