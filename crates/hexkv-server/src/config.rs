@@ -768,105 +768,103 @@ impl ShutdownConfig {
     }
 }
 
-/// Settings given as command-line flags; `None` leaves the lower layers' value.
-#[derive(Debug, Clone, Default, clap::Args)]
+/// Settings given as command-line flags; `None` (or `false`) leaves the lower layers' value.
+///
+/// Each flag names the setting it sets once, as its serde name (`http.listen`): the flags that
+/// were given serialize to those keys, and become one figment layer ([`Overrides::layer`]).
+#[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Overrides {
     /// Configuration file (TOML, or YAML for .yaml/.yml).
     #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Address of the REST API [http.listen].
     #[arg(long, value_name = "ADDR")]
+    #[serde(rename = "http.listen", skip_serializing_if = "Option::is_none")]
     pub http_listen: Option<SocketAddr>,
     /// Address of the gRPC API [grpc.listen].
     #[arg(long, value_name = "ADDR")]
+    #[serde(rename = "grpc.listen", skip_serializing_if = "Option::is_none")]
     pub grpc_listen: Option<SocketAddr>,
     /// Store backend [store.backend].
     #[arg(long, value_enum, value_name = "BACKEND")]
+    #[serde(rename = "store.backend", skip_serializing_if = "Option::is_none")]
     pub store: Option<Backend>,
     /// Directory of the durable log [store.memory.data_dir].
     #[arg(long, value_name = "DIR")]
+    #[serde(
+        rename = "store.memory.data_dir",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub data_dir: Option<PathBuf>,
     /// Log sync policy [store.memory.fsync].
     #[arg(long, value_enum, value_name = "POLICY")]
+    #[serde(rename = "store.memory.fsync", skip_serializing_if = "Option::is_none")]
     pub fsync: Option<Fsync>,
     /// Keep nothing on disk [store.memory.ephemeral].
     #[arg(long)]
+    #[serde(
+        rename = "store.memory.ephemeral",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub ephemeral: bool,
     /// Cut the log at a corrupt record instead of refusing to start [store.memory.repair].
     #[arg(long)]
+    #[serde(
+        rename = "store.memory.repair",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub repair_log: bool,
     /// PostgreSQL URL [store.postgres.url]; prefer the environment or a file, which `ps` does
     /// not show.
     #[arg(long, value_name = "URL")]
+    #[serde(rename = "store.postgres.url", skip_serializing_if = "Option::is_none")]
     pub postgres_url: Option<String>,
     /// Largest value in bytes [limits.max_value_bytes].
     #[arg(long, value_name = "BYTES")]
+    #[serde(
+        rename = "limits.max_value_bytes",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_value_bytes: Option<usize>,
     /// Log format [log.format].
     #[arg(long, value_enum, value_name = "FORMAT")]
+    #[serde(rename = "log.format", skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
     /// Log level or filter directives [log.level].
     #[arg(long, value_name = "FILTER")]
+    #[serde(rename = "log.level", skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
 }
 
 impl Overrides {
+    /// The flags that were given, by the key of the setting each sets.
+    fn given(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(given)) => given,
+            _ => unreachable!("flags serialize to a map"),
+        }
+    }
+
     /// These flags, with `lower`'s filling the ones not given (for flags given both before and
     /// after a subcommand: `hexkv --config f serve --fsync never`).
     pub fn or(self, lower: Overrides) -> Overrides {
-        Overrides {
-            config: self.config.or(lower.config),
-            http_listen: self.http_listen.or(lower.http_listen),
-            grpc_listen: self.grpc_listen.or(lower.grpc_listen),
-            store: self.store.or(lower.store),
-            data_dir: self.data_dir.or(lower.data_dir),
-            fsync: self.fsync.or(lower.fsync),
-            ephemeral: self.ephemeral || lower.ephemeral,
-            repair_log: self.repair_log || lower.repair_log,
-            postgres_url: self.postgres_url.or(lower.postgres_url),
-            max_value_bytes: self.max_value_bytes.or(lower.max_value_bytes),
-            log_format: self.log_format.or(lower.log_format),
-            log_level: self.log_level.or(lower.log_level),
-        }
+        let mut given = lower.given();
+        given.extend(self.given());
+        let mut merged: Overrides = serde_json::from_value(serde_json::Value::Object(given))
+            .expect("flags read back as they were written");
+        merged.config = self.config.or(lower.config);
+        merged
     }
 
     /// The flags that were given, as a figment layer.
     fn layer(&self) -> Figment {
-        let mut f = Figment::new();
-        if let Some(v) = self.http_listen {
-            f = f.merge(Serialized::default("http.listen", v));
-        }
-        if let Some(v) = self.grpc_listen {
-            f = f.merge(Serialized::default("grpc.listen", v));
-        }
-        if let Some(v) = self.store {
-            f = f.merge(Serialized::default("store.backend", v));
-        }
-        if let Some(v) = &self.data_dir {
-            f = f.merge(Serialized::default("store.memory.data_dir", v));
-        }
-        if let Some(v) = self.fsync {
-            f = f.merge(Serialized::default("store.memory.fsync", v));
-        }
-        if self.ephemeral {
-            f = f.merge(Serialized::default("store.memory.ephemeral", true));
-        }
-        if self.repair_log {
-            f = f.merge(Serialized::default("store.memory.repair", true));
-        }
-        if let Some(v) = &self.postgres_url {
-            f = f.merge(Serialized::default("store.postgres.url", v));
-        }
-        if let Some(v) = self.max_value_bytes {
-            f = f.merge(Serialized::default("limits.max_value_bytes", v));
-        }
-        if let Some(v) = self.log_format {
-            f = f.merge(Serialized::default("log.format", v));
-        }
-        if let Some(v) = &self.log_level {
-            f = f.merge(Serialized::default("log.level", v));
-        }
-        f
+        self.given()
+            .into_iter()
+            .fold(Figment::new(), |layer, (key, value)| {
+                layer.merge(Serialized::default(&key, value))
+            })
     }
 }
 
@@ -1577,5 +1575,41 @@ mod tests {
                 "docs/configuration.md lists {key}, which is no setting"
             );
         }
+    }
+
+    #[test]
+    fn flags_after_a_subcommand_win_and_the_others_fill_in() {
+        let global = Overrides {
+            config: Some("a.toml".into()),
+            fsync: Some(Fsync::Never),
+            data_dir: Some("/global".into()),
+            ephemeral: true,
+            ..Overrides::default()
+        };
+        let serve = Overrides {
+            fsync: Some(Fsync::Interval),
+            log_level: Some("debug".into()),
+            ..Overrides::default()
+        };
+        let merged = serve.or(global);
+        assert_eq!(merged.config, Some("a.toml".into()));
+        assert_eq!(merged.fsync, Some(Fsync::Interval));
+        assert_eq!(merged.data_dir, Some("/global".into()));
+        assert!(merged.ephemeral);
+        assert_eq!(merged.log_level.as_deref(), Some("debug"));
+        // And each given flag lands on its setting.
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(merged.layer())
+            .extract()
+            .unwrap();
+        assert_eq!(config.store.memory.fsync, Fsync::Interval);
+        assert_eq!(config.store.memory.data_dir, PathBuf::from("/global"));
+        assert!(config.store.memory.ephemeral);
+        assert_eq!(config.log.level, "debug");
+        assert_eq!(
+            config.http.listen,
+            Config::default().http.listen,
+            "not given: untouched"
+        );
     }
 }
