@@ -791,13 +791,13 @@ pub struct Overrides {
     #[arg(long, value_enum, value_name = "BACKEND")]
     #[serde(rename = "store.backend", skip_serializing_if = "Option::is_none")]
     pub store: Option<Backend>,
-    /// Directory of the durable log [store.memory.data_dir].
+    /// Directory of the durable log [store.memory.data_dir] (UTF-8, as in the other layers).
     #[arg(long, value_name = "DIR")]
     #[serde(
         rename = "store.memory.data_dir",
         skip_serializing_if = "Option::is_none"
     )]
-    pub data_dir: Option<PathBuf>,
+    pub data_dir: Option<String>,
     /// Log sync policy [store.memory.fsync].
     #[arg(long, value_enum, value_name = "POLICY")]
     #[serde(rename = "store.memory.fsync", skip_serializing_if = "Option::is_none")]
@@ -843,6 +843,7 @@ impl Overrides {
     fn given(&self) -> serde_json::Map<String, serde_json::Value> {
         match serde_json::to_value(self) {
             Ok(serde_json::Value::Object(given)) => given,
+            // Every field is a plain value (no path that could fail as non-UTF-8).
             _ => unreachable!("flags serialize to a map"),
         }
     }
@@ -1582,7 +1583,7 @@ mod tests {
         let global = Overrides {
             config: Some("a.toml".into()),
             fsync: Some(Fsync::Never),
-            data_dir: Some("/global".into()),
+            data_dir: Some("/global".to_owned()),
             ephemeral: true,
             ..Overrides::default()
         };
@@ -1594,7 +1595,7 @@ mod tests {
         let merged = serve.or(global);
         assert_eq!(merged.config, Some("a.toml".into()));
         assert_eq!(merged.fsync, Some(Fsync::Interval));
-        assert_eq!(merged.data_dir, Some("/global".into()));
+        assert_eq!(merged.data_dir.as_deref(), Some("/global"));
         assert!(merged.ephemeral);
         assert_eq!(merged.log_level.as_deref(), Some("debug"));
         // And each given flag lands on its setting.
