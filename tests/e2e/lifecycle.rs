@@ -100,6 +100,19 @@ fn invalid_configuration_names_the_key_and_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("lisen"), "{stderr}");
+
+    // A flag that is not UTF-8 is a usage error, not a crash.
+    use std::os::unix::ffi::OsStrExt as _;
+    let out = std::process::Command::new(hexkv_e2e::hexkv_bin())
+        .args(["config", "show", "--data-dir"])
+        .arg(std::ffi::OsStr::from_bytes(b"/tmp/\xff"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("UTF-8"),
+        "{out:?}"
+    );
 }
 
 #[test]
