@@ -11,6 +11,7 @@
 
 mod access;
 pub mod auth;
+mod limit;
 pub mod observe;
 mod status;
 
@@ -151,9 +152,7 @@ impl GrpcServices {
                     status::overloaded().into_http()
                 })
             }))
-            .layer(tower::util::MapResponseLayer::new(
-                oversize_is_resource_exhausted,
-            ))
+            .layer(limit::MessageLimitLayer::new(limit))
             .into_inner()
             .named_layer(key_value);
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -185,10 +184,6 @@ impl GrpcServices {
     /// Serves the services with tonic's server on `listener` until `shutdown` resolves, then lets
     /// in-flight calls finish (tests, and applications without hexkv's serving).
     ///
-    /// Messages over the size limit are refused by tonic's decoder before they reach the service,
-    /// with OUT_OF_RANGE; gRPC's convention (and grpc-go's behaviour) for a message over the
-    /// receive limit is RESOURCE_EXHAUSTED, which is also what a value over the limit gets from
-    /// the service, so [`oversize_is_resource_exhausted`] translates exactly that case.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
@@ -244,28 +239,6 @@ fn grpc_timeout<B>(request: &tonic::codegen::http::Request<B>) -> Option<std::ti
         "n" => Duration::from_nanos(amount),
         _ => return None,
     })
-}
-
-/// Rewrites tonic's "decoded message length too large" (OUT_OF_RANGE) as RESOURCE_EXHAUSTED.
-/// Such rejections are trailers-only responses, so the status is in the response headers.
-pub fn oversize_is_resource_exhausted<B>(
-    mut response: tonic::codegen::http::Response<B>,
-) -> tonic::codegen::http::Response<B> {
-    use tonic::codegen::http::HeaderValue;
-    let headers = response.headers_mut();
-    let out_of_range = headers
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == b"11");
-    // `grpc-message` is percent-encoded on the wire ("Error,%20decoded%20message…").
-    let too_large = headers.get("grpc-message").is_some_and(|m| {
-        String::from_utf8_lossy(m.as_bytes())
-            .replace("%20", " ")
-            .starts_with("Error, decoded message length too large")
-    });
-    if out_of_range && too_large {
-        headers.insert("grpc-status", HeaderValue::from_static("8"));
-    }
-    response
 }
 
 /// Parses a key field; errors name the field.

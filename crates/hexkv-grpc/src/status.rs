@@ -179,3 +179,16 @@ pub(crate) fn deadline_exceeded() -> Status {
          applied",
     )
 }
+
+/// A request message longer than the service takes (the value limit plus framing):
+/// RESOURCE_EXHAUSTED, as for a value over the limit.
+pub(crate) fn message_too_large(len: usize, max: usize) -> Status {
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!("the request message is {len} bytes, more than the {max} bytes allowed"),
+        ErrorDetails::with_bad_request_violation(
+            "value",
+            format!("the message is over {max} bytes"),
+        ),
+    )
+}
