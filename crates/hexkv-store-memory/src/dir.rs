@@ -16,7 +16,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 
-use crate::log::{LogFile, Syncer};
+use crate::log::LogFile;
 use crate::record;
 
 /// The lock file's name.
@@ -259,11 +259,6 @@ impl LogFile for Segment {
     fn close(&mut self) -> io::Result<()> {
         self.file.sync_data()?;
         self.trim()
-    }
-    fn syncer(&self) -> io::Result<Syncer> {
-        // A second descriptor of the same open file: `fdatasync` on it covers every write.
-        let file = self.file.try_clone()?;
-        Ok(Box::new(move || file.sync_data()))
     }
 }
 

@@ -10,8 +10,9 @@
 //!
 //! 1. **Write-ahead.** A write is applied to the map and acknowledged only after its log record is
 //!    durable under the [`FsyncPolicy`]: `Always` (group commit: one `fdatasync` covers a batch of
-//!    concurrent writes), `Interval` or `Never` (each writer writes its own record: nothing waits
-//!    for a sync). Log order equals apply order equals version order.
+//!    concurrent writes), `Interval` or `Never` (acknowledged once the batch is written). One
+//!    thread writes the file under every policy. Log order equals apply order equals version
+//!    order.
 //! 2. **Framing.** Each record carries its length and a CRC32C; keys and values are binary safe
 //!    (format in the `record` module).
 //! 3. **Recovery.** At open the log is replayed. Zeros after the last record are the space the log

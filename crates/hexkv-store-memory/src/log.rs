@@ -15,24 +15,19 @@
 //! that hangs up) can never leave a logged write out of the map. A `std::thread` runs the flusher
 //! because its work is blocking file I/O.
 //!
-//! # Writes without a sync to wait for
-//! That journey is for `fsync = always`, where a writer must wait for a sync anyway and the
-//! flusher makes one sync serve many writers. Under `fsync = never` and `interval` a write is
-//! acknowledged once the OS has it, so there is nothing to share: each writer, still under the
-//! sequencing lock, appends its own record with one `write` and applies it to the map, and its
-//! future is ready at its first poll. Handing the record to the flusher and waiting to be woken
-//! from it cost more than the `write` (about 1.5 µs of server CPU per REST PUT and 4 µs per gRPC
-//! call: docs/performance.md, "Writes without a hand-off"). The flusher is then left with the
-//! periodic sync (through a second handle to the file, so writers go on meanwhile), compaction and
-//! close. The price: a `write` the kernel holds up (dirty-page throttling on a saturated disk)
-//! holds up the writer's runtime thread rather than the flusher's.
+//! # One writer, every policy
+//! The flusher is the file's only writer under every policy: request tasks never make a
+//! file-system call, and a rotation or a compaction's hand-off never holds up a runtime thread.
+//! The policies differ only in when a write is acknowledged: under `always` after the batch's
+//! `fdatasync`; under `interval` and `never` as soon as the batch is written (the OS has it),
+//! and under `interval` the flusher syncs the segment every interval when anything was written
+//! since the last sync. Writes that arrive during a sync queue up and go out as the next batch.
 //!
 //! # Failures
 //! If a batch's write or sync fails, that batch and every write queued behind it (which may have
 //! been checked against the failed ones) fail with `Unavailable`, `pending` is cleared, and the file
 //! is truncated back to its last good length, so nothing unacknowledged can reappear at the next
-//! start. Writes then resume. A write of its own that fails is cut off the same way and fails
-//! alone. If the truncation fails too, or a periodic sync under `fsync = interval` fails
+//! start. Writes then resume. If the truncation fails too, or a periodic sync under `fsync = interval` fails
 //! (acknowledged writes may then be lost), the log is poisoned: writes fail until a restart, and
 //! readiness reports it.
 //!
@@ -40,9 +35,7 @@
 //! After a batch, and after a compaction finishes (writes made meanwhile may have made the log
 //! due again), the flusher checks whether the log is due for compaction (or one was asked for);
 //! if so it rotates to a new segment between two batches and hands the snapshot to a
-//! compaction thread (see the `compaction` module). It runs one compaction at a time. When
-//! writers write their own records, the writer that makes the log due tells the flusher, which
-//! rotates under the sequencing lock, between two writes.
+//! compaction thread (see the `compaction` module). It runs one compaction at a time.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -87,13 +80,7 @@ pub(crate) trait LogFile: Send + 'static {
     fn rotate(&mut self) -> io::Result<u64>;
     /// At close: makes everything appended durable, and leaves the file ending at its last record.
     fn close(&mut self) -> io::Result<()>;
-    /// What `sync` does, through a handle of its own, so appends go on while it waits. It syncs
-    /// this segment only: take a new one after `rotate`.
-    fn syncer(&self) -> io::Result<Syncer>;
 }
-
-/// Syncs one segment; see [`LogFile::syncer`].
-pub(crate) type Syncer = Box<dyn FnMut() -> io::Result<()> + Send>;
 
 type Done = oneshot::Sender<Result<(), String>>;
 type CompactDone = oneshot::Sender<Result<CompactionReport, String>>;
@@ -135,10 +122,6 @@ struct State {
     compact_requests: Vec<CompactDone>,
     /// The result of the compaction thread, for the flusher to take.
     compaction_finished: Option<Result<CompactionReport, String>>,
-    /// Under `fsync = never` and `interval`: the segment, which each writer appends its own record
-    /// to (see "Writes without a sync to wait for"). `None` under `always`, where the flusher
-    /// keeps it, and after close.
-    inline: Option<Inline>,
     /// The flusher waits on the condvar and nobody has signalled it yet. Only then does a
     /// writer notify it (clearing the flag): a notify is a system call even with no waiter, and
     /// a busy flusher, or one already woken, finds the new records on its next look.
@@ -156,7 +139,7 @@ struct Tail {
     retry_at: u64,
     /// The version of the last write applied to the map.
     applied_version: u64,
-    /// Writes (batches under `always`) and records written, for the close report.
+    /// Batches and records written, for the close report.
     batches: u64,
     records: u64,
 }
@@ -165,56 +148,6 @@ impl Tail {
     /// Whether the log is due for an automatic compaction.
     fn compaction_due(&self, policy: &CompactionPolicy, map: &ShardedMap) -> bool {
         self.uncovered >= self.retry_at && policy.is_due(self.uncovered, map.live_bytes())
-    }
-}
-
-/// The segment in the writers' hands (`fsync = never` and `interval`).
-struct Inline {
-    tail: Tail,
-    /// The encoded record being written.
-    scratch: Vec<u8>,
-    /// The policy is `interval`: the flusher must hear of the first write after each periodic
-    /// sync, so it can time the next.
-    interval: bool,
-    /// Anything was written since the last periodic sync.
-    unsynced: bool,
-    /// A writer found the log due for compaction and told the flusher.
-    compaction_due: bool,
-    compaction: CompactionPolicy,
-    log_bytes: metrics::Gauge,
-}
-
-impl Inline {
-    /// Appends a record and applies it to the map; true if the flusher must be told (the first
-    /// write since a periodic sync, or a compaction now due).
-    fn write(
-        &mut self,
-        record: &Record<'_>,
-        key: &Key,
-        value: Option<Value>,
-        map: &ShardedMap,
-    ) -> Result<bool, (io::Error, Option<io::Error>)> {
-        self.scratch.clear();
-        encode(record, &mut self.scratch);
-        let tail = &mut self.tail;
-        if let Err(e) = tail.file.append(&self.scratch) {
-            // Cut off whatever part of the record reached the file, so it cannot reappear.
-            return Err((e, tail.file.truncate(tail.len).err()));
-        }
-        let n = self.scratch.len() as u64;
-        tail.len += n;
-        tail.uncovered += n;
-        tail.batches += 1;
-        tail.records += 1;
-        tail.applied_version = record.version;
-        map.apply(key.clone(), value, Version::new(record.version));
-        self.log_bytes.set(tail.uncovered as f64);
-        let mut tell = self.interval && !std::mem::replace(&mut self.unsynced, true);
-        if !self.compaction_due && tail.compaction_due(&self.compaction, map) {
-            self.compaction_due = true;
-            tell = true;
-        }
-        Ok(tell)
     }
 }
 
@@ -300,27 +233,6 @@ impl Log {
             batches: 0,
             records: 0,
         };
-        let (tail, inline, syncer) = match policy {
-            FsyncPolicy::Always => (Some(tail), None, None),
-            FsyncPolicy::Interval(_) | FsyncPolicy::Never => {
-                let interval = matches!(policy, FsyncPolicy::Interval(_));
-                let syncer = if interval {
-                    Some(tail.file.syncer()?)
-                } else {
-                    None
-                };
-                let inline = Inline {
-                    tail,
-                    scratch: Vec::new(),
-                    interval,
-                    unsynced: false,
-                    compaction_due: false,
-                    compaction,
-                    log_bytes: metrics::gauge!(LOG_BYTES),
-                };
-                (None, Some(inline), syncer)
-            }
-        };
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 buf: Vec::new(),
@@ -332,7 +244,6 @@ impl Log {
                 poisoned: None,
                 compact_requests: Vec::new(),
                 compaction_finished: None,
-                inline,
                 flusher_waiting: false,
             }),
             wake: Condvar::new(),
@@ -340,8 +251,8 @@ impl Log {
         let flusher = Flusher {
             shared: Arc::clone(&shared),
             map: Arc::clone(&map),
-            tail,
-            syncer,
+            tail: Some(tail),
+            unsynced: false,
             policy,
             compaction,
             dir,
@@ -403,31 +314,6 @@ impl Log {
                 version,
                 previous: current,
             };
-            let State {
-                inline,
-                poisoned,
-                flusher_waiting,
-                ..
-            } = &mut *st;
-            if let Some(inline) = inline {
-                let tell = match inline.write(&record, key, value, &self.map) {
-                    Ok(tell) => tell && std::mem::take(flusher_waiting),
-                    Err((e, cut)) => {
-                        tracing::error!(error = %e, "log write failed");
-                        if let Some(cut) = cut {
-                            *poisoned = Some(format!(
-                                "log write failed and the log could not be cut back to its last good length: {cut}"
-                            ));
-                        }
-                        return Err(StoreError::unavailable(format!("log write failed: {e}")));
-                    }
-                };
-                drop(st);
-                if tell {
-                    self.shared.wake.notify_one();
-                }
-                return Ok(written);
-            }
             encode(&record, &mut st.buf);
             let exists = value.is_some();
             st.pending.insert(key.clone(), InFlight { version, exists });
@@ -522,10 +408,10 @@ impl Drop for Log {
 struct Flusher {
     shared: Arc<Shared>,
     map: Arc<ShardedMap>,
-    /// The segment under `fsync = always`; under the other policies it is `State::inline`'s.
+    /// The segment being written; `None` once closed.
     tail: Option<Tail>,
-    /// Under `fsync = interval`: syncs the writers' segment without their lock.
-    syncer: Option<Syncer>,
+    /// Under `fsync = interval`: anything was written since the last periodic sync.
+    unsynced: bool,
     policy: FsyncPolicy,
     compaction: CompactionPolicy,
     dir: PathBuf,
@@ -619,11 +505,7 @@ impl Flusher {
                 }
                 Work::Close(done) => {
                     self.stop_compaction();
-                    let tail = self
-                        .tail
-                        .take()
-                        .or_else(|| self.shared.lock().inline.take().map(|inline| inline.tail));
-                    let result = match tail {
+                    let result = match self.tail.take() {
                         Some(mut tail) => {
                             let result = tail
                                 .file
@@ -655,21 +537,13 @@ impl Flusher {
         }
     }
 
-    /// Runs `f` on the segment being written, wherever it is kept; `None` once closed.
+    /// Runs `f` on the segment being written; `None` once closed.
     fn with_tail<T>(&mut self, f: impl FnOnce(&mut Tail) -> T) -> Option<T> {
-        match &mut self.tail {
-            Some(tail) => Some(f(tail)),
-            None => self
-                .shared
-                .lock()
-                .inline
-                .as_mut()
-                .map(|inline| f(&mut inline.tail)),
-        }
+        self.tail.as_mut().map(f)
     }
 
     /// Waits for a batch, a due periodic sync or compaction, or the close request.
-    fn next_work(&self, spare: &mut Vec<u8>, last_sync: Instant) -> Work {
+    fn next_work(&mut self, spare: &mut Vec<u8>, last_sync: Instant) -> Work {
         let mut st = self.shared.lock();
         loop {
             if !st.buf.is_empty() {
@@ -681,30 +555,19 @@ impl Flusher {
             if let Some(result) = st.compaction_finished.take() {
                 return Work::CompactionFinished(result);
             }
-            if st.close.is_none() && self.running.is_none() {
-                if !st.compact_requests.is_empty() {
-                    return Work::Compact(std::mem::take(&mut st.compact_requests));
-                }
-                if let Some(inline) = &mut st.inline
-                    && std::mem::take(&mut inline.compaction_due)
-                    && inline.tail.compaction_due(&self.compaction, &self.map)
-                {
-                    return Work::Compact(Vec::new());
-                }
+            if st.close.is_none() && self.running.is_none() && !st.compact_requests.is_empty() {
+                return Work::Compact(std::mem::take(&mut st.compact_requests));
             }
             if let Some(done) = &mut st.close {
                 return Work::Close(done.take());
             }
             st.flusher_waiting = true;
-            let unsynced = st.inline.as_ref().is_some_and(|inline| inline.unsynced);
             st = match self.policy {
-                FsyncPolicy::Interval(every) if unsynced => {
+                FsyncPolicy::Interval(every) if self.unsynced => {
                     let elapsed = last_sync.elapsed();
                     if elapsed >= every {
                         st.flusher_waiting = false;
-                        if let Some(inline) = &mut st.inline {
-                            inline.unsynced = false;
-                        }
+                        self.unsynced = false;
                         return Work::PeriodicSync;
                     }
                     self.shared
@@ -723,24 +586,27 @@ impl Flusher {
         }
     }
 
-    /// Writes and syncs a batch (`fsync = always`), then applies it and completes its writers;
-    /// false if it failed.
+    /// Writes a batch, and under `fsync = always` syncs it, then applies it and completes its
+    /// writers; false if it failed.
     fn batch(&mut self, batch: &[u8], applied: Vec<Applied>, waiters: Vec<Done>) -> bool {
         let Some(tail) = &mut self.tail else {
-            // Batches are for `fsync = always`, whose flusher keeps the segment.
             for waiter in waiters {
                 let _ = waiter.send(Err("the log writer stopped".to_owned()));
             }
             return false;
         };
+        let always = self.policy == FsyncPolicy::Always;
         let result = tail.file.append(batch).and_then(|()| {
-            let start = Instant::now();
-            tail.file.sync()?;
-            metrics::histogram!(FSYNC_DURATION).record(start.elapsed().as_secs_f64());
+            if always {
+                let start = Instant::now();
+                tail.file.sync()?;
+                metrics::histogram!(FSYNC_DURATION).record(start.elapsed().as_secs_f64());
+            }
             Ok(())
         });
         match result {
             Ok(()) => {
+                self.unsynced = true;
                 tail.len += batch.len() as u64;
                 tail.batches += 1;
                 tail.records += applied.len() as u64;
@@ -791,34 +657,24 @@ impl Flusher {
     }
 
     /// The periodic sync of `fsync = interval`, timed for `hexkv_log_fsync_duration_seconds`.
-    /// Writers go on appending while it waits.
+    /// Writes that arrive meanwhile queue up for the next batch.
     fn periodic_sync(&mut self) -> io::Result<()> {
         let start = Instant::now();
-        match &mut self.syncer {
-            Some(sync) => sync()?,
-            // No second handle (it could not be opened after a rotation): sync under the lock.
-            None => self.with_tail(|tail| tail.file.sync()).unwrap_or(Ok(()))?,
-        }
+        self.with_tail(|tail| tail.file.sync()).unwrap_or(Ok(()))?;
         metrics::histogram!(FSYNC_DURATION).record(start.elapsed().as_secs_f64());
         Ok(())
     }
 
     /// Rotates to a new segment and starts the compaction thread; false if the rotation failed
-    /// (the log goes on in the current segment).
-    ///
-    /// When writers write their own records, the rotation runs under their lock: every write is
-    /// then in the old segments and applied to the map, or waits for the new segment.
+    /// (the log goes on in the current segment). Between two batches: every write so far is in
+    /// the old segments and applied to the map.
     fn start_compaction(&mut self, waiters: Vec<CompactDone>) -> bool {
-        let interval = matches!(self.policy, FsyncPolicy::Interval(_));
         let rotated = self.with_tail(|tail| {
             let seq = tail.file.rotate()?;
             tail.len = HEADER_LEN as u64;
-            // The new segment needs a handle of its own for the periodic sync; without one
-            // the sync is made under the writers' lock (`periodic_sync`).
-            let syncer = interval.then(|| tail.file.syncer().ok()).flatten();
-            Ok::<_, io::Error>((seq, tail.uncovered, tail.applied_version, syncer))
+            Ok::<_, io::Error>((seq, tail.uncovered, tail.applied_version))
         });
-        let (seq, uncovered, covered_version, syncer) = match rotated {
+        let (seq, uncovered, covered_version) = match rotated {
             Some(Ok(rotated)) => rotated,
             Some(Err(e)) => {
                 let why = format!("compaction could not start a new log segment: {e}");
@@ -830,9 +686,8 @@ impl Flusher {
                 return false;
             }
         };
-        if interval {
-            self.syncer = syncer;
-        }
+        // The rotation synced the segment it left.
+        self.unsynced = false;
         self.rotated = uncovered;
         fail::fail_point!("compaction::rotated");
         let cancel = Arc::new(AtomicBool::new(false));

@@ -577,7 +577,6 @@ fn complete_header(data_dir: &Path, path: &Path, file: &mut File) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::Syncer;
     use std::sync::atomic::AtomicUsize;
 
     /// A log file whose appends or syncs fail while `fail` is set.
@@ -589,8 +588,18 @@ mod tests {
         syncs: Arc<AtomicUsize>,
     }
 
+    /// Every file operation of the log is the flusher's: a request task never touches the file.
+    fn on_the_log_thread() {
+        assert_eq!(
+            std::thread::current().name(),
+            Some("hexkv-log"),
+            "a file operation off the log's own thread"
+        );
+    }
+
     impl LogFile for FaultyFile {
         fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+            on_the_log_thread();
             assert!(
                 !self.panic_append.load(Ordering::SeqCst),
                 "injected flusher panic"
@@ -603,6 +612,7 @@ mod tests {
             self.inner.append(bytes)
         }
         fn sync(&mut self) -> io::Result<()> {
+            on_the_log_thread();
             self.syncs.fetch_add(1, Ordering::SeqCst);
             if self.fail_sync.load(Ordering::SeqCst) {
                 return Err(io::Error::other("injected fsync failure"));
@@ -610,24 +620,15 @@ mod tests {
             self.inner.sync()
         }
         fn truncate(&mut self, len: u64) -> io::Result<()> {
+            on_the_log_thread();
             self.inner.truncate(len)
         }
         fn rotate(&mut self) -> io::Result<u64> {
+            on_the_log_thread();
             self.inner.rotate()
         }
         fn close(&mut self) -> io::Result<()> {
             self.inner.close()
-        }
-        fn syncer(&self) -> io::Result<Syncer> {
-            let mut inner = self.inner.syncer()?;
-            let (fail, syncs) = (self.fail_sync.clone(), self.syncs.clone());
-            Ok(Box::new(move || {
-                syncs.fetch_add(1, Ordering::SeqCst);
-                if fail.load(Ordering::SeqCst) {
-                    return Err(io::Error::other("injected fsync failure"));
-                }
-                inner()
-            }))
         }
     }
 
@@ -738,7 +739,7 @@ mod tests {
         assert_eq!(reopen_and_get(dir.path(), "b").await, None);
     }
 
-    /// The policies under which each writer writes its own record.
+    /// The policies that acknowledge a write without waiting for a sync.
     fn without_a_sync_to_wait_for() -> [FsyncPolicy; 2] {
         [
             FsyncPolicy::Interval(std::time::Duration::from_millis(10)),
@@ -746,47 +747,51 @@ mod tests {
         ]
     }
 
+    /// Under every policy the flusher is the file's one writer (the faulty file asserts each of
+    /// its operations runs on the log's thread, so a write from a request task would panic); the
+    /// policies differ only in when a write is acknowledged: `never` syncs nothing, `always`
+    /// syncs every batch before answering it.
     #[tokio::test]
-    async fn writes_without_a_sync_to_wait_for_are_done_at_their_first_poll() {
-        use std::future::Future as _;
-        use std::task::{Context, Poll, Waker};
-        for fsync in without_a_sync_to_wait_for() {
+    async fn one_writer_owns_the_file_under_every_policy() {
+        for fsync in [
+            FsyncPolicy::Always,
+            FsyncPolicy::Interval(std::time::Duration::from_secs(3600)),
+            FsyncPolicy::Never,
+        ] {
             let dir = tempfile::tempdir().unwrap();
             let options = DurableOptions {
                 fsync,
                 ..DurableOptions::new(dir.path())
             };
-            let (store, _) = MemoryStore::open(&options).unwrap();
-            let mut cx = Context::from_waker(Waker::noop());
-            let written = {
-                let put = std::pin::pin!(store.put(key("k"), Value::from("v"), Precondition::None));
-                let Poll::Ready(Ok(written)) = put.poll(&mut cx) else {
-                    panic!("{fsync:?}: the put was not done at its first poll");
-                };
-                written
-            };
-            {
-                let k = key("k");
-                let delete = std::pin::pin!(store.delete(&k, Precondition::None));
-                assert!(
-                    matches!(delete.poll(&mut cx), Poll::Ready(Ok(_))),
-                    "{fsync:?}: the delete was not done at its first poll"
-                );
+            let (store, faults) = open_faulty_with(&options);
+            let written = store
+                .put(key("k"), Value::from("v"), Precondition::None)
+                .await
+                .unwrap();
+            store.delete(&key("k"), Precondition::None).await.unwrap();
+            let syncs = faults.syncs.load(Ordering::SeqCst);
+            match fsync {
+                FsyncPolicy::Always => assert!(syncs >= 2, "{fsync:?}: {syncs} syncs"),
+                // The interval has not passed: acknowledged without a sync.
+                FsyncPolicy::Interval(_) | FsyncPolicy::Never => {
+                    assert_eq!(syncs, 0, "{fsync:?}")
+                }
             }
+            store.compact().await.unwrap();
             store.close().await.unwrap();
             drop(store);
-            // Both are in the log.
-            let (_, report) = MemoryStore::open(&options).unwrap();
+            let (reopened, report) = MemoryStore::open(&options).unwrap();
             assert_eq!(
-                (report.records, report.last_version),
-                (2, Version::new(written.version.get() + 1)),
+                report.last_version,
+                Version::new(written.version.get() + 1),
                 "{fsync:?}"
             );
+            assert_eq!(reopened.get(&key("k")).await.unwrap(), None);
         }
     }
 
     #[tokio::test]
-    async fn a_failed_write_of_its_own_is_cut_and_fails_alone() {
+    async fn a_failed_write_is_cut_and_fails_alone() {
         for fsync in without_a_sync_to_wait_for() {
             let dir = tempfile::tempdir().unwrap();
             let options = DurableOptions {
