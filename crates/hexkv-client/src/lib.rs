@@ -186,7 +186,7 @@ impl Client {
 
     /// The entry under `key`.
     pub async fn get(&self, key: &str) -> Result<Entry, ClientError> {
-        retry::run(&self.options.retry, Operation::Idempotent, || async {
+        retry::run(&self.options.retry, Operation::Read, || async {
             attempt!(self.get(key))
         })
         .await
@@ -234,7 +234,7 @@ impl Client {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<Page, ClientError> {
-        retry::run(&self.options.retry, Operation::Idempotent, || async {
+        retry::run(&self.options.retry, Operation::Read, || async {
             attempt!(self.list(prefix, limit, cursor))
         })
         .await

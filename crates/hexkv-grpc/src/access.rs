@@ -88,14 +88,14 @@ pub(crate) struct AdmissionLayer(Arc<Admitter>);
 struct Admitter {
     declared: Declared,
     auth: Option<GrpcAuth>,
-    throttle: Option<Arc<hexkv_resilience::ClientThrottle>>,
+    throttle: Option<Arc<hexkv_resilience::Throttle<hexkv_core::Identity>>>,
 }
 
 impl AdmissionLayer {
     pub(crate) fn new(
         declared: Declared,
         auth: Option<GrpcAuth>,
-        throttle: Option<Arc<hexkv_resilience::ClientThrottle>>,
+        throttle: Option<Arc<hexkv_resilience::Throttle<hexkv_core::Identity>>>,
     ) -> Self {
         Self(Arc::new(Admitter {
             declared,

@@ -53,7 +53,7 @@ pub struct GrpcOptions {
     pub auth: Option<auth::GrpcAuth>,
     /// Per-client throttling of the key-value RPCs (`RESOURCE_EXHAUSTED` with `RetryInfo`),
     /// keyed by the caller's identity: the authenticated key's name, else the peer address.
-    pub throttle: Option<Arc<hexkv_resilience::ClientThrottle>>,
+    pub throttle: Option<Arc<hexkv_resilience::Throttle<hexkv_core::Identity>>>,
 }
 
 /// The `hexkv.v1.KeyValue` service over a [`KeyValueApi`]. Its calls must pass admission

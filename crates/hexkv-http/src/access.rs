@@ -142,7 +142,7 @@ pub(crate) struct Admission {
     /// API keys; `None`: authentication is off and every request is let in.
     pub(crate) auth: Option<HttpAuth>,
     /// Per-client throttling of the API's routes.
-    pub(crate) throttle: Option<Arc<hexkv_resilience::ClientThrottle>>,
+    pub(crate) throttle: Option<Arc<hexkv_resilience::Throttle<hexkv_core::Identity>>>,
 }
 
 struct Admitter {

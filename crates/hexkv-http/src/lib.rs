@@ -93,7 +93,7 @@ pub struct Extras {
     /// Per-client throttling of the key-value routes (`429 throttled` with `Retry-After`), keyed
     /// by the caller's identity: the authenticated key's name, else the peer address
     /// ([`hexkv_core::Identity`]).
-    pub throttle: Option<Arc<hexkv_resilience::ClientThrottle>>,
+    pub throttle: Option<Arc<hexkv_resilience::Throttle<hexkv_core::Identity>>>,
     /// Serve these metrics at `GET /metrics` (Prometheus text).
     pub metrics: Option<hexkv_telemetry::Metrics>,
     /// The load-shedding bound, shared so it can change while running; when given, it replaces

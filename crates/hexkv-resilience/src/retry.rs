@@ -40,8 +40,10 @@ pub trait Retryable {
 /// What an operation does to the data, for whether a failure of it may be retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
-    /// Reads, listings, unconditional deletes: applying it twice is applying it once. Retried
-    /// after any transient failure.
+    /// Changes nothing (a read, a listing, a health check). Retried after any transient failure.
+    Read,
+    /// A write that applying twice is applying once (an unconditional delete). Retried after
+    /// any transient failure.
     Idempotent,
     /// An unconditional write. Retried only with [`RetryPolicy::retry_writes`]: a retry of one
     /// that was applied writes the value again, under a new version.
@@ -51,6 +53,13 @@ pub enum Operation {
     /// retry of one whose outcome is unknown could fail its precondition against its own first
     /// attempt.
     Conditional,
+}
+
+impl Operation {
+    /// The operation may change data: given up on after it started, its outcome is unknown.
+    pub fn changes_data(self) -> bool {
+        !matches!(self, Operation::Read)
+    }
 }
 
 /// How retry delays are randomised.
@@ -163,7 +172,7 @@ where
             Err(err) => err,
         };
         let allowed = match operation {
-            Operation::Idempotent => true,
+            Operation::Read | Operation::Idempotent => true,
             Operation::Write => policy.retry_writes,
             Operation::Conditional => policy.retry_writes && err.changed_nothing(),
         };

@@ -1,7 +1,7 @@
 //! Per-client throttling: a token bucket per client (governor's keyed GCRA).
 //!
 //! Each client, as the front ends identify it after authentication (an authenticated key's name,
-//! else its address: [`hexkv_core::Identity`]), may make `per_minute` requests a minute on
+//! else its address; the key type `K`), may make `per_minute` requests a minute on
 //! average, with bursts of up to `burst`. A request over the rate is refused at once with the time
 //! until it would be admitted (REST 429 + `Retry-After`, gRPC `RESOURCE_EXHAUSTED` +
 //! `RetryInfo`), and other clients are not affected. Both front ends check one [`Throttle`], so a
@@ -24,9 +24,6 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-
-/// The throttle of the front ends: one bucket per [`hexkv_core::Identity`].
-pub type ClientThrottle = Throttle<hexkv_core::Identity>;
 
 type Keyed<K, C> =
     RateLimiter<K, DefaultKeyedStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;

@@ -24,6 +24,7 @@ compile_error!("hexkv-server needs a store: enable the `memory` or the `postgres
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
+pub mod guarded;
 pub mod reload;
 pub mod serve;
 pub mod telemetry;
@@ -218,7 +219,7 @@ impl Application {
         // One throttle for both front ends: a client's rate counts its REST and gRPC requests.
         // It always exists (off while `throttle_per_minute` is 0) so a reload can turn it on.
         let limits = &config.limits;
-        let throttle = Arc::new(hexkv_resilience::ClientThrottle::new(
+        let throttle = Arc::new(hexkv_resilience::Throttle::<hexkv_core::Identity>::new(
             limits.throttle_per_minute,
             limits.throttle_burst,
             limits.throttle_max_clients,
@@ -478,60 +479,51 @@ fn observe_breaker((from, to): hexkv_resilience::breaker::Transition) {
     }
 }
 
-/// Wraps the store as check cache → retry → circuit breaker → timeout → bulkhead → store.
+/// Puts the store behind its guards: check cache → retry → circuit breaker → timeout → bulkhead
+/// → store, each as configured ([`guarded`]).
 ///
 /// The timeout sits inside the breaker, so a hung store counts as failing: a timeout outside it
 /// would cancel the breaker's call, which counts as nothing, and a store that hangs would never
 /// open the breaker. See `docs/resilience.md`.
 fn protect(store: Arc<dyn KvStore>, r: &crate::config::StoreResilienceConfig) -> Protected {
-    use hexkv_resilience::{
-        BreakerStore, BulkheadStore, CheckCacheStore, CircuitBreaker, RetryPolicy, RetryStore,
-        TimeoutStore,
-    };
+    use hexkv_resilience::{Bulkhead, CircuitBreaker, Guards, RetryPolicy};
     use std::time::Duration;
 
     let ms = Duration::from_millis;
-    let mut store = store;
-    let mut breaker = None;
+    let mut guards = Guards::new();
     if r.bulkhead_max_in_flight > 0 {
-        store = Arc::new(BulkheadStore::new(
-            store,
+        guards = guards.with_bulkhead(Bulkhead::new(
             r.bulkhead_max_in_flight as usize,
             ms(r.bulkhead_max_wait_ms),
         ));
     }
     if r.timeout_ms > 0 {
-        store = Arc::new(TimeoutStore::new(store, ms(r.timeout_ms)));
+        guards = guards.with_timeout(ms(r.timeout_ms));
     }
+    let mut breaker = None;
     if r.breaker_consecutive_failures > 0 || r.breaker_window > 0 {
         metrics::gauge!(hexkv_telemetry::metrics::BREAKER_STATE).set(0.0);
         let shared =
             Arc::new(CircuitBreaker::new(reload::breaker_config(r)).on_transition(observe_breaker));
-        store = Arc::new(BreakerStore::with_breaker(store, Arc::clone(&shared)));
+        guards = guards.with_breaker(Arc::clone(&shared));
         breaker = Some(shared);
     }
     if r.retry_attempts > 1 {
-        store = Arc::new(RetryStore::new(
-            store,
-            RetryPolicy {
-                max_attempts: r.retry_attempts,
-                base_delay: ms(r.retry_base_delay_ms),
-                max_delay: ms(r.retry_max_delay_ms),
-                // No new attempt starts later than one timeout after the first.
-                max_elapsed: ms(r.timeout_ms.max(r.retry_max_delay_ms)),
-                ..RetryPolicy::default()
-            },
-        ));
-    }
-    if r.check_cache_ms > 0 || r.check_timeout_ms > 0 {
-        let checks = CheckCacheStore::new(store, ms(r.check_cache_ms));
-        store = Arc::new(if r.check_timeout_ms > 0 {
-            checks.with_timeout(ms(r.check_timeout_ms))
-        } else {
-            checks
+        guards = guards.with_retry(RetryPolicy {
+            max_attempts: r.retry_attempts,
+            base_delay: ms(r.retry_base_delay_ms),
+            max_delay: ms(r.retry_max_delay_ms),
+            // No new attempt starts later than one timeout after the first.
+            max_elapsed: ms(r.timeout_ms.max(r.retry_max_delay_ms)),
+            ..RetryPolicy::default()
         });
     }
-    (store, breaker)
+    let mut store = guarded::GuardedStore::new(store, guards);
+    if r.check_cache_ms > 0 || r.check_timeout_ms > 0 {
+        let timeout = (r.check_timeout_ms > 0).then(|| ms(r.check_timeout_ms));
+        store = store.with_check_cache(ms(r.check_cache_ms), timeout);
+    }
+    (Arc::new(store), breaker)
 }
 
 async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {

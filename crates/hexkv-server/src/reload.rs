@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hexkv_core::FeatureFlags;
-use hexkv_resilience::{CircuitBreaker, ClientThrottle, InFlightLimit};
+use hexkv_core::{FeatureFlags, Identity};
+use hexkv_resilience::{CircuitBreaker, InFlightLimit, Throttle};
 use hexkv_telemetry::Telemetry;
 
 use crate::config::{Config, Overrides, StoreResilienceConfig};
@@ -44,7 +44,7 @@ pub struct Live {
     /// Log level and sampling (absent in tests that install no subscriber).
     pub telemetry: Option<Arc<Telemetry>>,
     /// The per-client throttle shared by both front ends.
-    pub throttle: Arc<ClientThrottle>,
+    pub throttle: Arc<Throttle<Identity>>,
     /// Load shedding's bound, one per front end.
     pub in_flight: Vec<Arc<InFlightLimit>>,
     /// The store breaker (absent when configured off at start; then its settings need a
@@ -352,7 +352,7 @@ mod tests {
     fn live() -> Live {
         Live {
             telemetry: None,
-            throttle: Arc::new(ClientThrottle::new(0, 1, 10)),
+            throttle: Arc::new(Throttle::new(0, 1, 10)),
             in_flight: vec![InFlightLimit::new(8)],
             breaker: Some(Arc::new(CircuitBreaker::new(breaker_config(
                 &StoreResilienceConfig::default(),

@@ -16,12 +16,6 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-impl hexkv_resilience::retry::Retryable for StoreError {
-    fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
-    }
-}
-
 /// Named 64-bit counters.
 ///
 /// # Contract (checked for every adapter by `tests/contract.rs`)

@@ -1,23 +1,60 @@
-//! A decorator of the port with hexkv-resilience's patterns: each call under a timeout, reads
+//! A decorator of the port with hexkv-resilience's guards: each call under a timeout, reads
 //! retried with backoff and jitter, and a circuit breaker in front, so a store in trouble is
 //! refused fast instead of piling up requests. It implements the same port, so the service never
-//! knows (hexkv's `ResilientStore` does the same for `KvStore`).
+//! knows. hexkv's own store is guarded the same way (`hexkv-server`, `guarded.rs`): the guards are
+//! generic, and what a port adds is [`CounterErrors`], which says what its errors mean.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hexkv_resilience::{BreakerConfig, CircuitBreaker, Outcome, RetryPolicy, retry};
+use hexkv_resilience::{
+    BreakerConfig, CircuitBreaker, Guards, Operation, Outcome, PortErrors, RetryPolicy,
+};
 
 use crate::{CounterName, CounterStore, StoreError};
+
+/// What the port's errors mean to the guards.
+pub struct CounterErrors;
+
+impl PortErrors for CounterErrors {
+    type Error = StoreError;
+
+    fn refused(reason: String, _retry_after: Option<Duration>) -> StoreError {
+        StoreError::Unavailable(reason)
+    }
+
+    /// `Unavailable` covers an add whose answer was lost.
+    fn outcome_unknown(reason: String) -> StoreError {
+        StoreError::Unavailable(reason)
+    }
+
+    /// An overflow is the store answering: it works.
+    fn health(error: &StoreError) -> Outcome {
+        match error {
+            StoreError::Unavailable(_) => Outcome::Failure,
+            StoreError::Overflow => Outcome::Success,
+        }
+    }
+
+    fn is_transient(error: &StoreError) -> bool {
+        matches!(error, StoreError::Unavailable(_))
+    }
+
+    /// The port cannot tell a refused add from a lost one.
+    fn changed_nothing(_: &StoreError) -> bool {
+        false
+    }
+
+    fn retry_after(_: &StoreError) -> Option<Duration> {
+        None
+    }
+}
 
 /// The decorator.
 pub struct ResilientCounters {
     inner: Arc<dyn CounterStore>,
-    timeout: Duration,
-    retry: RetryPolicy,
-    breaker: CircuitBreaker,
+    guards: Guards<CounterErrors>,
 }
 
 impl ResilientCounters {
@@ -28,49 +65,27 @@ impl ResilientCounters {
         retry: RetryPolicy,
         breaker: BreakerConfig,
     ) -> Self {
-        Self {
-            inner,
-            timeout,
-            retry,
-            breaker: CircuitBreaker::new(breaker),
-        }
-    }
-
-    /// One attempt through the breaker and under the timeout.
-    async fn attempt<T>(
-        &self,
-        call: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        let permit = self.breaker.acquire().map_err(|rejected| {
-            StoreError::Unavailable(format!("circuit open; retry in {:?}", rejected.retry_after))
-        })?;
-        let result = match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable("the store timed out".into())),
-        };
-        permit.record(match &result {
-            Err(StoreError::Unavailable(_)) => Outcome::Failure,
-            Err(StoreError::Overflow) | Ok(_) => Outcome::Success,
-        });
-        result
+        let guards = Guards::new()
+            .with_retry(retry)
+            .with_breaker(Arc::new(CircuitBreaker::new(breaker)))
+            .with_timeout(timeout);
+        Self { inner, guards }
     }
 }
 
 #[async_trait]
 impl CounterStore for ResilientCounters {
+    /// An add is not idempotent: a lost answer may hide an applied add, so it is not retried.
     async fn add(&self, name: &CounterName, delta: i64) -> Result<i64, StoreError> {
-        // An add is not idempotent: a lost answer may hide an applied add, so it is not retried.
-        retry::run(&self.retry, retry::Operation::Write, || {
-            self.attempt(self.inner.add(name, delta))
-        })
-        .await
+        self.guards
+            .call(Operation::Write, || self.inner.add(name, delta))
+            .await
     }
 
     async fn get(&self, name: &CounterName) -> Result<Option<i64>, StoreError> {
-        retry::run(&self.retry, retry::Operation::Idempotent, || {
-            self.attempt(self.inner.get(name))
-        })
-        .await
+        self.guards
+            .call(Operation::Read, || self.inner.get(name))
+            .await
     }
 }
 
@@ -139,7 +154,10 @@ mod tests {
             .add(&CounterName::new("hits").unwrap(), 1)
             .await
             .unwrap_err();
-        assert_eq!(err, StoreError::Unavailable("the store timed out".into()));
+        assert!(
+            matches!(&err, StoreError::Unavailable(why) if why.contains("within 100 ms")),
+            "{err:?}"
+        );
         assert_eq!(store.calls.load(Ordering::SeqCst), 1);
     }
 }
