@@ -30,8 +30,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::handler::Handler;
-use axum::routing::{any, get};
+use axum::routing::{any, delete, get, put};
 use hexkv_core::KeyValueApi;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -187,21 +186,23 @@ fn route_table(
         .route(
             routes::KEY,
             Access::Key(kv::key_of),
-            get(kv::get_value.layer(read.clone()))
-                // The body limit only where a body is read.
-                .put(
-                    kv::put_value.layer(
+            // Each method's guard is a `route_layer` of its own, built once with the router.
+            get(kv::get_value)
+                .route_layer(read.clone())
+                .merge(
+                    // The body limit only where a body is read.
+                    put(kv::put_value).route_layer(
                         write
                             .clone()
                             .layer(DefaultBodyLimit::max(options.max_body_bytes)),
                     ),
                 )
-                .delete(kv::delete_value.layer(write)),
+                .merge(delete(kv::delete_value).route_layer(write)),
         )
         .route(
             routes::LIST,
             Access::List(kv::prefix_of),
-            get(kv::list_keys.layer(read)),
+            get(kv::list_keys).route_layer(read),
         )
         // Answered at once (400), so without the guard.
         .route(routes::EMPTY_KEY, Access::Authenticated, any(kv::empty_key))
