@@ -253,7 +253,7 @@ pub(crate) fn caller<T>(request: &tonic::Request<T>) -> Option<&Caller> {
 }
 
 fn refuse(err: AuthError, name: Option<&str>) -> Status {
-    hexkv_telemetry::auth_refused("grpc", &err, name);
+    hexkv_telemetry::auth_refused("grpc", err.reason(), &err, name);
     status::auth(err)
 }
 

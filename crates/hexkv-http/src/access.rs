@@ -293,7 +293,7 @@ fn identify(auth: Option<&HttpAuth>, request: &Request) -> Caller {
 }
 
 fn refuse(err: AuthError, name: Option<&str>) -> ApiError {
-    hexkv_telemetry::auth_refused("http", &err, name);
+    hexkv_telemetry::auth_refused("http", err.reason(), &err, name);
     match err {
         AuthError::Forbidden { .. } => ApiError::PermissionDenied(err.to_string()),
         AuthError::Missing | AuthError::Invalid => ApiError::Unauthenticated(err.to_string()),

@@ -25,6 +25,7 @@ compile_error!("hexkv-server needs a store: enable the `memory` or the `postgres
 pub mod cli;
 pub mod config;
 pub mod guarded;
+pub mod instrumented;
 pub mod reload;
 pub mod serve;
 pub mod telemetry;
@@ -210,7 +211,7 @@ impl Application {
             ),
         }
         let api: Arc<dyn hexkv_core::KeyValueApi> = if traces.is_on() && cfg!(feature = "otlp") {
-            Arc::new(hexkv_telemetry::InstrumentedApi::new(
+            Arc::new(instrumented::InstrumentedApi::new(
                 Arc::clone(&service) as Arc<dyn hexkv_core::KeyValueApi>
             ))
         } else {
@@ -438,7 +439,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Protected> {
         crate::config::Backend::Memory => "memory",
         crate::config::Backend::Postgres => "postgresql",
     };
-    let store = Arc::new(hexkv_telemetry::InstrumentedStore::new(store, backend));
+    let store = Arc::new(instrumented::InstrumentedStore::new(store, backend));
     let resilience = &config.resilience.store;
     if !resilience.apply.wraps(config.store.backend) {
         return Ok((store, None));

@@ -8,18 +8,19 @@
 //!   front end serves [`Metrics::render`] at `/metrics`.
 //! - **Requests**: [`observe::ObserveLayer`], one span, log line and two metrics per request,
 //!   shared by the REST and gRPC adapters.
-//! - **Store calls**: [`InstrumentedStore`], a span and a latency histogram per call of the store
-//!   port.
+//! - **Authentication refusals**: [`auth_refused`], one metric and one log line, shared by both
+//!   front ends.
 //!
-//! Values are never logged: spans and events carry keys' lengths at most, never values.
+//! Nothing here knows the key-value domain: the spans and the histogram around the service and
+//! the store ports are `hexkv-server`'s (`instrumented`), with the metric names listed in
+//! [`metrics`]. Values are never logged: spans and events carry keys' lengths at most, never
+//! values.
 
-mod api;
 mod auth;
 pub mod metrics;
 pub mod observe;
 pub mod request_id;
 pub mod sampling;
-mod store;
 #[cfg(feature = "otlp")]
 pub mod traces;
 
@@ -29,12 +30,10 @@ use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
-pub use crate::api::InstrumentedApi;
 pub use crate::auth::auth_refused;
 pub use crate::metrics::Metrics;
 pub use crate::observe::{Finished, Observe, ObserveLayer, Started};
 pub use crate::sampling::{Sampler, Sampling};
-pub use crate::store::InstrumentedStore;
 #[cfg(feature = "otlp")]
 pub use crate::traces::TraceSettings;
 

@@ -3,7 +3,7 @@
 //! `tracing` spans become OpenTelemetry spans through `tracing-opentelemetry` and are exported in
 //! batches over OTLP/gRPC. A request's span continues the trace of the caller's W3C
 //! `traceparent` header (HTTP) or metadata (gRPC); inside it the service span
-//! ([`crate::InstrumentedApi`]) and the store span ([`crate::InstrumentedStore`]) are children, so
+//! (`hexkv-server`'s `InstrumentedApi`) and the store span (its `InstrumentedStore`) are children, so
 //! a trace reads request → service → store. The store and service spans are at DEBUG, for traces
 //! only: the trace layer has its own filter, independent of `log.level`.
 //!

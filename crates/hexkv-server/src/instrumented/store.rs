@@ -49,7 +49,7 @@ impl InstrumentedStore {
                     .iter()
                     .map(|outcome| {
                         metrics::histogram!(
-                            crate::metrics::STORE_DURATION,
+                            hexkv_telemetry::metrics::STORE_DURATION,
                             "backend" => backend,
                             "operation" => *operation,
                             "outcome" => *outcome,
@@ -143,7 +143,7 @@ mod tests {
         mock.expect_check()
             .times(2)
             .returning(|| Err(StoreError::unavailable("down")));
-        let (recorder, metrics) = crate::Metrics::local().unwrap();
+        let (recorder, metrics) = hexkv_telemetry::Metrics::local().unwrap();
         let guard = metrics::set_default_local_recorder(&recorder);
         let store = InstrumentedStore::new(Arc::new(mock), "memory");
         assert!(store.get(&Key::new("k").unwrap()).await.unwrap().is_none());
