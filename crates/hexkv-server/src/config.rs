@@ -23,6 +23,11 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml, Yaml};
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "memory")]
+use hexkv_store_memory::DurableOptions;
+#[cfg(feature = "memory")]
+pub use hexkv_store_memory::{CompactionPolicy, FsyncPolicy};
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -280,6 +285,7 @@ pub struct StoreConfig {
     /// The store backend.
     pub backend: Backend,
     /// Settings of the memory backend.
+    #[cfg(feature = "memory")]
     pub memory: MemoryConfig,
     /// Settings of the PostgreSQL backend.
     pub postgres: PostgresConfig,
@@ -384,27 +390,16 @@ impl Default for PostgresConfig {
     }
 }
 
-/// When the memory store's log is synced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Fsync {
-    /// Sync before acknowledging (group commit). Nothing acknowledged is ever lost.
-    #[default]
-    Always,
-    /// Sync every `fsync_interval_ms`; an OS crash may lose up to one interval of writes.
-    Interval,
-    /// Never sync; the OS writes back in its own time.
-    Never,
-}
-
-/// `[store.memory]`
+/// `[store.memory]`: in a build with the memory store (feature `memory`) only, which declares
+/// the policies it reads ([`FsyncPolicy`], [`CompactionPolicy`]).
+#[cfg(feature = "memory")]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryConfig {
     /// Directory of the durable log.
     pub data_dir: PathBuf,
     /// Log sync policy.
-    pub fsync: Fsync,
+    pub fsync: FsyncPolicy,
     /// Sync period for `fsync = "interval"`, in milliseconds.
     pub fsync_interval_ms: u64,
     /// Keep nothing on disk: data is lost at exit.
@@ -415,41 +410,67 @@ pub struct MemoryConfig {
     /// (the records after it are lost). For recovery by an operator only.
     pub repair: bool,
     /// When the log is compacted into a snapshot.
-    pub compaction: CompactionConfig,
+    pub compaction: CompactionPolicy,
 }
 
-/// `[store.memory.compaction]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CompactionConfig {
-    /// Compact by itself when the log outgrows the data (else only `hexkv compact`).
-    pub automatic: bool,
-    /// Compact once the log written since the last snapshot is this many times the live data…
-    pub factor: u32,
-    /// …and at least this many bytes.
-    pub min_log_bytes: u64,
-}
-
-impl Default for CompactionConfig {
-    fn default() -> Self {
-        Self {
-            automatic: true,
-            factor: 2,
-            min_log_bytes: 64 * 1024 * 1024,
-        }
-    }
-}
-
+#[cfg(feature = "memory")]
 impl Default for MemoryConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./data"),
-            fsync: Fsync::Always,
-            fsync_interval_ms: 100,
+            fsync: FsyncPolicy::default(),
+            fsync_interval_ms: DurableOptions::DEFAULT_FSYNC_INTERVAL.as_millis() as u64,
             ephemeral: false,
             shards: 16,
             repair: false,
-            compaction: CompactionConfig::default(),
+            compaction: CompactionPolicy::default(),
+        }
+    }
+}
+
+#[cfg(feature = "memory")]
+impl MemoryConfig {
+    /// Checks what types alone cannot, naming the key.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| {
+            Err(ConfigError::Invalid {
+                key: key.to_owned(),
+                reason: reason.to_owned(),
+            })
+        };
+        if self.fsync == FsyncPolicy::Interval && self.fsync_interval_ms == 0 {
+            return invalid(
+                "store.memory.fsync_interval_ms",
+                "must be above 0 when fsync = \"interval\"",
+            );
+        }
+        if !(1..=100).contains(&self.compaction.factor) {
+            return invalid(
+                "store.memory.compaction.factor",
+                "must be between 1 and 100",
+            );
+        }
+        if !(1..=4096).contains(&self.shards) {
+            return invalid("store.memory.shards", "must be between 1 and 4096");
+        }
+        if !self.ephemeral && self.data_dir.as_os_str().is_empty() {
+            return invalid(
+                "store.memory.data_dir",
+                "must not be empty (or set store.memory.ephemeral = true)",
+            );
+        }
+        Ok(())
+    }
+
+    /// The store's options (for a durable store: `ephemeral` is the caller's to check).
+    pub fn durable_options(&self) -> DurableOptions {
+        DurableOptions {
+            dir: self.data_dir.clone(),
+            fsync: self.fsync,
+            fsync_interval: Duration::from_millis(self.fsync_interval_ms),
+            repair: self.repair,
+            shards: self.shards,
+            compaction: self.compaction,
         }
     }
 }
@@ -768,6 +789,14 @@ impl ShutdownConfig {
     }
 }
 
+/// `--fsync`: the names of [`FsyncPolicy`], listed in `--help`.
+#[cfg(feature = "memory")]
+fn fsync_policy() -> impl clap::builder::TypedValueParser<Value = FsyncPolicy> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(FsyncPolicy::ALL.map(FsyncPolicy::name))
+        .try_map(|name| name.parse::<FsyncPolicy>())
+}
+
 /// Settings given as command-line flags; `None` (or `false`) leaves the lower layers' value.
 ///
 /// Each flag names the setting it sets once, as its serde name (`http.listen`): the flags that
@@ -792,6 +821,7 @@ pub struct Overrides {
     #[serde(rename = "store.backend", skip_serializing_if = "Option::is_none")]
     pub store: Option<Backend>,
     /// Directory of the durable log [store.memory.data_dir] (UTF-8, as in the other layers).
+    #[cfg(feature = "memory")]
     #[arg(long, value_name = "DIR")]
     #[serde(
         rename = "store.memory.data_dir",
@@ -799,10 +829,12 @@ pub struct Overrides {
     )]
     pub data_dir: Option<String>,
     /// Log sync policy [store.memory.fsync].
-    #[arg(long, value_enum, value_name = "POLICY")]
+    #[cfg(feature = "memory")]
+    #[arg(long, value_name = "POLICY", value_parser = fsync_policy())]
     #[serde(rename = "store.memory.fsync", skip_serializing_if = "Option::is_none")]
-    pub fsync: Option<Fsync>,
+    pub fsync: Option<FsyncPolicy>,
     /// Keep nothing on disk [store.memory.ephemeral].
+    #[cfg(feature = "memory")]
     #[arg(long)]
     #[serde(
         rename = "store.memory.ephemeral",
@@ -810,6 +842,7 @@ pub struct Overrides {
     )]
     pub ephemeral: bool,
     /// Cut the log at a corrupt record instead of refusing to start [store.memory.repair].
+    #[cfg(feature = "memory")]
     #[arg(long)]
     #[serde(
         rename = "store.memory.repair",
@@ -1014,28 +1047,8 @@ impl Config {
                 ),
             );
         }
-        let memory = &self.store.memory;
-        if memory.fsync == Fsync::Interval && memory.fsync_interval_ms == 0 {
-            return invalid(
-                "store.memory.fsync_interval_ms",
-                "must be above 0 when fsync = \"interval\"",
-            );
-        }
-        if !(1..=100).contains(&memory.compaction.factor) {
-            return invalid(
-                "store.memory.compaction.factor",
-                "must be between 1 and 100",
-            );
-        }
-        if !(1..=4096).contains(&memory.shards) {
-            return invalid("store.memory.shards", "must be between 1 and 4096");
-        }
-        if !memory.ephemeral && memory.data_dir.as_os_str().is_empty() {
-            return invalid(
-                "store.memory.data_dir",
-                "must not be empty (or set store.memory.ephemeral = true)",
-            );
-        }
+        #[cfg(feature = "memory")]
+        self.store.memory.validate()?;
         let postgres = &self.store.postgres;
         if self.store.backend == Backend::Postgres {
             if postgres.url.is_empty() {
@@ -1173,7 +1186,7 @@ mod tests {
             assert_eq!(c.grpc.listen.to_string(), "127.0.0.1:50051");
             assert_eq!(c.store.backend, Backend::Memory);
             assert_eq!(c.store.memory.data_dir, PathBuf::from("./data"));
-            assert_eq!(c.store.memory.fsync, Fsync::Always);
+            assert_eq!(c.store.memory.fsync, FsyncPolicy::Always);
             assert_eq!(c.limits.max_value_bytes, 1024 * 1024);
             Ok(())
         });
@@ -1206,7 +1219,7 @@ mod tests {
             let c = load(&overrides)?;
             assert_eq!(c.http.listen.to_string(), "127.0.0.1:1000"); // file
             assert_eq!(c.store.memory.data_dir, PathBuf::from("/from/file")); // file
-            assert_eq!(c.store.memory.fsync, Fsync::Interval); // env over file
+            assert_eq!(c.store.memory.fsync, FsyncPolicy::Interval); // env over file
             assert_eq!(c.limits.max_value_bytes, 30); // flag over env
             assert_eq!(c.log.level, "warn"); // RUST_LOG
             jail.set_env("HEXKV_LOG__LEVEL", "debug");
@@ -1582,19 +1595,19 @@ mod tests {
     fn flags_after_a_subcommand_win_and_the_others_fill_in() {
         let global = Overrides {
             config: Some("a.toml".into()),
-            fsync: Some(Fsync::Never),
+            fsync: Some(FsyncPolicy::Never),
             data_dir: Some("/global".to_owned()),
             ephemeral: true,
             ..Overrides::default()
         };
         let serve = Overrides {
-            fsync: Some(Fsync::Interval),
+            fsync: Some(FsyncPolicy::Interval),
             log_level: Some("debug".into()),
             ..Overrides::default()
         };
         let merged = serve.or(global);
         assert_eq!(merged.config, Some("a.toml".into()));
-        assert_eq!(merged.fsync, Some(Fsync::Interval));
+        assert_eq!(merged.fsync, Some(FsyncPolicy::Interval));
         assert_eq!(merged.data_dir.as_deref(), Some("/global"));
         assert!(merged.ephemeral);
         assert_eq!(merged.log_level.as_deref(), Some("debug"));
@@ -1603,7 +1616,7 @@ mod tests {
             .merge(merged.layer())
             .extract()
             .unwrap();
-        assert_eq!(config.store.memory.fsync, Fsync::Interval);
+        assert_eq!(config.store.memory.fsync, FsyncPolicy::Interval);
         assert_eq!(config.store.memory.data_dir, PathBuf::from("/global"));
         assert!(config.store.memory.ephemeral);
         assert_eq!(config.log.level, "debug");

@@ -578,32 +578,6 @@ async fn open_postgres(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
     Ok(Arc::new(store))
 }
 
-/// The durable memory store's options from `[store.memory]`.
-#[cfg(feature = "memory")]
-fn durable_options(memory: &config::MemoryConfig) -> hexkv_store_memory::DurableOptions {
-    use hexkv_store_memory::{CompactionPolicy, DurableOptions, FsyncPolicy};
-
-    use crate::config::Fsync;
-
-    DurableOptions {
-        dir: memory.data_dir.clone(),
-        fsync: match memory.fsync {
-            Fsync::Always => FsyncPolicy::Always,
-            Fsync::Interval => {
-                FsyncPolicy::Interval(std::time::Duration::from_millis(memory.fsync_interval_ms))
-            }
-            Fsync::Never => FsyncPolicy::Never,
-        },
-        repair: memory.repair,
-        shards: memory.shards,
-        compaction: CompactionPolicy {
-            automatic: memory.compaction.automatic,
-            factor: memory.compaction.factor,
-            min_log_bytes: memory.compaction.min_log_bytes,
-        },
-    }
-}
-
 /// `hexkv compact`: opens the memory store's data directory (the service must be stopped, the
 /// directory is locked while open), compacts its log into a snapshot, and closes it.
 #[cfg(feature = "memory")]
@@ -615,7 +589,7 @@ pub fn compact_offline(config: &Config) -> anyhow::Result<hexkv_store_memory::Co
         !memory.ephemeral,
         "store.memory.ephemeral = true: there is no log to compact"
     );
-    let options = durable_options(memory);
+    let options = memory.durable_options();
     let (store, _) = MemoryStore::open(&options)?;
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     runtime.block_on(async {
@@ -637,7 +611,7 @@ async fn open_memory(config: &Config) -> anyhow::Result<Arc<dyn KvStore>> {
         tracing::warn!("store.memory.ephemeral = true: nothing is kept across restarts");
         return Ok(Arc::new(MemoryStore::ephemeral(memory.shards)));
     }
-    let options = durable_options(memory);
+    let options = memory.durable_options();
     let started = Instant::now();
     let (store, report) = tokio::task::spawn_blocking(move || MemoryStore::open(&options))
         .await

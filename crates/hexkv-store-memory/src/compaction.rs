@@ -32,8 +32,10 @@ use crate::dir;
 use crate::map::ShardedMap;
 use crate::snapshot;
 
-/// When the log is compacted into a snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// When the log is compacted into a snapshot: the one declaration of the setting, read by the
+/// service's configuration (`[store.memory.compaction]`) as well as by the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CompactionPolicy {
     /// Compact by itself when the log outgrows the data. Off, the log grows until
     /// [`MemoryStore::compact`](crate::MemoryStore::compact) is called.

@@ -53,18 +53,54 @@ use crate::compaction::{CompactionPolicy, CompactionReport, Job};
 use crate::map::ShardedMap;
 use crate::record::{HEADER_LEN, Op, Record, encode};
 
-/// When the log is synced to stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// When the log is synced to stable storage: the one declaration of the setting, read by the
+/// service's configuration (`store.memory.fsync`) as well as by the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FsyncPolicy {
     /// Acknowledge a write only after `fdatasync` covers it. One sync serves a whole batch of
     /// concurrent writes (group commit). Nothing acknowledged is lost, even on power failure.
+    #[default]
     Always,
-    /// Acknowledge a write once written to the OS; sync every interval. A process crash loses
-    /// nothing; an OS crash or power failure may lose up to one interval of acknowledged writes.
-    Interval(Duration),
+    /// Acknowledge a write once written to the OS; sync every interval
+    /// ([`DurableOptions::fsync_interval`](crate::DurableOptions::fsync_interval)). A process crash
+    /// loses nothing; an OS crash or power failure may lose up to one interval of acknowledged
+    /// writes.
+    Interval,
     /// Acknowledge once written to the OS; never sync (the OS writes back in its own time). A
     /// process crash loses nothing; an OS crash may lose any amount of recent writes.
     Never,
+}
+
+impl FsyncPolicy {
+    /// Every policy, in the order of the docs.
+    pub const ALL: [FsyncPolicy; 3] = [Self::Always, Self::Interval, Self::Never];
+
+    /// The policy's name in configuration: `always`, `interval` or `never`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::Interval => "interval",
+            Self::Never => "never",
+        }
+    }
+}
+
+impl std::fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|policy| policy.name() == s)
+            .ok_or_else(|| format!("no fsync policy {s:?}: one of always, interval, never"))
+    }
 }
 
 /// The file operations the log needs; a trait so tests can inject failures.
@@ -205,6 +241,8 @@ pub(crate) struct Setup {
     /// The last version written; versions continue after it.
     pub(crate) last_version: u64,
     pub(crate) policy: FsyncPolicy,
+    /// The period of the syncs under [`FsyncPolicy::Interval`].
+    pub(crate) interval: Duration,
     pub(crate) compaction: CompactionPolicy,
     /// The data directory, and its lock (held until the flusher stops).
     pub(crate) dir: PathBuf,
@@ -220,6 +258,7 @@ impl Log {
             uncovered,
             last_version,
             policy,
+            interval,
             compaction,
             dir,
             lock,
@@ -254,6 +293,7 @@ impl Log {
             tail: Some(tail),
             unsynced: false,
             policy,
+            interval,
             compaction,
             dir,
             _lock: lock,
@@ -413,6 +453,8 @@ struct Flusher {
     /// Under `fsync = interval`: anything was written since the last periodic sync.
     unsynced: bool,
     policy: FsyncPolicy,
+    /// The period of the syncs under [`FsyncPolicy::Interval`].
+    interval: Duration,
     compaction: CompactionPolicy,
     dir: PathBuf,
     /// The data directory's lock, released when the flusher ends.
@@ -563,7 +605,8 @@ impl Flusher {
             }
             st.flusher_waiting = true;
             st = match self.policy {
-                FsyncPolicy::Interval(every) if self.unsynced => {
+                FsyncPolicy::Interval if self.unsynced => {
+                    let every = self.interval;
                     let elapsed = last_sync.elapsed();
                     if elapsed >= every {
                         st.flusher_waiting = false;

@@ -5,6 +5,7 @@ use std::io::{self, Read, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -30,6 +31,8 @@ pub struct DurableOptions {
     pub dir: PathBuf,
     /// When the log is synced.
     pub fsync: FsyncPolicy,
+    /// The period of the syncs under [`FsyncPolicy::Interval`]; must not be zero.
+    pub fsync_interval: Duration,
     /// Cut the log at a corrupt record instead of refusing to start (records after it are lost).
     pub repair: bool,
     /// Number of map shards (rounded up to a power of two).
@@ -39,12 +42,16 @@ pub struct DurableOptions {
 }
 
 impl DurableOptions {
-    /// Options with the defaults: `fsync = always`, no repair, [`MemoryStore::DEFAULT_SHARDS`],
-    /// the default [`CompactionPolicy`].
+    /// The default period of the syncs under [`FsyncPolicy::Interval`].
+    pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_millis(100);
+
+    /// Options with the defaults: `fsync = always` (a sync every 100 ms if set to `interval`), no
+    /// repair, [`MemoryStore::DEFAULT_SHARDS`], the default [`CompactionPolicy`].
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
             fsync: FsyncPolicy::Always,
+            fsync_interval: Self::DEFAULT_FSYNC_INTERVAL,
             repair: false,
             shards: MemoryStore::DEFAULT_SHARDS,
             compaction: CompactionPolicy::default(),
@@ -79,6 +86,9 @@ pub enum OpenError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The options cannot work: a zero sync interval under [`FsyncPolicy::Interval`].
+    #[error("{0}")]
+    Options(&'static str),
     /// A damaged record is followed by valid ones: acknowledged writes lie behind the damage.
     #[error(
         "{path}: corrupt record at byte offset {offset} ({reason}), followed by valid records. \
@@ -198,6 +208,11 @@ impl MemoryStore {
         options: &DurableOptions,
         wrap: impl FnOnce(Segment) -> Box<F>,
     ) -> Result<(Self, OpenReport), OpenError> {
+        if options.fsync == FsyncPolicy::Interval && options.fsync_interval.is_zero() {
+            return Err(OpenError::Options(
+                "fsync = interval needs a sync interval above zero",
+            ));
+        }
         let data_dir = &options.dir;
         fs::create_dir_all(data_dir).map_err(io_at(data_dir))?;
         let lock = match dir::lock(data_dir).map_err(io_at(&data_dir.join(dir::LOCK_FILE)))? {
@@ -343,6 +358,7 @@ impl MemoryStore {
             uncovered,
             last_version,
             policy: options.fsync,
+            interval: options.fsync_interval,
             compaction: options.compaction,
             dir: data_dir.clone(),
             lock,
@@ -739,12 +755,33 @@ mod tests {
         assert_eq!(reopen_and_get(dir.path(), "b").await, None);
     }
 
+    #[test]
+    fn a_zero_sync_interval_is_refused_before_the_directory_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let options = DurableOptions {
+            fsync: FsyncPolicy::Interval,
+            fsync_interval: Duration::ZERO,
+            ..DurableOptions::new(&data)
+        };
+        let err = MemoryStore::open(&options).err().expect("refused");
+        assert!(matches!(err, OpenError::Options(_)), "{err}");
+        assert!(!data.exists());
+    }
+
+    #[test]
+    fn fsync_policies_read_and_print_by_name() {
+        for policy in FsyncPolicy::ALL {
+            assert_eq!(policy.name().parse::<FsyncPolicy>(), Ok(policy));
+            assert_eq!(policy.to_string(), policy.name());
+        }
+        let err = "sometimes".parse::<FsyncPolicy>().unwrap_err();
+        assert!(err.contains("always, interval, never"), "{err}");
+    }
+
     /// The policies that acknowledge a write without waiting for a sync.
     fn without_a_sync_to_wait_for() -> [FsyncPolicy; 2] {
-        [
-            FsyncPolicy::Interval(std::time::Duration::from_millis(10)),
-            FsyncPolicy::Never,
-        ]
+        [FsyncPolicy::Interval, FsyncPolicy::Never]
     }
 
     /// Under every policy the flusher is the file's one writer (the faulty file asserts each of
@@ -755,12 +792,13 @@ mod tests {
     async fn one_writer_owns_the_file_under_every_policy() {
         for fsync in [
             FsyncPolicy::Always,
-            FsyncPolicy::Interval(std::time::Duration::from_secs(3600)),
+            FsyncPolicy::Interval,
             FsyncPolicy::Never,
         ] {
             let dir = tempfile::tempdir().unwrap();
             let options = DurableOptions {
                 fsync,
+                fsync_interval: Duration::from_secs(3600),
                 ..DurableOptions::new(dir.path())
             };
             let (store, faults) = open_faulty_with(&options);
@@ -773,7 +811,7 @@ mod tests {
             match fsync {
                 FsyncPolicy::Always => assert!(syncs >= 2, "{fsync:?}: {syncs} syncs"),
                 // The interval has not passed: acknowledged without a sync.
-                FsyncPolicy::Interval(_) | FsyncPolicy::Never => {
+                FsyncPolicy::Interval | FsyncPolicy::Never => {
                     assert_eq!(syncs, 0, "{fsync:?}")
                 }
             }
@@ -796,6 +834,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let options = DurableOptions {
                 fsync,
+                fsync_interval: Duration::from_millis(10),
                 ..DurableOptions::new(dir.path())
             };
             let (store, faults) = open_faulty_with(&options);
@@ -851,7 +890,8 @@ mod tests {
     async fn interval_syncs_behind_the_writers_and_a_failed_sync_poisons_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let options = DurableOptions {
-            fsync: FsyncPolicy::Interval(std::time::Duration::from_millis(10)),
+            fsync: FsyncPolicy::Interval,
+            fsync_interval: Duration::from_millis(10),
             ..DurableOptions::new(dir.path())
         };
         let (store, faults) = open_faulty_with(&options);
@@ -1049,13 +1089,11 @@ mod tests {
 
     #[tokio::test]
     async fn only_fsync_always_writes_zeros_ahead() {
-        for policy in [
-            FsyncPolicy::Interval(std::time::Duration::from_millis(10)),
-            FsyncPolicy::Never,
-        ] {
+        for policy in [FsyncPolicy::Interval, FsyncPolicy::Never] {
             let dir = tempfile::tempdir().unwrap();
             let options = DurableOptions {
                 fsync: policy,
+                fsync_interval: Duration::from_millis(10),
                 ..DurableOptions::new(dir.path())
             };
             let (store, _) = MemoryStore::open(&options).unwrap();

@@ -35,7 +35,8 @@ mod durable_interval {
     async fn store() -> StoreUnderTest {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut options = DurableOptions::new(dir.path());
-        options.fsync = FsyncPolicy::Interval(std::time::Duration::from_millis(5));
+        options.fsync = FsyncPolicy::Interval;
+        options.fsync_interval = std::time::Duration::from_millis(5);
         let (store, _) = MemoryStore::open(&options).expect("open");
         StoreUnderTest::new(store, dir)
     }
@@ -68,12 +69,13 @@ proptest! {
         fsync in prop_oneof![
             Just(FsyncPolicy::Always),
             Just(FsyncPolicy::Never),
-            Just(FsyncPolicy::Interval(std::time::Duration::from_millis(1))),
+            Just(FsyncPolicy::Interval),
         ],
     ) {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut options = DurableOptions::new(dir.path());
         options.fsync = fsync;
+        options.fsync_interval = std::time::Duration::from_millis(1);
         options.shards = 2;
         options.compaction = hexkv_store_memory::CompactionPolicy {
             automatic: true,
@@ -95,12 +97,13 @@ proptest! {
         fsync in prop_oneof![
             Just(FsyncPolicy::Always),
             Just(FsyncPolicy::Never),
-            Just(FsyncPolicy::Interval(std::time::Duration::from_millis(1))),
+            Just(FsyncPolicy::Interval),
         ],
     ) {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut options = DurableOptions::new(dir.path());
         options.fsync = fsync;
+        options.fsync_interval = std::time::Duration::from_millis(1);
         options.shards = 2;
         runtime().block_on(model::run(&ops, || {
             let options = options.clone();
@@ -174,7 +177,7 @@ mod compaction {
         [
             FsyncPolicy::Always,
             FsyncPolicy::Never,
-            FsyncPolicy::Interval(std::time::Duration::from_millis(1)),
+            FsyncPolicy::Interval,
         ]
     }
 
@@ -224,6 +227,7 @@ mod compaction {
         let dir = tempfile::tempdir().expect("temp dir");
         let options = DurableOptions {
             fsync,
+            fsync_interval: std::time::Duration::from_millis(1),
             ..eager(dir.path())
         };
         let (store, _) = MemoryStore::open(&options).expect("open");
@@ -298,6 +302,7 @@ mod compaction {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut options = DurableOptions::new(dir.path());
         options.fsync = fsync;
+        options.fsync_interval = std::time::Duration::from_millis(1);
         options.compaction.automatic = false;
         let (store, _) = MemoryStore::open(&options).expect("open");
         let store = std::sync::Arc::new(store);
