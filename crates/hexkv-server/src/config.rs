@@ -23,6 +23,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml, Yaml};
 use serde::{Deserialize, Serialize};
 
+pub use hexkv_platform::config::TlsConfig;
+
 #[cfg(feature = "memory")]
 use hexkv_store_memory::DurableOptions;
 #[cfg(feature = "memory")]
@@ -74,25 +76,6 @@ impl Default for Config {
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
         }
-    }
-}
-
-/// `[tls]`: TLS on both front ends (the `tls` cargo feature).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    /// The certificate chain (PEM), the server's certificate first. Empty: TLS off.
-    pub cert: PathBuf,
-    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-    /// Require client certificates that chain to this CA (PEM). Empty: no client certificates.
-    pub client_ca: PathBuf,
-}
-
-impl TlsConfig {
-    /// Whether TLS is on.
-    pub fn enabled(&self) -> bool {
-        !self.cert.as_os_str().is_empty()
     }
 }
 
@@ -538,8 +521,8 @@ impl LimitsConfig {
     }
 
     /// The timeouts of each connection.
-    pub fn connection_limits(&self) -> crate::serve::ConnectionLimits {
-        crate::serve::ConnectionLimits {
+    pub fn connection_limits(&self) -> hexkv_platform::serve::ConnectionLimits {
+        hexkv_platform::serve::ConnectionLimits {
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             keepalive_interval: (self.http2_keepalive_interval_ms > 0)

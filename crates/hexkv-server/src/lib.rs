@@ -27,10 +27,11 @@ pub mod config;
 pub mod guarded;
 pub mod instrumented;
 pub mod reload;
-pub mod serve;
 pub mod telemetry;
+
+use hexkv_platform::serve;
 #[cfg(feature = "tls")]
-pub mod tls;
+use hexkv_platform::tls;
 
 use std::future::Future;
 use std::net::SocketAddr;

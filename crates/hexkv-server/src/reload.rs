@@ -37,7 +37,7 @@ pub const LIVE: &[&str] = &[
 ];
 
 /// How long the configuration file must be quiet before a reload.
-pub const DEBOUNCE: Duration = Duration::from_millis(250);
+pub const DEBOUNCE: Duration = hexkv_platform::config::RELOAD_DEBOUNCE;
 
 /// The handles that change live settings.
 pub struct Live {

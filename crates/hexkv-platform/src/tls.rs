@@ -1,4 +1,4 @@
-//! TLS for both front ends (feature `tls`): rustls, certificates reloaded from their files while
+//! TLS on the listeners (feature `tls`): rustls, certificates reloaded from their files while
 //! serving, optional client-certificate authentication.
 //!
 //! - [`TlsSetup::load`] reads `[tls]`: the certificate chain and key (PEM), and the CA that
@@ -22,7 +22,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 
-use crate::config::TlsConfig;
+use crate::config::{RELOAD_DEBOUNCE, TlsConfig};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -152,7 +152,7 @@ pub fn watch(certs: Arc<CertStore>) -> anyhow::Result<notify::RecommendedWatcher
     use notify::Watcher as _;
     let debounced = {
         let certs = Arc::clone(&certs);
-        hexkv_resilience::debounce::Last::spawn(crate::reload::DEBOUNCE, move || {
+        hexkv_resilience::debounce::Last::spawn(RELOAD_DEBOUNCE, move || {
             let certs = Arc::clone(&certs);
             async move {
                 match certs.reload() {

@@ -1,0 +1,17 @@
+//! The shell every service made from hexkv keeps, with no domain code: it depends on no
+//! `hexkv-core` and no store (CI checks it with `cargo tree`).
+//!
+//! - [`serve`]: the accept loop over hyper, for REST and gRPC alike: connection caps (in total
+//!   and per client address), the handshake, header-read and idle timeouts, graceful drain on a
+//!   [`CancellationToken`](tokio_util::sync::CancellationToken).
+//! - [`tls`] (feature `tls`): rustls with the certificate reloaded from its files while serving,
+//!   optional client certificates.
+//! - [`config`]: the platform's sections of the configuration (so far `[tls]`).
+//!
+//! A service hands the platform its axum `Router` (tonic services become one with
+//! `tonic::service::Routes::into_axum_router`) and a listener; the platform serves it.
+
+pub mod config;
+pub mod serve;
+#[cfg(feature = "tls")]
+pub mod tls;
