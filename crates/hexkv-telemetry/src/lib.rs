@@ -26,6 +26,12 @@ pub mod traces;
 
 use std::sync::Arc;
 
+/// The target of the spans a service puts around its ports (the "service" and "store" steps of
+/// a trace: request → service → store). Made at DEBUG with `target: hexkv_telemetry::PORT_SPANS`,
+/// they are exported with the traces whatever `log.level` says (the trace layer has its own
+/// filter), and stay out of the logs unless the level asks for them.
+pub const PORT_SPANS: &str = "hexkv_telemetry::port";
+
 use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};

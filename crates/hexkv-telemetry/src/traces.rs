@@ -4,8 +4,9 @@
 //! batches over OTLP/gRPC. A request's span continues the trace of the caller's W3C
 //! `traceparent` header (HTTP) or metadata (gRPC); inside it the service span
 //! (`hexkv-server`'s `InstrumentedApi`) and the store span (its `InstrumentedStore`) are children, so
-//! a trace reads request → service → store. The store and service spans are at DEBUG, for traces
-//! only: the trace layer has its own filter, independent of `log.level`.
+//! a trace reads request → service → store. The store and service spans are at DEBUG with the
+//! target [`PORT_SPANS`](crate::PORT_SPANS), for traces only: the trace layer has its own filter,
+//! independent of `log.level`.
 //!
 //! The standard variables apply: `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) when no
 //! endpoint is configured, `OTEL_SERVICE_NAME` over the configured name, `OTEL_EXPORTER_OTLP_*`
@@ -95,8 +96,7 @@ where
     let tracer = provider.tracer("hexkv");
     let filter = Targets::new()
         .with_default(tracing::Level::INFO)
-        .with_target("hexkv_telemetry::store", tracing::Level::DEBUG)
-        .with_target("hexkv_telemetry::api", tracing::Level::DEBUG);
+        .with_target(crate::PORT_SPANS, tracing::Level::DEBUG);
     let layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_filter(filter)

@@ -26,6 +26,7 @@ impl InstrumentedApi {
 
 fn span(operation: &'static str) -> tracing::Span {
     tracing::debug_span!(
+        target: hexkv_telemetry::PORT_SPANS,
         "service",
         otel.name = operation,
         operation,

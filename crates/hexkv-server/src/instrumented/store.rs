@@ -72,6 +72,7 @@ impl InstrumentedStore {
     ) -> Result<T, StoreError> {
         let operation = OPERATIONS[op];
         let span = tracing::debug_span!(
+            target: hexkv_telemetry::PORT_SPANS,
             "store",
             otel.name = %format_args!("store {operation}"),
             otel.kind = "client",
