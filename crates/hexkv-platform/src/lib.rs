@@ -6,7 +6,8 @@
 //!   [`CancellationToken`](tokio_util::sync::CancellationToken).
 //! - [`tls`] (feature `tls`): rustls with the certificate reloaded from its files while serving,
 //!   optional client certificates.
-//! - [`config`]: the platform's sections of the configuration (so far `[tls]`).
+//! - [`config`]: the platform's sections of the configuration: `[log]`, `[telemetry]`, `[metrics]`,
+//!   `[shutdown]`, `[tls]`.
 //!
 //! A service hands the platform its axum `Router` (tonic services become one with
 //! `tonic::service::Routes::into_axum_router`) and a listener; the platform serves it.
