@@ -4,6 +4,9 @@
 //! - [`serve`]: the accept loop over hyper, for REST and gRPC alike: connection caps (in total
 //!   and per client address), the handshake, header-read and idle timeouts, graceful drain on a
 //!   [`CancellationToken`](tokio_util::sync::CancellationToken).
+//! - [`servers`]: a process's listeners served together, then drained in order at shutdown
+//!   (readiness fails, `shutdown.readiness_delay_ms`, the listeners close, in-flight requests
+//!   get `shutdown.drain_timeout_ms`; a second signal cuts both).
 //! - [`tls`] (feature `tls`): rustls with the certificate reloaded from its files while serving,
 //!   optional client certificates.
 //! - [`config`]: the platform's sections of the configuration: `[log]`, `[telemetry]`, `[metrics]`,
@@ -14,5 +17,6 @@
 
 pub mod config;
 pub mod serve;
+pub mod servers;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -41,7 +41,6 @@ use std::time::Instant;
 use anyhow::Context as _;
 use hexkv_core::{KeyValueService, KvStore, Limits};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 pub use config::Config;
 
@@ -165,8 +164,8 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
         hurry: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        // Shutdown is two tokens: `stop` (below) closes the listeners and drains them, `hurried`
-        // cuts the readiness delay and the drain short.
+        // The platform's `Servers` serve the listeners and drain them in order (readiness fails,
+        // the delay, the listeners close, the drain); `hurried` cuts the delay and the drain short.
         let hurried = tokio_util::sync::CancellationToken::new();
         tokio::spawn({
             let hurried = hurried.clone();
@@ -197,9 +196,6 @@ impl Application {
         if let Some(telemetry) = &telemetry {
             telemetry.spawn_housekeeping();
         }
-        // Every server closes its listener and drains when this is cancelled.
-        let stop = tokio_util::sync::CancellationToken::new();
-        let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
         // With traces on, the front ends call the service through a span per call (the
         // "service" step of a trace); without, they call it directly.
         let traces = config.telemetry.exports_from_env();
@@ -252,17 +248,10 @@ impl Application {
                  connections past it will fail; lower the cap or raise the limit"
             );
         }
-        let serving = |listener: &'static str,
-                       app: axum::Router,
-                       transport: serve::Transport,
-                       protocols: serve::Protocols| serve::Serve {
-            listener,
-            app,
-            transport,
-            protocols,
-            limits: limits.connection_limits(),
-            connections: Arc::clone(&connections),
-        };
+        let mut servers = hexkv_platform::servers::Servers::new(
+            limits.connection_limits(),
+            Arc::clone(&connections),
+        );
 
         #[cfg(feature = "http")]
         {
@@ -290,12 +279,7 @@ impl Application {
             let transport = transport(tls.as_ref(), &[b"h2", b"http/1.1"])?;
             #[cfg(not(feature = "tls"))]
             let transport = serve::Transport::Plain;
-            let serve = serving("http", app, transport, serve::Protocols::Any);
-            let server = serve::serve(self.http.0, serve, stop.child_token());
-            servers.spawn(async move {
-                server.await;
-                Ok(())
-            });
+            servers.spawn("http", self.http.0, app, transport, serve::Protocols::Any);
         }
         #[cfg(feature = "grpc")]
         let grpc_health = {
@@ -324,12 +308,7 @@ impl Application {
             let transport = transport(tls.as_ref(), &[b"h2"])?;
             #[cfg(not(feature = "tls"))]
             let transport = serve::Transport::Plain;
-            let serve = serving("grpc", app, transport, serve::Protocols::Http2);
-            let server = serve::serve(self.grpc.0, serve, stop.child_token());
-            servers.spawn(async move {
-                server.await;
-                Ok(())
-            });
+            servers.spawn("grpc", self.grpc.0, app, transport, serve::Protocols::Http2);
             health
         };
         for (front_end, addr) in &addresses {
@@ -352,67 +331,22 @@ impl Application {
             }
         };
 
-        let readiness_delay = config.shutdown.readiness_delay();
-        let draining = Arc::clone(&service);
-        let hurried_delay = hurried.clone();
-        let signal = async move {
-            shutdown.await;
-            tracing::info!(
-                readiness_delay_ms = readiness_delay.as_millis() as u64,
-                "shutdown requested: readiness now fails"
-            );
-            draining.begin_draining();
+        // Readiness fails first (REST `/readyz`, gRPC health), then the listeners drain.
+        let draining = async {
+            service.begin_draining();
             #[cfg(feature = "grpc")]
             grpc_health.set_serving(false).await;
-            tokio::select! {
-                () = tokio::time::sleep(readiness_delay) => {}
-                () = hurried_delay.cancelled() => tracing::warn!("asked again: skipping the readiness delay"),
-            }
         };
-        let mut first_error: Option<anyhow::Error> = None;
-        let mut note = |joined: Result<anyhow::Result<()>, tokio::task::JoinError>| {
-            let result = joined.context("a server task failed").and_then(|r| r);
-            if let Err(e) = result {
-                tracing::error!(error = format!("{e:#}"), "server stopped");
-                first_error.get_or_insert(e);
-            }
-        };
-        tokio::select! {
-            () = signal => {}
-            Some(joined) = servers.join_next() => note(joined),
-        }
-
-        tracing::info!("closing the listeners; draining in-flight requests");
-        stop.cancel();
-        let drain_timeout = config.shutdown.drain_timeout();
-        let drain = tokio::time::timeout(drain_timeout, async {
-            while let Some(joined) = servers.join_next().await {
-                note(joined);
-            }
-        });
-        let drained = tokio::select! {
-            drained = drain => drained.is_ok(),
-            () = hurried.cancelled() => {
-                tracing::warn!("asked again: cutting the in-flight requests");
-                false
-            }
-        };
-        if !drained && !servers.is_empty() {
-            tracing::warn!(
-                drain_timeout_ms = drain_timeout.as_millis() as u64,
-                "drain ended early or passed its deadline; cutting the remaining requests"
-            );
-            servers.abort_all();
-        }
+        let served = servers
+            .run(shutdown, draining, &config.shutdown, hurried)
+            .await;
 
         let closed = store.close().await;
         match &closed {
             Ok(()) => tracing::info!("store closed; shutdown complete"),
             Err(e) => tracing::error!(error = %e, "closing the store failed"),
         }
-        if let Some(e) = first_error {
-            return Err(e);
-        }
+        served?;
         closed.context("closing the store failed")
     }
 }
