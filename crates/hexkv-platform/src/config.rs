@@ -2,10 +2,100 @@
 //! read by the service's configuration layers (defaults → file → environment → flags): `[log]`,
 //! `[telemetry]`, `[metrics]`, `[shutdown]`, `[tls]`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml, Yaml};
 use serde::{Deserialize, Serialize};
+
+/// Why a configuration cannot be used; both kinds name the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A layer could not be read or a value has the wrong type.
+    #[error("{0}")]
+    Load(Box<figment::Error>),
+    /// A value has the right type but is not acceptable.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `store.memory.fsync_interval_ms`.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// A refusal of `key`'s value, saying why.
+    pub fn invalid(key: &str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(err: figment::Error) -> Self {
+        Self::Load(Box::new(err))
+    }
+}
+
+/// Where a service's configuration comes from, besides its defaults and its flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Layers<'a> {
+    /// The environment variables' prefix, e.g. `HEXKV_` (`HEXKV_HTTP__LISTEN` sets
+    /// `http.listen`).
+    pub env_prefix: &'a str,
+    /// The top-level sections the environment may set; variables under the prefix that name
+    /// another section are left alone (so a `HEXKV_VERSION` set by a deployment is no error).
+    pub sections: &'a [&'a str],
+    /// The configuration file, if any: YAML for `.yaml`/`.yml`, else TOML.
+    pub file: Option<&'a Path>,
+}
+
+/// The layers of a configuration, lowest first: `defaults` → the file → `RUST_LOG` (as
+/// `log.level`) → the environment under the prefix (`PREFIX_SECTION__KEY`) → `flags` (one
+/// provider holding only the flags that were given, keyed by their dotted setting).
+pub fn layered<C: Serialize>(
+    defaults: &C,
+    layers: &Layers<'_>,
+    flags: impl figment::Provider,
+) -> Figment {
+    let mut figment = Figment::from(Serialized::defaults(defaults));
+    if let Some(path) = layers.file {
+        figment = with_file(figment, path);
+    }
+    let sections: Vec<String> = layers.sections.iter().map(|s| (*s).to_owned()).collect();
+    figment
+        .merge(Env::raw().only(&["RUST_LOG"]).map(|_| "log.level".into()))
+        .merge(
+            Env::prefixed(layers.env_prefix)
+                .filter_map(move |key| {
+                    let key = key.as_str().to_ascii_lowercase();
+                    let known = sections.iter().any(|s| {
+                        key.strip_prefix(s)
+                            .is_some_and(|rest| rest.starts_with("__"))
+                    });
+                    known.then(|| key.into())
+                })
+                .split("__"),
+        )
+        .merge(flags)
+}
+
+/// One file over `defaults`, without the environment or flags (`config check FILE`).
+pub fn file_over<C: Serialize>(defaults: &C, path: &Path) -> Figment {
+    with_file(Figment::from(Serialized::defaults(defaults)), path)
+}
+
+/// `figment` with a configuration file over it: YAML for `.yaml`/`.yml`, else TOML.
+fn with_file(figment: Figment, path: &Path) -> Figment {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("yaml" | "yml") => figment.merge(Yaml::file_exact(path)),
+        _ => figment.merge(Toml::file_exact(path)),
+    }
+}
 
 /// How long file changes are debounced before a reload (the configuration file, the TLS
 /// certificate): an editor's or a Kubernetes Secret's burst of events reloads once.
@@ -231,5 +321,90 @@ impl ShutdownConfig {
     /// `drain_timeout_ms` as a duration.
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+// `figment::Jail`'s closures return its large error.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Settings {
+        log: LogConfig,
+        shutdown: ShutdownConfig,
+        counters: Own,
+    }
+
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Own {
+        max_name_bytes: u64,
+    }
+
+    fn load(file: Option<&Path>, flags: Figment) -> Result<Settings, ConfigError> {
+        let layers = Layers {
+            env_prefix: "APP_",
+            sections: &["log", "shutdown", "counters"],
+            file,
+        };
+        Ok(layered(&Settings::default(), &layers, flags).extract()?)
+    }
+
+    #[test]
+    fn each_layer_overrides_the_one_below() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "app.toml",
+                "[shutdown]\ndrain_timeout_ms = 5\nreadiness_delay_ms = 6\n[counters]\nmax_name_bytes = 7\n",
+            )?;
+            jail.set_env("APP_SHUTDOWN__READINESS_DELAY_MS", "60");
+            jail.set_env("APP_COUNTERS__MAX_NAME_BYTES", "70");
+            jail.set_env("RUST_LOG", "debug");
+            // A variable under the prefix that names no section is not the service's.
+            jail.set_env("APP_VERSION", "1.2.3");
+            let flags = Figment::from(Serialized::default("counters.max_name_bytes", 700));
+            let settings = load(Some(Path::new("app.toml")), flags).expect("loads");
+            assert_eq!(settings.shutdown.drain_timeout_ms, 5, "file over defaults");
+            assert_eq!(settings.shutdown.readiness_delay_ms, 60, "env over file");
+            assert_eq!(settings.counters.max_name_bytes, 700, "flags over env");
+            assert_eq!(settings.log.level, "debug", "RUST_LOG is log.level");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn yaml_by_extension_and_errors_name_the_key() {
+        Jail::expect_with(|jail| {
+            jail.create_file("app.yaml", "shutdown:\n  drain_timeout_ms: 9\n")?;
+            let settings = load(Some(Path::new("app.yaml")), Figment::new()).expect("loads");
+            assert_eq!(settings.shutdown.drain_timeout_ms, 9);
+            let read = file_over(&Settings::default(), Path::new("app.yaml"))
+                .extract::<Settings>()
+                .expect("loads");
+            assert_eq!(read, settings);
+
+            jail.set_env("APP_SHUTDOWN__DRAIN_TIMEOUT_MS", "soon");
+            let err = load(None, Figment::new()).unwrap_err().to_string();
+            assert!(
+                err.to_lowercase().contains("shutdown.drain_timeout_ms"),
+                "{err}"
+            );
+            jail.create_file("typo.toml", "[shutdown]\ndrain_timeout = 1\n")?;
+            let err = file_over(&Settings::default(), Path::new("typo.toml"))
+                .extract::<Settings>()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("drain_timeout"), "{err}");
+            assert_eq!(
+                ConfigError::invalid("counters.max_name_bytes", "must be at least 1").to_string(),
+                "counters.max_name_bytes: must be at least 1"
+            );
+            Ok(())
+        });
     }
 }

@@ -9,8 +9,9 @@
 //!   get `shutdown.drain_timeout_ms`; a second signal cuts both).
 //! - [`tls`] (feature `tls`): rustls with the certificate reloaded from its files while serving,
 //!   optional client certificates.
-//! - [`config`]: the platform's sections of the configuration: `[log]`, `[telemetry]`, `[metrics]`,
-//!   `[shutdown]`, `[tls]`.
+//! - [`config`]: the layers a service's configuration is read through ([`config::layered`]:
+//!   defaults → file → `RUST_LOG` → `PREFIX_SECTION__KEY` → flags), [`config::ConfigError`], and
+//!   the platform's sections: `[log]`, `[telemetry]`, `[metrics]`, `[shutdown]`, `[tls]`.
 //!
 //! A service hands the platform its axum `Router` (tonic services become one with
 //! `tonic::service::Routes::into_axum_router`) and a listener; the platform serves it.

@@ -20,12 +20,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml, Yaml};
+use figment::providers::Serialized;
 use serde::{Deserialize, Serialize};
 
 pub use hexkv_platform::config::{
-    LogConfig, LogFormat, LogSamplingConfig, MetricsConfig, ShutdownConfig, TelemetryConfig,
-    TlsConfig, TraceExport,
+    ConfigError, LogConfig, LogFormat, LogSamplingConfig, MetricsConfig, ShutdownConfig,
+    TelemetryConfig, TlsConfig, TraceExport,
 };
 
 #[cfg(feature = "memory")]
@@ -684,53 +684,16 @@ impl Overrides {
     }
 }
 
-/// Why the configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A layer could not be read or a value has the wrong type.
-    #[error("{0}")]
-    Load(Box<figment::Error>),
-    /// A value has the right type but is not acceptable.
-    #[error("{key}: {reason}")]
-    Invalid {
-        /// The dotted key, e.g. `store.memory.fsync_interval_ms`.
-        key: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-impl From<figment::Error> for ConfigError {
-    fn from(err: figment::Error) -> Self {
-        Self::Load(Box::new(err))
-    }
-}
-
 impl Config {
-    /// The layered figment for `overrides`, reading the environment through `env`.
+    /// The layered figment for `overrides`: defaults → file → `RUST_LOG` → `HEXKV_*` → flags
+    /// ([`hexkv_platform::config::layered`]).
     fn figment(overrides: &Overrides) -> Figment {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = &overrides.config {
-            figment = match path.extension().and_then(|e| e.to_str()) {
-                Some("yaml" | "yml") => figment.merge(Yaml::file_exact(path)),
-                _ => figment.merge(Toml::file_exact(path)),
-            };
-        }
-        figment
-            .merge(Env::raw().only(&["RUST_LOG"]).map(|_| "log.level".into()))
-            .merge(
-                Env::prefixed("HEXKV_")
-                    .filter_map(|key| {
-                        let key = key.as_str().to_ascii_lowercase();
-                        let known = SECTIONS.iter().any(|s| {
-                            key.strip_prefix(s)
-                                .is_some_and(|rest| rest.starts_with("__"))
-                        });
-                        known.then(|| key.into())
-                    })
-                    .split("__"),
-            )
-            .merge(overrides.layer())
+        let layers = hexkv_platform::config::Layers {
+            env_prefix: "HEXKV_",
+            sections: SECTIONS,
+            file: overrides.config.as_deref(),
+        };
+        hexkv_platform::config::layered(&Config::default(), &layers, overrides.layer())
     }
 
     /// Loads and validates the configuration from every layer.
@@ -743,12 +706,8 @@ impl Config {
     /// Loads and validates one file over the defaults, ignoring the environment and flags
     /// (`hexkv config check FILE`).
     pub fn load_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let defaults = Figment::from(Serialized::defaults(Config::default()));
-        let figment = match path.extension().and_then(|e| e.to_str()) {
-            Some("yaml" | "yml") => defaults.merge(Yaml::file_exact(path)),
-            _ => defaults.merge(Toml::file_exact(path)),
-        };
-        let config: Config = figment.extract()?;
+        let config: Config =
+            hexkv_platform::config::file_over(&Config::default(), path).extract()?;
         config.validate()?;
         Ok(config)
     }
