@@ -7,7 +7,7 @@
 //! - [`servers`]: a process's listeners served together, then drained in order at shutdown
 //!   (readiness fails, `shutdown.readiness_delay_ms`, the listeners close, in-flight requests
 //!   get `shutdown.drain_timeout_ms`; a second signal cuts both).
-//! - [`tls`] (feature `tls`): rustls with the certificate reloaded from its files while serving,
+//! - `tls` (feature `tls`): rustls with the certificate reloaded from its files while serving,
 //!   optional client certificates.
 //! - [`config`]: the layers a service's configuration is read through ([`config::layered`]:
 //!   defaults → file → `RUST_LOG` → `PREFIX_SECTION__KEY` → flags), [`config::ConfigError`], and

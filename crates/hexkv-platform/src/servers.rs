@@ -10,7 +10,7 @@
 //!   F -- no --> A[the rest are cut] --> E
 //! ```
 //!
-//! Every listener is served by [`serve`](crate::serve::serve) with one
+//! Every listener is served by [`serve`] with one
 //! [`CancellationToken`]'s child: cancelling it closes every listener and drains every
 //! connection gracefully (HTTP/2 `GOAWAY`, HTTP/1.1 `Connection: close`), long-lived responses
 //! included, which end when the drain deadline cuts them.
