@@ -19,5 +19,6 @@
 pub mod config;
 pub mod serve;
 pub mod servers;
+pub mod shutdown;
 #[cfg(feature = "tls")]
 pub mod tls;

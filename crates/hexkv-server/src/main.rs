@@ -311,24 +311,10 @@ fn serve(config: Config, overrides: Overrides, ready_file: Option<&Path>) -> Exi
             write_ready_file(path, &app)?;
         }
         // The first signal starts the graceful shutdown; a second one hurries it.
-        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
-        let (second_tx, second_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut signals = Signals::listen()?;
-        tokio::spawn(async move {
-            signals.next().await;
-            let _ = first_tx.send(());
-            signals.next().await;
-            let _ = second_tx.send(());
-        });
+        let shutdown = hexkv_platform::shutdown::Shutdown::on_signals()?;
         app.run_with(
-            async move {
-                let _ = first_rx.await;
-            },
-            async move {
-                if second_rx.await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            },
+            shutdown.requested.cancelled_owned(),
+            shutdown.hurried.cancelled_owned(),
         )
         .await
     });
@@ -359,40 +345,4 @@ fn write_ready_file(path: &Path, app: &Application) -> anyhow::Result<()> {
     std::fs::write(&tmp, body.to_string())?;
     std::fs::rename(&tmp, path)?;
     Ok(())
-}
-
-/// SIGINT (Ctrl-C) and SIGTERM, listened to from the start, so a second signal is never missed.
-struct Signals {
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn listen() -> anyhow::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Self {
-                terminate: signal(SignalKind::terminate())?,
-                interrupt: signal(SignalKind::interrupt())?,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(Self {})
-    }
-
-    /// Resolves on the next signal.
-    async fn next(&mut self) {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = self.terminate.recv() => tracing::info!("received SIGTERM"),
-            _ = self.interrupt.recv() => tracing::info!("received SIGINT"),
-        }
-        #[cfg(not(unix))]
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("received Ctrl-C");
-        }
-    }
 }
