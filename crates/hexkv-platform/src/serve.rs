@@ -72,6 +72,19 @@ pub struct ConnectionLimits {
     pub keepalive_timeout: Duration,
 }
 
+impl Default for ConnectionLimits {
+    /// hexkv's defaults: 10 s for the handshake and each request's headers, closed after 120 s
+    /// without a request, HTTP/2 pings every 30 s answered within 20 s.
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
 /// Which HTTP versions a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocols {

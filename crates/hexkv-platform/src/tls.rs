@@ -146,6 +146,20 @@ impl TlsSetup {
     }
 }
 
+/// How a listener's connections are secured: TLS offering `alpn` when `tls` is set (as
+/// [`TlsSetup::load`] returns it), else plain TCP.
+pub fn transport(
+    tls: Option<&TlsSetup>,
+    alpn: &[&[u8]],
+) -> anyhow::Result<crate::serve::Transport> {
+    Ok(match tls {
+        Some(tls) => {
+            crate::serve::Transport::Tls(tokio_rustls::TlsAcceptor::from(tls.server_config(alpn)?))
+        }
+        None => crate::serve::Transport::Plain,
+    })
+}
+
 /// Reloads the certificate when its files change (their directories are watched, so a
 /// Kubernetes Secret's symlink swap counts), debounced; stops when the returned watcher drops.
 pub fn watch(certs: Arc<CertStore>) -> anyhow::Result<notify::RecommendedWatcher> {

@@ -276,7 +276,7 @@ impl Application {
                 },
             );
             #[cfg(feature = "tls")]
-            let transport = transport(tls.as_ref(), &[b"h2", b"http/1.1"])?;
+            let transport = tls::transport(tls.as_ref(), &[b"h2", b"http/1.1"])?;
             #[cfg(not(feature = "tls"))]
             let transport = serve::Transport::Plain;
             servers.spawn("http", self.http.0, app, transport, serve::Protocols::Any);
@@ -305,7 +305,7 @@ impl Application {
                 hexkv_telemetry::ObserveLayer::new(hexkv_grpc::observe::GrpcObserve),
             );
             #[cfg(feature = "tls")]
-            let transport = transport(tls.as_ref(), &[b"h2"])?;
+            let transport = tls::transport(tls.as_ref(), &[b"h2"])?;
             #[cfg(not(feature = "tls"))]
             let transport = serve::Transport::Plain;
             servers.spawn("grpc", self.grpc.0, app, transport, serve::Protocols::Http2);
@@ -349,17 +349,6 @@ impl Application {
         served?;
         closed.context("closing the store failed")
     }
-}
-
-/// How a listener's connections are secured: TLS offering `alpn` when `[tls]` is set.
-#[cfg(feature = "tls")]
-fn transport(tls: Option<&tls::TlsSetup>, alpn: &[&[u8]]) -> anyhow::Result<serve::Transport> {
-    Ok(match tls {
-        Some(tls) => {
-            serve::Transport::Tls(tokio_rustls::TlsAcceptor::from(tls.server_config(alpn)?))
-        }
-        None => serve::Transport::Plain,
-    })
 }
 
 /// The store, wrapped in its instrumentation and resilience decorators, and its breaker.

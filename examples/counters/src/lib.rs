@@ -9,7 +9,9 @@
 //! - adapters of the port: [`memory::MemoryCounters`] and [`postgres::PostgresCounters`];
 //! - [`resilient::ResilientCounters`]: a decorator with a timeout, retries of reads and a
 //!   circuit breaker from `hexkv-resilience`, implementing the same port;
-//! - [`http`]: the REST front end, with hexkv's request ids and observation layer.
+//! - [`http`]: the REST front end, with hexkv's request ids and observation layer;
+//! - [`settings`]: its configuration, its own sections beside the platform's, read through the
+//!   platform's layers; `main` serves it with the platform's `Servers` (TLS, drain).
 //!
 //! `tests/` runs one contract suite against both adapters (PostgreSQL through hexkv-testkit's
 //! throwaway server) and the REST API over a real socket.
@@ -21,6 +23,7 @@ pub mod ports;
 pub mod postgres;
 pub mod resilient;
 pub mod service;
+pub mod settings;
 
 pub use domain::{CounterError, CounterName};
 pub use ports::{CounterStore, StoreError};

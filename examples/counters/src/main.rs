@@ -1,5 +1,6 @@
-//! `counters`: the example service. `DATABASE_URL` set: counters in PostgreSQL, else in memory.
-//! `COUNTERS_LISTEN` (default 127.0.0.1:8090).
+//! `counters`: the example service, on the platform's shell. Configuration: `--config FILE`
+//! and `COUNTERS_*` over the defaults ([`settings`](hexkv_example_counters::settings));
+//! `store.postgres_url` set: counters in PostgreSQL, else in memory.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,14 +8,26 @@ use std::time::Duration;
 use hexkv_example_counters::memory::MemoryCounters;
 use hexkv_example_counters::postgres::PostgresCounters;
 use hexkv_example_counters::resilient::ResilientCounters;
+use hexkv_example_counters::settings::Settings;
 use hexkv_example_counters::{CounterService, CounterStore, http};
+use hexkv_platform::serve::{ConnectionLimits, Connections, Protocols};
+use hexkv_platform::{servers::Servers, shutdown::Shutdown, tls};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _telemetry = tracing_subscriber_init();
-    let store: Arc<dyn CounterStore> = match std::env::var("DATABASE_URL") {
-        Ok(url) => Arc::new(PostgresCounters::connect(&url).await?),
-        Err(_) => Arc::new(MemoryCounters::default()),
+    let file = std::env::args().skip_while(|a| a != "--config").nth(1);
+    let settings = Settings::load(file.as_deref().map(std::path::Path::new))?;
+    let _telemetry = hexkv_telemetry::init(
+        &hexkv_telemetry::LogSettings {
+            level: settings.log.level.clone(),
+            json: true,
+            sampling: settings.log.sampling.to_sampling(),
+        },
+        None,
+    )?;
+    let store: Arc<dyn CounterStore> = match settings.store.postgres_url.as_str() {
+        "" => Arc::new(MemoryCounters::default()),
+        url => Arc::new(PostgresCounters::connect(url).await?),
     };
     let store = Arc::new(ResilientCounters::new(
         store,
@@ -22,23 +35,20 @@ async fn main() -> anyhow::Result<()> {
         hexkv_resilience::RetryPolicy::default(),
         hexkv_resilience::BreakerConfig::default(),
     ));
-    let listen = std::env::var("COUNTERS_LISTEN").unwrap_or_else(|_| "127.0.0.1:8090".into());
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    let tls = tls::TlsSetup::load(&settings.tls)?;
+    let _cert_watcher = tls
+        .as_ref()
+        .map(|t| tls::watch(Arc::clone(&t.certs)))
+        .transpose()?;
+    let transport = tls::transport(tls.as_ref(), &[b"h2", b"http/1.1"])?;
+    let listener = tokio::net::TcpListener::bind(settings.http.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, http::router(CounterService::new(store)))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    Ok(())
-}
-
-/// Logs through hexkv-telemetry, as hexkv does: JSON lines, sampled, level from `RUST_LOG`.
-fn tracing_subscriber_init() -> Option<hexkv_telemetry::Telemetry> {
-    let settings = hexkv_telemetry::LogSettings {
-        level: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        json: true,
-        sampling: Default::default(),
-    };
-    hexkv_telemetry::init(&settings, None).ok()
+    let shutdown = Shutdown::on_signals()?;
+    let mut servers = Servers::new(ConnectionLimits::default(), Connections::new(4_096, 512));
+    let app = http::router(CounterService::new(store));
+    servers.spawn("http", listener, app, transport, Protocols::Any);
+    let requested = shutdown.requested.cancelled_owned();
+    servers
+        .run(requested, async {}, &settings.shutdown, shutdown.hurried)
+        .await
 }

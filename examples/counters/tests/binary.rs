@@ -1,0 +1,100 @@
+//! The counters binary on the platform's shell, as an operator runs it: a configuration file
+//! with the environment over it, TLS with a certificate from files, and a graceful exit on
+//! SIGTERM.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// A request over TLS to `addr`, trusting `root`; the whole response.
+async fn https(addr: SocketAddr, root: &rcgen::Certificate, request: &str) -> String {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn serves_over_tls_from_its_configuration_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let config = dir.path().join("counters.toml");
+    // The file's address is taken; the environment's (a free port) must win over it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"{}\"\n[tls]\ncert = {cert:?}\nkey = {key:?}\n",
+            taken.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hexkv-example-counters"))
+        .arg("--config")
+        .arg(&config)
+        .env("COUNTERS_HTTP__LISTEN", "127.0.0.1:0")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr: SocketAddr = loop {
+        let line = lines
+            .next()
+            .expect("the service logs until it listens")
+            .unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+        if event["message"] == "listening" {
+            break event["addr"].as_str().unwrap().parse().unwrap();
+        }
+    };
+    assert_ne!(addr, taken.local_addr().unwrap());
+
+    let body = r#"{"delta": 2}"#;
+    let response = https(
+        addr,
+        &certified.cert,
+        &format!(
+            "POST /v1/counters/page.views HTTP/1.1\r\nhost: localhost\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#""value":2"#), "{response}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let logged: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        logged.iter().any(|l| l.contains("closing the listeners")),
+        "the drain ran: {logged:#?}"
+    );
+}
