@@ -4,6 +4,9 @@
 //! - [`serve`]: the accept loop over hyper, for REST and gRPC alike: connection caps (in total
 //!   and per client address), the handshake, header-read and idle timeouts, graceful drain on a
 //!   [`CancellationToken`](tokio_util::sync::CancellationToken).
+//! - [`reload`]: a service's reload called on SIGHUP and when its configuration file changes
+//!   (debounced).
+//! - [`shutdown`]: SIGTERM/SIGINT as two cancellation tokens (a graceful, then a hurried stop).
 //! - [`servers`]: a process's listeners served together, then drained in order at shutdown
 //!   (readiness fails, `shutdown.readiness_delay_ms`, the listeners close, in-flight requests
 //!   get `shutdown.drain_timeout_ms`; a second signal cuts both).
@@ -17,6 +20,7 @@
 //! `tonic::service::Routes::into_axum_router`) and a listener; the platform serves it.
 
 pub mod config;
+pub mod reload;
 pub mod serve;
 pub mod servers;
 pub mod shutdown;

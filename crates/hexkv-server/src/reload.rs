@@ -15,7 +15,7 @@
 //!
 //! Each reload logs which keys changed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,9 +35,6 @@ pub const LIVE: &[&str] = &[
     "flags.",
     "auth.keys",
 ];
-
-/// How long the configuration file must be quiet before a reload.
-pub const DEBOUNCE: Duration = hexkv_platform::config::RELOAD_DEBOUNCE;
 
 /// The handles that change live settings.
 pub struct Live {
@@ -251,98 +248,15 @@ fn keep_live(running: &mut Config, new: &Config) {
     running.flags = new.flags.clone();
 }
 
-/// Keeps the triggers of reloads alive: the file watcher, and the SIGHUP listener's task.
-pub struct Triggers {
-    _watcher: Option<notify::RecommendedWatcher>,
-    sighup: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Triggers {
-    fn drop(&mut self) {
-        if let Some(task) = self.sighup.take() {
-            task.abort();
-        }
-    }
-}
-
-/// Whether a file event in the watched directory concerns the configuration file `name`: the
-/// file itself, or Kubernetes' `..data` symlink swap of a mounted ConfigMap.
-fn concerns(event: &notify::Event, name: &std::ffi::OsStr) -> bool {
-    use notify::EventKind;
-    if matches!(event.kind, EventKind::Access(_)) {
-        return false;
-    }
-    event.paths.iter().any(|p| {
-        p.file_name()
-            .is_some_and(|f| f == name || f.to_string_lossy().starts_with("..data"))
-    })
-}
-
 /// Starts the reload triggers on the current runtime: SIGHUP, and changes of the configuration
-/// file when there is one. Keep the result alive while serving.
-pub fn spawn_triggers(reloader: Arc<Reloader>) -> anyhow::Result<Triggers> {
-    let debounced = {
-        let reloader = Arc::clone(&reloader);
-        hexkv_resilience::debounce::Last::spawn(DEBOUNCE, move || {
-            let reloader = Arc::clone(&reloader);
-            async move {
-                tracing::info!("configuration file changed: reloading");
-                reloader.reload();
-            }
-        })
-    };
-    let watcher = match reloader.file() {
-        None => None,
-        Some(file) => Some(watch(file, debounced)?),
-    };
-    #[cfg(unix)]
-    let sighup = {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = signal(SignalKind::hangup())?;
-        Some(tokio::spawn(async move {
-            while hangups.recv().await.is_some() {
-                tracing::info!("received SIGHUP: reloading the configuration");
-                reloader.reload();
-            }
-        }))
-    };
-    #[cfg(not(unix))]
-    let sighup = None;
-    Ok(Triggers {
-        _watcher: watcher,
-        sighup,
+/// file when there is one ([`hexkv_platform::reload::spawn`]). Keep the result alive while
+/// serving.
+pub fn spawn_triggers(reloader: Arc<Reloader>) -> anyhow::Result<hexkv_platform::reload::Triggers> {
+    let file = reloader.file().map(Path::to_path_buf);
+    hexkv_platform::reload::spawn(file.as_deref(), move || {
+        // What it changed or refused is logged by the reload itself.
+        let _ = reloader.reload();
     })
-}
-
-fn watch(
-    file: &Path,
-    debounced: hexkv_resilience::debounce::Last,
-) -> anyhow::Result<notify::RecommendedWatcher> {
-    use anyhow::Context as _;
-    use notify::Watcher as _;
-
-    let name = file
-        .file_name()
-        .context("the configuration path names no file")?
-        .to_owned();
-    // The directory, not the file: editors and Kubernetes replace files by renaming, which
-    // would end a watch on the file itself.
-    let dir: PathBuf = match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let mut watcher =
-        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-            Ok(event) if concerns(&event, &name) => debounced.trigger(),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "watching the configuration file failed"),
-        })
-        .context("cannot watch the configuration file")?;
-    watcher
-        .watch(&dir, notify::RecursiveMode::NonRecursive)
-        .with_context(|| format!("cannot watch {}", dir.display()))?;
-    tracing::info!(path = %file.display(), "watching the configuration file for changes");
-    Ok(watcher)
 }
 
 #[cfg(test)]

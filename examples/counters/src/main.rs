@@ -1,7 +1,9 @@
 //! `counters`: the example service, on the platform's shell. Configuration: `--config FILE`
 //! and `COUNTERS_*` over the defaults ([`settings`](hexkv_example_counters::settings));
-//! `store.postgres_url` set: counters in PostgreSQL, else in memory.
+//! `store.postgres_url` set: counters in PostgreSQL, else in memory. SIGHUP or a change of the
+//! file reloads it (the log level and sampling apply live).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +17,12 @@ use hexkv_platform::{servers::Servers, shutdown::Shutdown, tls};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let file = std::env::args().skip_while(|a| a != "--config").nth(1);
-    let settings = Settings::load(file.as_deref().map(std::path::Path::new))?;
-    let _telemetry = hexkv_telemetry::init(
+    let file = std::env::args()
+        .skip_while(|a| a != "--config")
+        .nth(1)
+        .map(PathBuf::from);
+    let settings = Settings::load(file.as_deref())?;
+    let telemetry = hexkv_telemetry::init(
         &hexkv_telemetry::LogSettings {
             level: settings.log.level.clone(),
             json: true,
@@ -25,6 +30,19 @@ async fn main() -> anyhow::Result<()> {
         },
         None,
     )?;
+    // SIGHUP or a change of the file: the log level and sampling apply live.
+    let _reload = hexkv_platform::reload::spawn(file.clone().as_deref(), move || {
+        match Settings::load(file.as_deref()) {
+            Ok(new) => match telemetry.set_level(&new.log.level) {
+                Ok(()) => {
+                    telemetry.set_sampling(new.log.sampling.to_sampling());
+                    tracing::info!(log_level = %new.log.level, "configuration reloaded");
+                }
+                Err(e) => tracing::warn!(error = %e, "log.level refused; the running one stays"),
+            },
+            Err(e) => tracing::warn!(error = %e, "reload refused; the running settings stay"),
+        }
+    })?;
     let store: Arc<dyn CounterStore> = match settings.store.postgres_url.as_str() {
         "" => Arc::new(MemoryCounters::default()),
         url => Arc::new(PostgresCounters::connect(url).await?),

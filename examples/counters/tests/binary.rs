@@ -1,6 +1,6 @@
 //! The counters binary on the platform's shell, as an operator runs it: a configuration file
-//! with the environment over it, TLS with a certificate from files, and a graceful exit on
-//! SIGTERM.
+//! with the environment over it, TLS with a certificate from files, a reload on SIGHUP, and a
+//! graceful exit on SIGTERM.
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
@@ -28,7 +28,7 @@ async fn https(addr: SocketAddr, root: &rcgen::Certificate, request: &str) -> St
 }
 
 #[tokio::test]
-async fn serves_over_tls_from_its_configuration_and_exits_cleanly_on_sigterm() {
+async fn serves_over_tls_from_its_configuration_reloads_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
@@ -39,14 +39,18 @@ async fn serves_over_tls_from_its_configuration_and_exits_cleanly_on_sigterm() {
     let config = dir.path().join("counters.toml");
     // The file's address is taken; the environment's (a free port) must win over it.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    std::fs::write(
-        &config,
-        format!(
-            "[http]\nlisten = \"{}\"\n[tls]\ncert = {cert:?}\nkey = {key:?}\n",
-            taken.local_addr().unwrap()
-        ),
-    )
-    .unwrap();
+    let write_config = |level: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[http]\nlisten = \"{}\"\n[tls]\ncert = {cert:?}\nkey = {key:?}\n\
+                 [log]\nlevel = \"{level}\"\n",
+                taken.local_addr().unwrap()
+            ),
+        )
+        .unwrap()
+    };
+    write_config("info");
     let mut child = Command::new(env!("CARGO_BIN_EXE_hexkv-example-counters"))
         .arg("--config")
         .arg(&config)
@@ -82,11 +86,19 @@ async fn serves_over_tls_from_its_configuration_and_exits_cleanly_on_sigterm() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains(r#""value":2"#), "{response}");
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    // A reload (SIGHUP; the file's change triggers one too) applies the new log level.
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    write_config("debug");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let reloaded = loop {
+        let line = lines.next().expect("the service logs the reload").unwrap();
+        if line.contains("configuration reloaded") {
+            break line;
+        }
+    };
+    assert!(reloaded.contains(r#""log_level":"debug""#), "{reloaded}");
+
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
