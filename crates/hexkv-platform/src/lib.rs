@@ -4,6 +4,8 @@
 //! - [`serve`]: the accept loop over hyper, for REST and gRPC alike: connection caps (in total
 //!   and per client address), the handshake, header-read and idle timeouts, graceful drain on a
 //!   [`CancellationToken`](tokio_util::sync::CancellationToken).
+//! - [`health`]: the readiness registry (the service's checks, and draining) and the `/healthz`
+//!   and `/readyz` routes over it.
 //! - [`reload`]: a service's reload called on SIGHUP and when its configuration file changes
 //!   (debounced).
 //! - [`shutdown`]: SIGTERM/SIGINT as two cancellation tokens (a graceful, then a hurried stop).
@@ -20,6 +22,7 @@
 //! `tonic::service::Routes::into_axum_router`) and a listener; the platform serves it.
 
 pub mod config;
+pub mod health;
 pub mod reload;
 pub mod serve;
 pub mod servers;

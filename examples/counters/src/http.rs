@@ -2,11 +2,14 @@
 //! Errors are problem+json with a stable code, and every request gets hexkv's request id and
 //! observation (a span, a log line, a latency histogram) by reusing its layers.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hexkv_platform::health::Readiness;
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
 
@@ -29,12 +32,13 @@ pub struct Counter {
     pub value: i64,
 }
 
-/// The router, with hexkv's request-id and observation layers.
-pub fn router(service: CounterService) -> Router {
+/// The router, with the platform's `/healthz` and `/readyz` over `readiness`, and hexkv's
+/// request-id and observation layers.
+pub fn router(service: CounterService, readiness: Arc<Readiness>) -> Router {
     Router::new()
         .route("/v1/counters/{name}", get(read).post(add))
-        .route("/healthz", get(|| async { "ok" }))
         .with_state(service)
+        .merge(hexkv_platform::health::routes(readiness))
         .layer(
             ServiceBuilder::new()
                 .layer(hexkv_http::request_id::RequestIdLayer)

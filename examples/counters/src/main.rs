@@ -13,7 +13,7 @@ use hexkv_example_counters::resilient::ResilientCounters;
 use hexkv_example_counters::settings::Settings;
 use hexkv_example_counters::{CounterService, CounterStore, http};
 use hexkv_platform::serve::{ConnectionLimits, Connections, Protocols};
-use hexkv_platform::{servers::Servers, shutdown::Shutdown, tls};
+use hexkv_platform::{health::Readiness, servers::Servers, shutdown::Shutdown, tls};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -63,7 +63,16 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let shutdown = Shutdown::on_signals()?;
     let mut servers = Servers::new(ConnectionLimits::default(), Connections::new(4_096, 512));
-    let app = http::router(CounterService::new(store));
+    let service = CounterService::new(store);
+    // Ready while a read of the store answers, until the drain begins.
+    let readiness = Arc::new(Readiness::new().with_check("store", {
+        let service = service.clone();
+        move || {
+            let service = service.clone();
+            async move { service.ready().await.map_err(|e| e.to_string()) }
+        }
+    }));
+    let app = http::router(service, Arc::clone(&readiness));
     servers.spawn("http", listener, app, transport, Protocols::Any);
     let requested = shutdown.requested.cancelled_owned();
     servers

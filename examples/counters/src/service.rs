@@ -40,6 +40,18 @@ impl CounterService {
     }
 }
 
+impl CounterService {
+    /// Whether the store answers (for readiness): a read that changes nothing.
+    pub async fn ready(&self) -> Result<(), CounterError> {
+        let probe = CounterName::new("readiness.probe").expect("a valid name");
+        self.store
+            .get(&probe)
+            .await
+            .map(|_| ())
+            .map_err(into_counter_error)
+    }
+}
+
 fn into_counter_error(e: StoreError) -> CounterError {
     match e {
         StoreError::Overflow => CounterError::Overflow,
@@ -55,6 +67,22 @@ mod tests {
 
     fn name() -> CounterName {
         CounterName::new("hits").unwrap()
+    }
+
+    #[tokio::test]
+    async fn ready_while_the_store_answers() {
+        let mut store = MockCounterStore::new();
+        store.expect_get().times(1).returning(|_| Ok(None));
+        store
+            .expect_get()
+            .times(1)
+            .returning(|_| Err(StoreError::Unavailable("down".into())));
+        let service = CounterService::new(Arc::new(store));
+        assert!(service.ready().await.is_ok());
+        assert!(matches!(
+            service.ready().await,
+            Err(CounterError::Unavailable(_))
+        ));
     }
 
     #[tokio::test]

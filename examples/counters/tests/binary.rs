@@ -85,6 +85,14 @@ async fn serves_over_tls_from_its_configuration_reloads_and_exits_cleanly_on_sig
     .await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains(r#""value":2"#), "{response}");
+    let ready = https(
+        addr,
+        &certified.cert,
+        "GET /readyz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(ready.contains(r#""name":"store","ok":true"#), "{ready}");
 
     // A reload (SIGHUP; the file's change triggers one too) applies the new log level.
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);

@@ -13,7 +13,8 @@ async fn counters_over_http() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let service = CounterService::new(Arc::new(MemoryCounters::default()));
-    tokio::spawn(async move { axum::serve(listener, router(service)).await });
+    let readiness = Arc::new(hexkv_platform::health::Readiness::new());
+    tokio::spawn(async move { axum::serve(listener, router(service, readiness)).await });
     let http = reqwest::Client::new();
     let url = |path: &str| format!("http://{addr}{path}");
 
