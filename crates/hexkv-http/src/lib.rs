@@ -22,9 +22,9 @@ pub mod auth;
 pub mod error;
 mod health;
 mod kv;
-pub mod observe;
+pub use hexkv_platform::http::observe;
 pub mod openapi;
-pub mod request_id;
+pub use hexkv_platform::http::request_id;
 
 use std::sync::Arc;
 
@@ -50,8 +50,6 @@ pub(crate) mod routes {
     pub(crate) const READYZ: &str = "/readyz";
     pub(crate) const METRICS: &str = "/metrics";
     pub(crate) const OPENAPI: &str = "/openapi.json";
-    /// The label of a request no route serves.
-    pub(crate) const UNMATCHED: &str = "unmatched";
 }
 
 /// What the handlers share: behind one `Arc`, since axum clones the state for every request.

@@ -4,6 +4,8 @@
 //! - [`serve`]: the accept loop over hyper, for REST and gRPC alike: connection caps (in total
 //!   and per client address), the handshake, header-read and idle timeouts, graceful drain on a
 //!   [`CancellationToken`](tokio_util::sync::CancellationToken).
+//! - [`http`]: request ids and the per-request span, log line and metrics by matched route, as
+//!   tower layers for an axum router.
 //! - [`health`]: the readiness registry (the service's checks, and draining) and the `/healthz`
 //!   and `/readyz` routes over it.
 //! - [`reload`]: a service's reload called on SIGHUP and when its configuration file changes
@@ -23,6 +25,7 @@
 
 pub mod config;
 pub mod health;
+pub mod http;
 pub mod reload;
 pub mod serve;
 pub mod servers;

@@ -41,9 +41,9 @@ pub fn router(service: CounterService, readiness: Arc<Readiness>) -> Router {
         .merge(hexkv_platform::health::routes(readiness))
         .layer(
             ServiceBuilder::new()
-                .layer(hexkv_http::request_id::RequestIdLayer)
+                .layer(hexkv_platform::http::request_id::RequestIdLayer)
                 .layer(hexkv_telemetry::ObserveLayer::new(
-                    hexkv_http::observe::HttpObserve::matched_path(),
+                    hexkv_platform::http::observe::HttpObserve::matched_path(),
                 )),
         )
 }
@@ -112,7 +112,7 @@ impl IntoResponse for Problem {
             "status": status.as_u16(),
             "code": code,
             "detail": detail,
-            "request_id": hexkv_http::request_id::current(),
+            "request_id": hexkv_platform::http::request_id::current(),
         });
         (
             status,

@@ -1,4 +1,4 @@
-//! How the REST adapter is observed: a `request` span with the method, the matched route and the
+//! How a REST front end is observed: a `request` span with the method, the matched route and the
 //! request id, and the metrics `hexkv_http_request_duration_seconds` (whose `_count` counts
 //! the requests) by method, route and status.
 
@@ -7,9 +7,12 @@ use axum::http::{Method, Request, Response};
 use hexkv_telemetry::{Finished, Observe, Started};
 use metrics::{Label, SharedString};
 
-use crate::request_id::REQUEST_ID_HEADER;
+use super::request_id::REQUEST_ID_HEADER;
 
-/// The [`Observe`] of the REST adapter, for layers inside an axum `Router` (`Router::layer`),
+/// The `route` label of a request no route matched.
+pub const UNMATCHED: &str = "unmatched";
+
+/// The [`Observe`] of a REST front end, for layers inside an axum `Router` (`Router::layer`),
 /// which run after routing.
 ///
 /// The `route` label is the pattern of the route the router matched (its `MatchedPath`:
@@ -67,7 +70,7 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// A status as a label, without an allocation for the statuses hexkv answers.
+/// A status as a label, without an allocation for the common statuses.
 fn status_label(status: u16) -> SharedString {
     let known = match status {
         200 => "200",
@@ -97,7 +100,7 @@ impl Observe for HttpObserve {
         let route = request
             .extensions()
             .get::<MatchedPath>()
-            .map_or(crate::routes::UNMATCHED, MatchedPath::as_str);
+            .map_or(UNMATCHED, MatchedPath::as_str);
         let request_id = request
             .headers()
             .get(&REQUEST_ID_HEADER)
