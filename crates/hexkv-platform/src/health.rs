@@ -8,7 +8,9 @@
 //!   [`Servers::run`](crate::servers::Servers::run)'s `draining` step calls), so the load
 //!   balancer takes the replica out before its listeners close.
 //!
-//! Both answer `{"status": …, "checks": [{"name", "ok", "detail"?}]}` with `Cache-Control:
+//! - `GET /metrics` ([`metrics`]) is the Prometheus exposition of the process's recorder.
+//!
+//! The health routes answer `{"status": …, "checks": [{"name", "ok", "detail"?}]}` with `Cache-Control:
 //! no-store`.
 
 use std::future::Future;
@@ -140,6 +142,29 @@ pub async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response {
             checks: &checks,
         },
     )
+}
+
+/// `GET /metrics`: the Prometheus text exposition of `metrics` (the process's recorder).
+pub async fn metrics(State(metrics): State<hexkv_telemetry::Metrics>) -> Response {
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        metrics.render(),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `/metrics` over the process's recorder, to merge into the service's router.
+pub fn metrics_route<S: Clone + Send + Sync + 'static>(
+    recorder: hexkv_telemetry::Metrics,
+) -> axum::Router<S> {
+    axum::Router::new().route("/metrics", axum::routing::get(metrics).with_state(recorder))
 }
 
 /// `/healthz` and `/readyz` over `readiness`, to merge into the service's router.

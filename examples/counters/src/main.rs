@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use hexkv_example_counters::memory::MemoryCounters;
 use hexkv_example_counters::postgres::PostgresCounters;
 use hexkv_example_counters::resilient::ResilientCounters;
@@ -28,8 +30,16 @@ async fn main() -> anyhow::Result<()> {
             json: true,
             sampling: settings.log.sampling.to_sampling(),
         },
-        None,
+        Some(&hexkv_telemetry::BuildInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            features: String::new(),
+        }),
     )?;
+    telemetry.spawn_housekeeping();
+    let recorder = telemetry
+        .metrics()
+        .cloned()
+        .context("no metrics recorder")?;
     // SIGHUP or a change of the file: the log level and sampling apply live.
     let _reload = hexkv_platform::reload::spawn(file.clone().as_deref(), move || {
         match Settings::load(file.as_deref()) {
@@ -72,10 +82,12 @@ async fn main() -> anyhow::Result<()> {
             async move { service.ready().await.map_err(|e| e.to_string()) }
         }
     }));
-    let app = http::router(service, Arc::clone(&readiness));
+    let app = http::router(service, Arc::clone(&readiness))
+        .merge(hexkv_platform::health::metrics_route(recorder));
     servers.spawn("http", listener, app, transport, Protocols::Any);
     let requested = shutdown.requested.cancelled_owned();
+    let draining = async move { readiness.begin_draining() };
     servers
-        .run(requested, async {}, &settings.shutdown, shutdown.hurried)
+        .run(requested, draining, &settings.shutdown, shutdown.hurried)
         .await
 }

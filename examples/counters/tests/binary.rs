@@ -1,6 +1,6 @@
 //! The counters binary on the platform's shell, as an operator runs it: a configuration file
-//! with the environment over it, TLS with a certificate from files, a reload on SIGHUP, and a
-//! graceful exit on SIGTERM.
+//! with the environment over it, TLS with a certificate from files, readiness, a metrics scrape,
+//! a reload on SIGHUP, and a graceful exit on SIGTERM.
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
@@ -44,7 +44,7 @@ async fn serves_over_tls_from_its_configuration_reloads_and_exits_cleanly_on_sig
             &config,
             format!(
                 "[http]\nlisten = \"{}\"\n[tls]\ncert = {cert:?}\nkey = {key:?}\n\
-                 [log]\nlevel = \"{level}\"\n",
+                 [log]\nlevel = \"{level}\"\n[shutdown]\nreadiness_delay_ms = 3000\n",
                 taken.local_addr().unwrap()
             ),
         )
@@ -93,6 +93,23 @@ async fn serves_over_tls_from_its_configuration_reloads_and_exits_cleanly_on_sig
     .await;
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     assert!(ready.contains(r#""name":"store","ok":true"#), "{ready}");
+    let scrape = https(
+        addr,
+        &certified.cert,
+        "GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+    assert!(
+        scrape.lines().any(
+            |l| l.starts_with("hexkv_http_request_duration_seconds_count")
+                && l.contains(r#"method="POST""#)
+                && l.contains(r#"route="/v1/counters/{name}""#)
+                && l.contains(r#"status="200""#)
+                && l.ends_with(" 1")
+        ),
+        "the POST is counted by route: {scrape}"
+    );
 
     // A reload (SIGHUP; the file's change triggers one too) applies the new log level.
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -106,7 +123,21 @@ async fn serves_over_tls_from_its_configuration_reloads_and_exits_cleanly_on_sig
     };
     assert!(reloaded.contains(r#""log_level":"debug""#), "{reloaded}");
 
+    // SIGTERM: readiness fails at once, while the listener still serves for the delay.
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let readyz = "GET /readyz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
+    let draining = loop {
+        let answer = https(addr, &certified.cert, readyz).await;
+        if answer.starts_with("HTTP/1.1 503") {
+            break answer;
+        }
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(
+        draining.contains(r#""name":"draining","ok":false"#),
+        "{draining}"
+    );
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
