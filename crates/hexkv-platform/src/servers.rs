@@ -244,14 +244,16 @@ mod tests {
             readiness_delay_ms: 0,
             drain_timeout_ms: 50,
         };
-        servers
-            .run(
-                std::future::ready(()),
-                async {},
-                &settings,
-                CancellationToken::new(),
-            )
+        // A drain that waited for the request would never end: fail instead of hanging.
+        let run = servers.run(
+            std::future::ready(()),
+            async {},
+            &settings,
+            CancellationToken::new(),
+        );
+        tokio::time::timeout(Duration::from_secs(600), run)
             .await
+            .expect("the drain deadline cut the request")
             .unwrap();
         let answer = request.await.unwrap();
         assert!(!answer.contains("done"), "{answer}");
