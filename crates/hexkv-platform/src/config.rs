@@ -1,6 +1,6 @@
 //! The platform's sections of a service's configuration, declared once (type, default, doc) and
 //! read by the service's configuration layers (defaults → file → environment → flags): `[log]`,
-//! `[telemetry]`, `[metrics]`, `[shutdown]`, `[tls]`.
+//! `[telemetry]`, `[metrics]`, `[limits]`, `[shutdown]`, `[tls]`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -321,6 +321,107 @@ impl ShutdownConfig {
     /// `drain_timeout_ms` as a duration.
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+/// `[limits]`: what one client and one request may take, on every listener of the
+/// [`Application`](crate::app::Application). The request limits (shedding, the timeout, the
+/// throttle) apply to the service's routes only: `/healthz`, `/readyz` and `/metrics` answer
+/// while the service sheds load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Requests handled at once; the excess is refused at once with 503 `overloaded` (load
+    /// shedding). 0: no limit.
+    pub max_in_flight: usize,
+    /// A request still running after this long gets 504 `deadline_exceeded` and is cancelled.
+    /// 0: no limit.
+    pub request_timeout_ms: u64,
+    /// Requests per minute each client (its IP address) may make on average; 0: no throttling.
+    pub throttle_per_minute: u32,
+    /// The largest burst a client may make above its rate.
+    pub throttle_burst: u32,
+    /// The most clients the throttle remembers (bounds its memory).
+    pub throttle_max_clients: usize,
+    /// A new connection must finish its TLS handshake and send the first bytes of a request
+    /// within this; over HTTP/1.1 each request's headers must be complete within it. At least 1.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight this long is closed. At least 1.
+    pub idle_timeout_ms: u64,
+    /// HTTP/2 keep-alive pings this often; 0: none.
+    pub http2_keepalive_interval_ms: u64,
+    /// A keep-alive ping not answered within this closes the connection. At least 1.
+    pub http2_keepalive_timeout_ms: u64,
+    /// Connections open at once over every listener; more are closed as soon as they are
+    /// accepted. At least 1.
+    pub max_connections: usize,
+    /// Connections open at once from one IP address. At least 1.
+    pub max_connections_per_client: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let connection = crate::serve::ConnectionLimits::default();
+        Self {
+            max_in_flight: 1_024,
+            request_timeout_ms: 30_000,
+            throttle_per_minute: 0,
+            throttle_burst: 100,
+            throttle_max_clients: 100_000,
+            header_read_timeout_ms: connection.header_read_timeout.as_millis() as u64,
+            idle_timeout_ms: connection.idle_timeout.as_millis() as u64,
+            http2_keepalive_interval_ms: connection
+                .keepalive_interval
+                .map_or(0, |i| i.as_millis() as u64),
+            http2_keepalive_timeout_ms: connection.keepalive_timeout.as_millis() as u64,
+            max_connections: 4_096,
+            max_connections_per_client: 512,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// `request_timeout_ms` as a duration; `None` when 0.
+    pub fn request_timeout(&self) -> Option<Duration> {
+        (self.request_timeout_ms > 0).then(|| Duration::from_millis(self.request_timeout_ms))
+    }
+
+    /// The timeouts of each connection.
+    pub fn connection_limits(&self) -> crate::serve::ConnectionLimits {
+        crate::serve::ConnectionLimits {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            keepalive_interval: (self.http2_keepalive_interval_ms > 0)
+                .then(|| Duration::from_millis(self.http2_keepalive_interval_ms)),
+            keepalive_timeout: Duration::from_millis(self.http2_keepalive_timeout_ms),
+        }
+    }
+
+    /// The caps on open connections.
+    pub fn connections(&self) -> std::sync::Arc<crate::serve::Connections> {
+        crate::serve::Connections::new(self.max_connections, self.max_connections_per_client)
+    }
+
+    /// Checks what types alone cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("limits.header_read_timeout_ms", self.header_read_timeout_ms),
+            ("limits.idle_timeout_ms", self.idle_timeout_ms),
+            (
+                "limits.http2_keepalive_timeout_ms",
+                self.http2_keepalive_timeout_ms,
+            ),
+            ("limits.max_connections", self.max_connections as u64),
+            (
+                "limits.max_connections_per_client",
+                self.max_connections_per_client as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        Ok(())
     }
 }
 

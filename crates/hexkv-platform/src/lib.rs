@@ -20,9 +20,15 @@
 //!   defaults → file → `RUST_LOG` → `PREFIX_SECTION__KEY` → flags), [`config::ConfigError`], and
 //!   the platform's sections: `[log]`, `[telemetry]`, `[metrics]`, `[shutdown]`, `[tls]`.
 //!
+//! - [`app`]: the [`Application`](app::Application) a composition root builds: its settings
+//!   ([`app::ServiceSettings`]), readiness checks, reload hooks and routers, served with all of
+//!   the above, the request limits on the service's routes only, and problem+json refusals
+//!   ([`http::problem`]).
+//!
 //! A service hands the platform its axum `Router` (tonic services become one with
 //! `tonic::service::Routes::into_axum_router`) and a listener; the platform serves it.
 
+pub mod app;
 pub mod config;
 pub mod health;
 pub mod http;

@@ -1,17 +1,15 @@
 //! The REST front end: `POST /v1/counters/{name}` adds, `GET /v1/counters/{name}` reads.
-//! Errors are problem+json with a stable code, and every request gets hexkv's request id and
-//! observation (a span, a log line, a latency histogram) by reusing its layers.
-
-use std::sync::Arc;
+//! Errors are the platform's problem+json, with the domain's codes; the platform's
+//! [`Application`](hexkv_platform::app::Application) adds the request ids, observation, limits
+//! and health routes around this router.
 
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use hexkv_platform::health::Readiness;
+use hexkv_platform::http::problem::Problem as PlatformProblem;
 use serde::{Deserialize, Serialize};
-use tower::ServiceBuilder;
 
 use crate::{CounterError, CounterName, CounterService};
 
@@ -32,20 +30,11 @@ pub struct Counter {
     pub value: i64,
 }
 
-/// The router, with the platform's `/healthz` and `/readyz` over `readiness`, and hexkv's
-/// request-id and observation layers.
-pub fn router(service: CounterService, readiness: Arc<Readiness>) -> Router {
+/// The service's routes.
+pub fn router(service: CounterService) -> Router {
     Router::new()
         .route("/v1/counters/{name}", get(read).post(add))
         .with_state(service)
-        .merge(hexkv_platform::health::routes(readiness))
-        .layer(
-            ServiceBuilder::new()
-                .layer(hexkv_platform::http::request_id::RequestIdLayer)
-                .layer(hexkv_telemetry::ObserveLayer::new(
-                    hexkv_platform::http::observe::HttpObserve::matched_path(),
-                )),
-        )
 }
 
 async fn read(
@@ -106,19 +95,6 @@ impl IntoResponse for Problem {
                 (status, code, e.to_string())
             }
         };
-        let body = serde_json::json!({
-            "type": format!("urn:counters:problem:{}", code.replace('_', "-")),
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "code": code,
-            "detail": detail,
-            "request_id": hexkv_platform::http::request_id::current(),
-        });
-        (
-            status,
-            [(header::CONTENT_TYPE, "application/problem+json")],
-            body.to_string(),
-        )
-            .into_response()
+        PlatformProblem::new(status, code, detail).into_response()
     }
 }

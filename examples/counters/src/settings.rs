@@ -1,11 +1,12 @@
 //! The service's configuration: its own sections (`[http]`, `[store]`) and the platform's
-//! (`[log]`, `[shutdown]`, `[tls]`), read through the platform's layers: defaults → the
-//! `--config` file (TOML, or YAML) → `RUST_LOG` → `COUNTERS_SECTION__KEY` → flags.
+//! (`[log]`, `[limits]`, `[shutdown]`, `[tls]`), read through the platform's layers
+//! ([`ServiceSettings::load`]): defaults → the `--config` file (TOML, or YAML) → `RUST_LOG` →
+//! `COUNTERS_SECTION__KEY`.
 
 use std::net::SocketAddr;
-use std::path::Path;
 
-use hexkv_platform::config::{ConfigError, Layers, LogConfig, ShutdownConfig, TlsConfig};
+use hexkv_platform::app::ServiceSettings;
+use hexkv_platform::config::{LimitsConfig, LogConfig, ShutdownConfig, TlsConfig};
 use serde::{Deserialize, Serialize};
 
 /// Everything the service reads at start.
@@ -18,6 +19,8 @@ pub struct Settings {
     pub store: StoreSettings,
     /// `[log]` (the platform's)
     pub log: LogConfig,
+    /// `[limits]` (the platform's)
+    pub limits: LimitsConfig,
     /// `[shutdown]` (the platform's)
     pub shutdown: ShutdownConfig,
     /// `[tls]` (the platform's)
@@ -48,26 +51,20 @@ pub struct StoreSettings {
     pub postgres_url: String,
 }
 
-impl Settings {
-    /// The sections the environment may set.
-    pub const SECTIONS: &'static [&'static str] = &["http", "store", "log", "shutdown", "tls"];
+impl ServiceSettings for Settings {
+    const ENV_PREFIX: &'static str = "COUNTERS_";
+    const SECTIONS: &'static [&'static str] = &["http", "store"];
 
-    /// Reads every layer, `file` included, and checks what types cannot.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let layers = Layers {
-            env_prefix: "COUNTERS_",
-            sections: Self::SECTIONS,
-            file,
-        };
-        let settings: Self =
-            hexkv_platform::config::layered(&Self::default(), &layers, figment::Figment::new())
-                .extract()?;
-        if settings.tls.enabled() == settings.tls.key.as_os_str().is_empty() {
-            return Err(ConfigError::invalid(
-                "tls.key",
-                "tls.cert and tls.key are set together",
-            ));
-        }
-        Ok(settings)
+    fn log(&self) -> &LogConfig {
+        &self.log
+    }
+    fn limits(&self) -> &LimitsConfig {
+        &self.limits
+    }
+    fn shutdown(&self) -> &ShutdownConfig {
+        &self.shutdown
+    }
+    fn tls(&self) -> &TlsConfig {
+        &self.tls
     }
 }

@@ -1,0 +1,370 @@
+//! [`Application`]: a service's composition root hands it its settings, its readiness checks
+//! and its routers; the platform does the rest.
+//!
+//! ```mermaid
+//! flowchart LR
+//!   S[the service's Router] --> L[service routes only:<br/>throttle per client → timeout → shedding]
+//!   P[platform routes:<br/>/healthz /readyz /metrics] --> O
+//!   L --> O[every request:<br/>request id → span, log line, metrics by route]
+//!   O --> C[serve: connection caps, TLS, timeouts] --> D[drain: readiness fails → delay → close → deadline]
+//! ```
+//!
+//! - **Settings**: the service's type implements [`ServiceSettings`] (its own sections beside
+//!   the platform's `[log]`, `[limits]`, `[shutdown]`, `[tls]`), read through the layers of
+//!   [`config::layered`](crate::config::layered): defaults → `--config FILE` → `RUST_LOG` →
+//!   `PREFIX_SECTION__KEY`. A value that cannot be used is refused at start naming its key.
+//! - **Telemetry**: JSON logs (pretty on a terminal) with sampling, the Prometheus recorder,
+//!   request ids and a span, log line and latency histogram per request by matched route.
+//! - **Reload** on SIGHUP or a change of the file: the settings are read again; the platform
+//!   applies the log level and sampling, the in-flight limit and the throttle live, then hands
+//!   the new settings to the service's [`Application::on_reload`] hooks. Settings that fail
+//!   to load are refused and the running ones stay.
+//! - **Serving**: each [`Application::http`] router gets, on its own routes only, the
+//!   per-client throttle (`429 throttled` with `Retry-After`), the request timeout (`504
+//!   deadline_exceeded`) and load shedding (`503 overloaded`); beside them `/healthz`, `/readyz`
+//!   (the registry of [`Application::readiness_check`]) and `/metrics`, which are never
+//!   throttled or shed. Connections have the `[limits]` caps and timeouts, TLS when `[tls]`
+//!   names a certificate (feature `tls`, reloaded when its files change).
+//! - **Drain** on SIGTERM/SIGINT, as [`Servers::run`](crate::servers::Servers::run) does it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hexkv_resilience::{InFlightLimit, Throttle};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tower::ServiceBuilder;
+
+use crate::config::{
+    ConfigError, Layers, LimitsConfig, LogConfig, LogFormat, ShutdownConfig, TlsConfig, layered,
+};
+use crate::health::{Readiness, ReadinessCheck};
+use crate::http::problem::Problem;
+use crate::serve::Protocols;
+use crate::servers::Servers;
+use crate::shutdown::Shutdown;
+
+/// The platform's sections, which the environment may set beside the service's own.
+pub const PLATFORM_SECTIONS: &[&str] = &["log", "limits", "shutdown", "tls"];
+
+/// A service's settings: its own sections and the platform's, in one serde type with
+/// `#[serde(default, deny_unknown_fields)]` (so a misspelt key is refused).
+pub trait ServiceSettings:
+    Serialize + DeserializeOwned + Default + Clone + Send + Sync + 'static
+{
+    /// The environment's prefix, e.g. `COUNTERS_` (`COUNTERS_HTTP__LISTEN` sets `http.listen`).
+    const ENV_PREFIX: &'static str;
+    /// The service's own top-level sections (the platform's are [`PLATFORM_SECTIONS`]).
+    const SECTIONS: &'static [&'static str];
+
+    /// `[log]`
+    fn log(&self) -> &LogConfig;
+    /// `[limits]`
+    fn limits(&self) -> &LimitsConfig;
+    /// `[shutdown]`
+    fn shutdown(&self) -> &ShutdownConfig;
+    /// `[tls]`
+    fn tls(&self) -> &TlsConfig;
+
+    /// Checks the service's own values that types cannot; the error names the key.
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    /// Reads every layer, `file` included, and checks the values (the platform's sections,
+    /// then [`ServiceSettings::validate`]).
+    fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let sections: Vec<&str> = Self::SECTIONS
+            .iter()
+            .chain(PLATFORM_SECTIONS)
+            .copied()
+            .collect();
+        let layers = Layers {
+            env_prefix: Self::ENV_PREFIX,
+            sections: &sections,
+            file,
+        };
+        let settings: Self =
+            layered(&Self::default(), &layers, figment::Figment::new()).extract()?;
+        settings.limits().validate()?;
+        let tls = settings.tls();
+        if tls.enabled() == tls.key.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "tls.key",
+                "tls.cert and tls.key are set together",
+            ));
+        }
+        if tls.enabled() && !cfg!(feature = "tls") {
+            return Err(ConfigError::invalid(
+                "tls.cert",
+                "this binary was built without the `tls` cargo feature",
+            ));
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
+type ReloadHook<S> = Box<dyn Fn(&S) + Send + Sync>;
+
+struct Listener {
+    name: &'static str,
+    listener: std::net::TcpListener,
+    router: Router,
+    protocols: Protocols,
+}
+
+/// A service being put together; see the module docs.
+pub struct Application<S: ServiceSettings> {
+    file: Option<PathBuf>,
+    settings: S,
+    telemetry: hexkv_telemetry::Telemetry,
+    readiness: Readiness,
+    reloads: Vec<ReloadHook<S>>,
+    listeners: Vec<Listener>,
+    in_flight: Arc<InFlightLimit>,
+    throttle: Arc<Throttle<IpAddr>>,
+}
+
+impl<S: ServiceSettings> Application<S> {
+    /// [`Application::new`] with the file of `--config FILE` on the command line, if given.
+    pub fn from_args(name: &'static str, version: &'static str) -> anyhow::Result<Self> {
+        let file = std::env::args()
+            .skip_while(|a| a != "--config")
+            .nth(1)
+            .map(PathBuf::from);
+        Self::new(name, version, file)
+    }
+
+    /// Reads the settings (with `file`, if any) and starts the logs and the metrics recorder
+    /// (`hexkv_build_info{version}`); `name` names the problems' URNs. Call it on a Tokio
+    /// runtime, once per process.
+    pub fn new(
+        name: &'static str,
+        version: &'static str,
+        file: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        crate::http::problem::set_service_name(name);
+        let settings = S::load(file.as_deref())?;
+        let log = settings.log();
+        let telemetry = hexkv_telemetry::init(
+            &hexkv_telemetry::LogSettings {
+                level: log.level.clone(),
+                json: match log.format {
+                    LogFormat::Auto => !std::io::IsTerminal::is_terminal(&std::io::stdout()),
+                    LogFormat::Json => true,
+                    LogFormat::Pretty => false,
+                },
+                sampling: log.sampling.to_sampling(),
+            },
+            Some(&hexkv_telemetry::BuildInfo {
+                version: version.into(),
+                features: String::new(),
+            }),
+        )?;
+        telemetry.spawn_housekeeping();
+        let limits = settings.limits();
+        let in_flight = InFlightLimit::new(limits.max_in_flight);
+        let throttle = Arc::new(Throttle::new(
+            limits.throttle_per_minute,
+            limits.throttle_burst,
+            limits.throttle_max_clients,
+        ));
+        Ok(Self {
+            file,
+            settings,
+            telemetry,
+            readiness: Readiness::new(),
+            reloads: Vec::new(),
+            listeners: Vec::new(),
+            in_flight,
+            throttle,
+        })
+    }
+
+    /// The settings read at start.
+    pub fn settings(&self) -> &S {
+        &self.settings
+    }
+
+    /// Adds a check to `/readyz` (store reachable, cache warm…); draining is always one.
+    pub fn readiness_check(mut self, name: &'static str, check: impl ReadinessCheck) -> Self {
+        self.readiness = self.readiness.with_check(name, check);
+        self
+    }
+
+    /// Called with the new settings after each reload that loaded them, once the platform has
+    /// applied its own; the service applies what it may change live.
+    pub fn on_reload(mut self, apply: impl Fn(&S) + Send + Sync + 'static) -> Self {
+        self.reloads.push(Box::new(apply));
+        self
+    }
+
+    /// Serves `router` over HTTP/1.1 and HTTP/2 on `addr` (port 0 picks one; see
+    /// [`Application::local_addr`]), named `name` in logs and metrics, with the limits on its
+    /// routes and the platform's routes beside them. The address is bound now.
+    pub fn http(
+        mut self,
+        name: &'static str,
+        addr: SocketAddr,
+        router: Router,
+    ) -> anyhow::Result<Self> {
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("binding the {name} listener to {addr}"))?;
+        listener.set_nonblocking(true)?;
+        self.listeners.push(Listener {
+            name,
+            listener,
+            router,
+            protocols: Protocols::Any,
+        });
+        Ok(self)
+    }
+
+    /// The address the listener `name` is bound to.
+    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|l| l.name == name)
+            .and_then(|l| l.listener.local_addr().ok())
+    }
+
+    /// `router` with the request limits on its routes, the platform's routes beside them, and
+    /// every request observed.
+    fn application(&self, router: Router, readiness: &Arc<Readiness>) -> Router {
+        let timeout = self.settings.limits().request_timeout();
+        let guarded = router.layer(
+            ServiceBuilder::new()
+                .layer(axum::middleware::from_fn_with_state(
+                    Arc::clone(&self.throttle),
+                    throttled,
+                ))
+                .layer(hexkv_resilience::DeadlineLayer::optional(timeout, || {
+                    metrics::counter!(hexkv_telemetry::metrics::TIMED_OUT, "protocol" => "http")
+                        .increment(1);
+                    Problem::deadline_exceeded().into_response()
+                }))
+                .layer(hexkv_resilience::LoadShedLayer::with_limit(
+                    Arc::clone(&self.in_flight),
+                    || {
+                        metrics::counter!(hexkv_telemetry::metrics::SHED, "protocol" => "http")
+                            .increment(1);
+                        Problem::overloaded().into_response()
+                    },
+                )),
+        );
+        let mut platform = crate::health::routes(Arc::clone(readiness));
+        if let Some(recorder) = self.telemetry.metrics() {
+            platform = platform.merge(crate::health::metrics_route(recorder.clone()));
+        }
+        guarded
+            .merge(platform)
+            .fallback(|| async { Problem::route_not_found() })
+            .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
+            .layer(
+                ServiceBuilder::new()
+                    .layer(crate::http::request_id::RequestIdLayer)
+                    .layer(hexkv_telemetry::ObserveLayer::new(
+                        crate::http::observe::HttpObserve::matched_path(),
+                    )),
+            )
+    }
+
+    /// Serves every listener until SIGTERM or SIGINT, then drains (see the module docs).
+    pub async fn run(self) -> anyhow::Result<()> {
+        let shutdown = Shutdown::on_signals()?;
+        self.run_until(shutdown).await
+    }
+
+    /// [`Application::run`] with the shutdown's tokens given (tests cancel them).
+    pub async fn run_until(mut self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let settings = self.settings.clone();
+        #[cfg(feature = "tls")]
+        let tls = crate::tls::TlsSetup::load(settings.tls())?;
+        #[cfg(feature = "tls")]
+        let _cert_watcher = tls
+            .as_ref()
+            .map(|t| crate::tls::watch(Arc::clone(&t.certs)))
+            .transpose()?;
+        let readiness = Arc::new(std::mem::take(&mut self.readiness));
+        let limits = settings.limits();
+        let mut servers = Servers::new(limits.connection_limits(), limits.connections());
+        for listener in std::mem::take(&mut self.listeners) {
+            let app = self.application(listener.router, &readiness);
+            #[cfg(feature = "tls")]
+            let transport = crate::tls::transport(tls.as_ref(), &[b"h2", b"http/1.1"])?;
+            #[cfg(not(feature = "tls"))]
+            let transport = crate::serve::Transport::Plain;
+            let tcp = tokio::net::TcpListener::from_std(listener.listener)?;
+            tracing::info!(listener = listener.name, addr = %tcp.local_addr()?, "listening");
+            servers.spawn(listener.name, tcp, app, transport, listener.protocols);
+        }
+        let _reload = {
+            let file = self.file.clone();
+            let Self {
+                telemetry,
+                reloads,
+                in_flight,
+                throttle,
+                ..
+            } = self;
+            crate::reload::spawn(file.clone().as_deref(), move || {
+                match S::load(file.as_deref()) {
+                    Ok(new) => {
+                        if let Err(e) = telemetry.set_level(&new.log().level) {
+                            tracing::warn!(error = %e, "log.level refused; the running one stays");
+                        }
+                        telemetry.set_sampling(new.log().sampling.to_sampling());
+                        let limits = new.limits();
+                        in_flight.set(limits.max_in_flight);
+                        throttle.set(
+                            limits.throttle_per_minute,
+                            limits.throttle_burst,
+                            limits.throttle_max_clients,
+                        );
+                        for apply in &reloads {
+                            apply(&new);
+                        }
+                        tracing::info!(log_level = %new.log().level, "configuration reloaded");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reload refused; the running settings stay");
+                    }
+                }
+            })?
+        };
+        let requested = shutdown.requested.cancelled_owned();
+        let draining = async move { readiness.begin_draining() };
+        servers
+            .run(requested, draining, settings.shutdown(), shutdown.hurried)
+            .await
+    }
+}
+
+/// The per-client throttle of the service's routes, by the client's address.
+async fn throttled(
+    State(throttle): State<Arc<Throttle<IpAddr>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if throttle.is_on() {
+        let client = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        if let Some(client) = client
+            && let Err(wait) = throttle.check(&client)
+        {
+            metrics::counter!(hexkv_telemetry::metrics::THROTTLED, "protocol" => "http")
+                .increment(1);
+            return Problem::throttled(wait).into_response();
+        }
+    }
+    next.run(request).await
+}
