@@ -7,13 +7,14 @@
 //!   against a `BTreeMap`, which must agree.
 //! - [`GatedApi`]: a `KeyValueApi` whose reads and writes wait at a gate, for front-end tests of calls in
 //!   flight.
-//! - [`postgres`] (feature `postgres`): a throwaway PostgreSQL, one fresh database per test.
+//! - [`postgres`] (feature `postgres`): a throwaway PostgreSQL, one fresh database per test
+//!   (the `hexkv-test-postgres` crate, which services without the key-value domain use directly).
 
 pub mod auth;
 mod gated;
 pub mod model;
 #[cfg(feature = "postgres")]
-pub mod postgres;
+pub use hexkv_test_postgres as postgres;
 pub mod store_contract;
 
 use std::any::Any;

@@ -9,12 +9,15 @@
 //! - adapters of the port: [`memory::MemoryCounters`] and [`postgres::PostgresCounters`];
 //! - [`resilient::ResilientCounters`]: a decorator with a timeout, retries of reads and a
 //!   circuit breaker from `hexkv-resilience`, implementing the same port;
-//! - [`http`]: the REST front end, with hexkv's request ids and observation layer;
-//! - [`settings`]: its configuration, its own sections beside the platform's, read through the
-//!   platform's layers; `main` serves it with the platform's `Servers` (TLS, drain).
+//! - [`http`]: the REST routes, and the domain's errors as the platform's problem+json;
+//! - [`settings`]: its configuration, its own sections beside the platform's
+//!   ([`ServiceSettings`](hexkv_platform::app::ServiceSettings)); `main` hands the store, the
+//!   readiness check and the router to the platform's `Application`, which serves them (logs,
+//!   metrics, reload, TLS, limits, health, drain).
 //!
-//! `tests/` runs one contract suite against both adapters (PostgreSQL through hexkv-testkit's
-//! throwaway server) and the REST API over a real socket.
+//! `tests/` runs one contract suite against both adapters (PostgreSQL through
+//! hexkv-test-postgres's throwaway server), the REST API over a real socket as the platform
+//! serves it, and the binary as an operator runs it.
 
 pub mod domain;
 pub mod http;

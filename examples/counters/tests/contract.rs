@@ -1,5 +1,5 @@
 //! The `CounterStore` contract, run against every adapter: memory, PostgreSQL (a throwaway
-//! server from hexkv-testkit; skipped loudly without PostgreSQL, a failure under CI), and the
+//! server from hexkv-test-postgres; skipped loudly without PostgreSQL, a failure under CI), and the
 //! resilience decorator around memory.
 
 use std::sync::Arc;
@@ -66,8 +66,8 @@ async fn the_resilient_decorator_keeps_the_contract() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_keeps_the_contract() {
-    let Some(db) = hexkv_testkit::postgres::database().await else {
-        return; // skipped loudly by the testkit (a failure under CI)
+    let Some(db) = hexkv_test_postgres::database().await else {
+        return; // skipped loudly by hexkv-test-postgres (a failure under CI)
     };
     contract(Arc::new(PostgresCounters::connect(db.url()).await.unwrap())).await;
 }

@@ -1,4 +1,5 @@
-//! A throwaway PostgreSQL for tests (feature `postgres`).
+//! A throwaway PostgreSQL for tests, for any service: it knows nothing of the schema. (hexkv's
+//! test kit re-exports it as `hexkv_testkit::postgres`.)
 //!
 //! [`database`] gives each test a fresh, empty database, dropped when the [`TestDatabase`] is:
 //! - on the server named by `DATABASE_URL`, when it is set (a URL whose user may create
