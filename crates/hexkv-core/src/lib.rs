@@ -10,22 +10,23 @@
 //! - [`service`]: [`KeyValueService`], the implementation of the driving port.
 //! - [`error`]: [`StoreError`] and [`KvError`].
 //! - [`flags`]: [`FeatureFlags`], switches evaluated per request and changed while running.
-//! - [`auth`]: API keys ([`Authenticator`]) and what each may do ([`Principal::authorize`]).
+//!
+//! Who calls is the platform's business ([`hexkv_auth`]); the service sees the caller's
+//! [`Identity`] only where a feature flag rolls out by it ([`KeyValueApi::list`]).
 
-pub mod auth;
 pub mod domain;
 pub mod error;
 pub mod flags;
 pub mod ports;
 pub mod service;
 
-pub use auth::{Action, AuthError, Authenticator, Caller, Credentials, Identity, Principal, Role};
 pub use domain::{
     Cursor, DeleteOutcome, Entry, Key, KeyError, ListItem, ListQuery, ListQueryError, Page,
     Precondition, PutOutcome, Value, ValueError, Version,
 };
 pub use error::{BoxError, KvError, StoreError};
 pub use flags::{FeatureFlags, Rollout};
+pub use hexkv_auth::Identity;
 pub use ports::{Check, KeyValueApi, KvStore, Readiness};
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{MockKeyValueApi, MockKvStore};

@@ -12,9 +12,9 @@
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::auth::Identity;
 use crate::domain::{DeleteOutcome, Entry, Key, ListQuery, Page, Precondition, PutOutcome, Value};
 use crate::error::{KvError, StoreError};
+use hexkv_auth::Identity;
 
 /// A key-value store: the driven port every storage adapter implements.
 ///

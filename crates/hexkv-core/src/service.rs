@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 
-use crate::auth::Identity;
 use crate::domain::{
     DeleteOutcome, Entry, Key, ListQuery, Page, Precondition, PutOutcome, Value, ValueError,
 };
 use crate::error::KvError;
 use crate::flags::{FeatureFlags, LIST_KEYS, READ_ONLY};
 use crate::ports::{Check, KeyValueApi, KvStore, Readiness};
+use hexkv_auth::Identity;
 
 /// Limits the service enforces on every request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

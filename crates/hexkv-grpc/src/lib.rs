@@ -3,14 +3,13 @@
 //!
 //! Each service is added to tonic's [`Routes`](tonic::service::Routes) behind its own stack: the
 //! key-value service behind admission (its RPCs' declared access, the caller's identity,
-//! per-client throttling; see `access`), the request timeout and load shedding; health and
+//! per-client throttling; [`hexkv_platform::grpc::access`]), the request timeout and load
+//! shedding; health and
 //! reflection behind admission only, so they are never shed or throttled. Like the REST adapter,
 //! it parses requests into domain types at the edge and maps every [`KvError`] to a [`Status`] in
 //! one place ([`status`]). Message size limits mirror the HTTP body limit, so a value the REST
 //! API refuses is refused here too.
 
-mod access;
-pub mod auth;
 mod limit;
 pub mod observe;
 mod status;
@@ -22,6 +21,8 @@ use hexkv_core::{
     Cursor, DeleteOutcome, Key, KeyError, KeyValueApi, KvError, ListQuery, ListQueryError,
     Precondition, Value, Version,
 };
+use hexkv_platform::auth::AuthPolicy;
+use hexkv_platform::grpc::access::{self, Access, AdmissionLayer, Declared};
 use tonic::{Request, Response, Status};
 
 pub use status::status;
@@ -50,7 +51,7 @@ pub struct GrpcOptions {
     /// `max_in_flight`.
     pub in_flight: Option<Arc<hexkv_resilience::InFlightLimit>>,
     /// API keys and what each may do; `None`: every call is let in.
-    pub auth: Option<auth::GrpcAuth>,
+    pub auth: Option<AuthPolicy>,
     /// Per-client throttling of the key-value RPCs (`RESOURCE_EXHAUSTED` with `RetryInfo`),
     /// keyed by the caller's identity: the authenticated key's name, else the peer address.
     pub throttle: Option<Arc<hexkv_resilience::Throttle<hexkv_core::Identity>>>,
@@ -65,16 +66,10 @@ pub struct KeyValueGrpc {
 impl KeyValueGrpc {
     /// The service over `api`.
     pub fn new(api: Arc<dyn KeyValueApi>) -> Self {
+        // The `ErrorInfo.domain` of every status: `hexkv`.
+        hexkv_platform::set_service_name("hexkv");
         Self { api }
     }
-}
-
-/// The identity feature flags roll out by: the caller admission found (the authenticated key's
-/// name, else the peer address).
-fn identity<T>(request: &Request<T>) -> hexkv_core::Identity {
-    access::caller(request).map_or(hexkv_core::Identity::Unknown, |caller| {
-        caller.identity.clone()
-    })
 }
 
 /// The gRPC services hexkv serves, each behind its own stack (see the crate docs): serve them
@@ -112,17 +107,18 @@ pub fn without_nagle(
 /// What each RPC of `hexkv.v1.KeyValue` needs, by method name (the methods are defined below, in
 /// `impl KeyValue for KeyValueGrpc`, and each checks the key or prefix of its message against it).
 /// Admission refuses a method that is not listed.
-const KEY_VALUE_ACCESS: &[(&str, access::Access)] = &[
-    ("Get", access::Access::Read),
-    ("Put", access::Access::Write),
-    ("Delete", access::Access::Write),
-    ("List", access::Access::List),
+const KEY_VALUE_ACCESS: &[(&str, Access)] = &[
+    ("Get", Access::Read),
+    ("Put", Access::Write),
+    ("Delete", Access::Write),
+    ("List", Access::List),
 ];
 
 impl GrpcServices {
     /// Builds the services over `api`. Health starts as SERVING for both the overall server (`""`)
     /// and `hexkv.v1.KeyValue`.
     pub async fn new(api: Arc<dyn KeyValueApi>, options: GrpcOptions) -> Self {
+        use hexkv_platform::grpc::status::{deadline_exceeded, overloaded};
         use tonic::service::LayerExt as _;
 
         let limit = options.max_value_bytes + MESSAGE_OVERHEAD;
@@ -136,21 +132,19 @@ impl GrpcServices {
         // Outermost first: admission (declarations, identity, throttle, credentials), the
         // request timeout, load shedding, then the service.
         let key_value = tower::ServiceBuilder::new()
-            .layer(access::AdmissionLayer::new(
-                access::Declared::Methods(KEY_VALUE_ACCESS),
+            .layer(AdmissionLayer::new(
+                Declared::Methods(KEY_VALUE_ACCESS),
                 options.auth.clone(),
                 options.throttle,
             ))
             .layer(
                 hexkv_resilience::DeadlineLayer::optional(options.request_timeout, || {
-                    status::deadline_exceeded().into_http()
+                    deadline_exceeded().into_http()
                 })
                 .with_caller_limit(grpc_timeout),
             )
             .option_layer(in_flight.map(|limit| {
-                hexkv_resilience::LoadShedLayer::with_limit(limit, || {
-                    status::overloaded().into_http()
-                })
+                hexkv_resilience::LoadShedLayer::with_limit(limit, || overloaded().into_http())
             }))
             .layer(limit::MessageLimitLayer::new(limit))
             .into_inner()
@@ -163,11 +157,8 @@ impl GrpcServices {
             .build_v1()
             .expect("the embedded descriptor sets are valid");
         // Health and reflection: open, or for admin keys (`auth.open_health`); never throttled.
-        let operational = access::AdmissionLayer::new(
-            access::Declared::Service(access::Access::Health),
-            options.auth,
-            None,
-        );
+        let operational =
+            AdmissionLayer::new(Declared::Service(Access::Health), options.auth, None);
         let routes = tonic::service::Routes::new(key_value)
             .add_service(operational.named_layer(health_service))
             .add_service(operational.named_layer(reflection));
@@ -333,7 +324,7 @@ impl KeyValue for KeyValueGrpc {
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
         access::check(&request, &request.get_ref().prefix)?;
-        let client = identity(&request);
+        let client = access::identity(&request);
         let query = parse_list(request.into_inner())?;
         let page = self.api.list(&query, &client).await.map_err(status)?;
         Ok(Response::new(pb::ListResponse {

@@ -1,11 +1,14 @@
-//! The one place where errors become gRPC statuses.
+//! The one place where the key-value service's errors become gRPC statuses; the platform's own
+//! refusals (unauthenticated, forbidden, throttled, shed, past the deadline) are built in
+//! [`hexkv_platform::grpc::status`], the same way.
 //!
 //! Details use the standard `google.rpc` error model (via `tonic-types`), so generic clients can
 //! read them: `BadRequest` names the offending field on INVALID_ARGUMENT, `ErrorInfo` carries the
 //! current version on FAILED_PRECONDITION, `RetryInfo` the retry delay on UNAVAILABLE and
 //! RESOURCE_EXHAUSTED. Internal causes are logged with their chain and never sent.
 //!
-//! Every UNAVAILABLE and throttling RESOURCE_EXHAUSTED carries an `ErrorInfo` (domain `hexkv`)
+//! Every UNAVAILABLE and throttling RESOURCE_EXHAUSTED carries an `ErrorInfo` (domain `hexkv`,
+//! the service's name: [`hexkv_platform::service_name`])
 //! whose reason says whether the call changed nothing — `OVERLOADED`, `THROTTLED`, `UNAVAILABLE`,
 //! `READ_ONLY` — or may have been applied — `OUTCOME_UNKNOWN` — so that a client knows which
 //! writes are safe to retry. DEADLINE_EXCEEDED on a write means outcome unknown too, as gRPC
@@ -15,44 +18,24 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use hexkv_core::{KvError, ListQueryError, ValueError};
+use hexkv_platform::grpc::status::explained;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-/// The `ErrorInfo.domain` of hexkv's errors.
-pub(crate) const ERROR_DOMAIN: &str = "hexkv";
 /// The `ErrorInfo.reason` of a failed precondition.
 pub(crate) const PRECONDITION_FAILED: &str = "PRECONDITION_FAILED";
 /// The `ErrorInfo.metadata` key of the current version ("" when the key is absent).
 pub(crate) const CURRENT_VERSION: &str = "current_version";
 
-/// The `ErrorInfo.reason`s of the refusals that changed nothing, and of a write whose outcome is
-/// unknown.
+/// The `ErrorInfo.reason`s of the store's refusals that changed nothing, and of a write whose
+/// outcome is unknown (the platform's are `OVERLOADED` and `THROTTLED`).
 pub(crate) mod reason {
-    /// Shed: more calls in flight than the service takes.
-    pub(crate) const OVERLOADED: &str = "OVERLOADED";
-    /// The client is over its rate.
-    pub(crate) const THROTTLED: &str = "THROTTLED";
     /// The store refused (unreachable, breaker open, could not write): nothing changed.
     pub(crate) const UNAVAILABLE: &str = "UNAVAILABLE";
     /// Writes are switched off.
     pub(crate) const READ_ONLY: &str = "READ_ONLY";
     /// The write may or may not have been applied.
     pub(crate) const OUTCOME_UNKNOWN: &str = "OUTCOME_UNKNOWN";
-}
-
-/// A status with an `ErrorInfo` of `reason` (domain `hexkv`) and, when given, a `RetryInfo`.
-fn explained(
-    code: Code,
-    message: impl Into<String>,
-    reason: &str,
-    retry: Option<Duration>,
-) -> Status {
-    let mut details = ErrorDetails::new();
-    details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
-    if retry.is_some() {
-        details.set_retry_info(retry);
-    }
-    Status::with_error_details(code, message, details)
 }
 
 /// INVALID_ARGUMENT naming `field`, with a `BadRequest` violation.
@@ -76,7 +59,11 @@ pub fn status(err: KvError) -> Status {
             Status::with_error_details(
                 Code::FailedPrecondition,
                 KvError::PreconditionFailed { current }.to_string(),
-                ErrorDetails::with_error_info(PRECONDITION_FAILED, ERROR_DOMAIN, metadata),
+                ErrorDetails::with_error_info(
+                    PRECONDITION_FAILED,
+                    hexkv_platform::service_name(),
+                    metadata,
+                ),
             )
         }
         KvError::InvalidKey(e) => invalid_field("key", &e.to_string()),
@@ -126,58 +113,6 @@ pub fn status(err: KvError) -> Status {
             Status::internal("internal error; it has been logged")
         }
     }
-}
-
-/// A call of an RPC that declares no access: not served, for anyone (also what a method that
-/// does not exist gets).
-pub(crate) fn undeclared(path: &str) -> Status {
-    Status::unimplemented(format!("{path} is not served"))
-}
-
-/// A call that reached a method without passing admission: refused for everyone.
-pub(crate) fn not_admitted() -> Status {
-    Status::permission_denied("this call did not pass admission and is refused")
-}
-
-/// A refused authentication or authorization.
-pub(crate) fn auth(err: hexkv_core::AuthError) -> Status {
-    use hexkv_core::AuthError;
-    match err {
-        AuthError::Forbidden { .. } => Status::permission_denied(err.to_string()),
-        AuthError::Missing | AuthError::Invalid => Status::unauthenticated(err.to_string()),
-    }
-}
-
-/// A throttled call: RESOURCE_EXHAUSTED, with the wait as `RetryInfo`.
-pub(crate) fn throttled(wait: Duration) -> Status {
-    metrics::counter!(hexkv_telemetry::metrics::THROTTLED, "protocol" => "grpc").increment(1);
-    explained(
-        Code::ResourceExhausted,
-        "too many calls from this client; retry later",
-        reason::THROTTLED,
-        Some(wait),
-    )
-}
-
-/// A call shed under load: UNAVAILABLE, retry in a second.
-pub(crate) fn overloaded() -> Status {
-    metrics::counter!(hexkv_telemetry::metrics::SHED, "protocol" => "grpc").increment(1);
-    explained(
-        Code::Unavailable,
-        "the service is handling as many calls as it may; retry shortly",
-        reason::OVERLOADED,
-        Some(Duration::from_secs(1)),
-    )
-}
-
-/// A call past the request timeout (or its own `grpc-timeout`), cancelled: a write may or may not
-/// have been applied.
-pub(crate) fn deadline_exceeded() -> Status {
-    metrics::counter!(hexkv_telemetry::metrics::TIMED_OUT, "protocol" => "grpc").increment(1);
-    Status::deadline_exceeded(
-        "the call took longer than allowed and was cancelled; a write may or may not have been \
-         applied",
-    )
 }
 
 /// A request message longer than the service takes (the value limit plus framing):

@@ -13,9 +13,9 @@ use mockall::predicate::eq;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use crate::access::{Access, admitted};
 use crate::pb::key_value_server::KeyValue;
 use crate::{KeyValueGrpc, pb, status};
+use hexkv_platform::grpc::access::{Access, admitted};
 
 fn service(api: MockKeyValueApi) -> KeyValueGrpc {
     KeyValueGrpc::new(Arc::new(api))

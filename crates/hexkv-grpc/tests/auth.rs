@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hexkv_core::{KeyValueService, Limits};
-use hexkv_grpc::auth::GrpcAuth;
 use hexkv_grpc::pb::key_value_client::KeyValueClient;
 use hexkv_grpc::{GrpcOptions, GrpcServices, pb};
+use hexkv_platform::auth::AuthPolicy;
 use hexkv_store_memory::MemoryStore;
 use hexkv_testkit::auth::{ADMIN, APP, READER};
 use tonic::Code;
@@ -28,9 +28,10 @@ async fn start(open_health: bool) -> SocketAddr {
             max_in_flight: 0,
             request_timeout: None,
             in_flight: None,
-            auth: Some(GrpcAuth {
+            auth: Some(AuthPolicy {
                 authenticator: Arc::new(hexkv_testkit::auth::authenticator()),
                 open_health,
+                open_metrics: true,
             }),
             throttle: None,
         },

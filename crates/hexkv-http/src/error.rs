@@ -1,9 +1,12 @@
-//! The one place where errors become HTTP responses: RFC 9457 `application/problem+json`.
+//! The one place where the key-value API's errors become HTTP responses: RFC 9457
+//! `application/problem+json`, rendered by the platform's
+//! [`Problem`](hexkv_platform::http::problem::Problem).
 //!
-//! Every error a handler, an extractor or the router can produce is an [`ApiError`]; its
-//! `IntoResponse` picks the status, the stable machine-readable `code`, and the extra members
-//! (`current_version` on 412, `Retry-After` on 503). Internal causes are logged with the request
-//! id and never sent.
+//! Every error a handler or an extractor of the key-value routes can produce is an
+//! [`ApiError`]; its `IntoResponse` picks the status, the stable machine-readable `code`, and the
+//! extra members (`current_version` on 412, `Retry-After` on 503). Internal causes are logged with
+//! the request id and never sent. The platform answers its own refusals (401, 403, 429, unknown
+//! routes) in the same shape.
 //!
 //! The codes tell a refused write (nothing changed: `overloaded`, `throttled`, `unavailable`,
 //! `read_only`, every 4xx) from one whose outcome is unknown (`outcome_unknown`: 504 when the
@@ -17,17 +20,16 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use hexkv_core::{KeyError, KvError, ValueError, Version};
-use serde::Serialize;
+use hexkv_core::{KeyError, KvError, ValueError};
+use hexkv_platform::http::problem::Problem;
 
 use crate::request_id;
 
 /// The media type of error bodies.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub use hexkv_platform::http::problem::PROBLEM_JSON;
 
 /// Everything that can go wrong in a request.
 #[derive(Debug, thiserror::Error)]
@@ -72,43 +74,15 @@ pub enum ApiError {
          been applied: read the key to know"
     )]
     WriteDeadlineExceeded,
-    /// The client is over its request rate; it may retry after the duration.
-    #[error("too many requests from this client; retry later")]
-    Throttled(Duration),
     /// Too many requests are in flight; this one was shed without being handled.
     #[error("the service is handling as many requests as it may; retry shortly")]
     Overloaded,
-    /// No valid API key was presented.
-    #[error("{0}")]
-    Unauthenticated(String),
-    /// The key may not do this.
-    #[error("{0}")]
-    PermissionDenied(String),
-    /// The route declares no access, so it is refused for everyone (a bug of the route table).
-    #[error("this route declares no access and is refused")]
-    Undeclared,
 }
 
 impl From<KeyError> for ApiError {
     fn from(err: KeyError) -> Self {
         Self::Kv(err.into())
     }
-}
-
-/// The JSON body of an error response.
-#[derive(Debug, Serialize)]
-struct Problem {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'static str,
-    status: u16,
-    code: &'static str,
-    detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<String>,
-    /// Present on 412 only: the key's current version, `null` when absent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    current_version: Option<Option<Version>>,
 }
 
 impl ApiError {
@@ -145,13 +119,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Panicked => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            ApiError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             ApiError::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
             ApiError::WriteDeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"),
-            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-            ApiError::PermissionDenied(_) | ApiError::Undeclared => {
-                (StatusCode::FORBIDDEN, "permission_denied")
-            }
         }
     }
 
@@ -162,7 +131,6 @@ impl ApiError {
                 Some(retry_after.unwrap_or(Duration::from_secs(1)))
             }
             ApiError::Overloaded => Some(Duration::from_secs(1)),
-            ApiError::Throttled(wait) => Some(*wait),
             _ => None,
         }
     }
@@ -204,31 +172,14 @@ impl IntoResponse for ApiError {
                 "request failed: the store is unavailable"
             );
         }
-        let problem = Problem {
-            kind: format!("urn:hexkv:problem:{}", code.replace('_', "-")),
-            title: status.canonical_reason().unwrap_or("Error"),
-            status: status.as_u16(),
-            code,
-            detail: self.detail(),
-            request_id,
-            current_version: match &self {
-                ApiError::Kv(KvError::PreconditionFailed { current }) => Some(*current),
-                _ => None,
-            },
-        };
-        let mut response = (status, Json(problem)).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if matches!(self, ApiError::Unauthenticated(_)) {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"hexkv\""),
-            );
+        let mut problem = Problem::new(status, code, self.detail());
+        if let ApiError::Kv(KvError::PreconditionFailed { current }) = &self {
+            // The key's current version, `null` when absent.
+            problem = problem.member("current_version", current.map(|v| v.get()));
         }
         if let Some(after) = self.retry_after() {
-            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            problem = problem.retry_after(after);
         }
-        response
+        problem.into_response()
     }
 }

@@ -439,17 +439,6 @@ pub(crate) fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
         .map_err(hexkv_core::KvError::from)?)
 }
 
-/// The identity feature flags roll out by: the caller admission found (the authenticated key's
-/// name, else the peer address).
-fn client_identity(request: &Request) -> hexkv_core::Identity {
-    request
-        .extensions()
-        .get::<hexkv_core::Caller>()
-        .map_or(hexkv_core::Identity::Unknown, |caller| {
-            caller.identity.clone()
-        })
-}
-
 /// `GET /v1/kv?prefix=&limit=&cursor=`: one page of keys and versions.
 #[utoipa::path(
     get,
@@ -484,7 +473,10 @@ pub(crate) async fn list_keys(
     request: Request,
 ) -> Result<Response, ApiError> {
     let query = list_query(request.uri().query())?;
-    let Page { items, next_cursor } = state.api.list(&query, &client_identity(&request)).await?;
+    let Page { items, next_cursor } = state
+        .api
+        .list(&query, &hexkv_platform::http::access::identity(&request))
+        .await?;
     let listing = Listing {
         items: items
             .iter()

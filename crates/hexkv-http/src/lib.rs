@@ -11,14 +11,13 @@
 //! | `GET /metrics` | Prometheus text, when the router is given the metrics ([`Extras`]) | open, or admin |
 //! | `GET /openapi.json` | the OpenAPI document | open |
 //!
-//! Every route is in one table ([`router_with`]) with the access it declares (see `access`);
-//! a route without a declaration is refused. Keys may contain `/` (`/v1/kv/users/42` names the
+//! Every route is in one table ([`router_with`]) with the access it declares
+//! ([`hexkv_platform::http::access`]: the key a route reads or writes, the prefix it lists); a
+//! route without a declaration is refused. Keys may contain `/` (`/v1/kv/users/42` names the
 //! key `users/42`) and are percent-decoded. Every error is `application/problem+json` with a
 //! stable `code` and the `request_id` (see [`error`]). The adapter knows nothing of stores: it
 //! holds an `Arc<dyn KeyValueApi>`.
 
-mod access;
-pub mod auth;
 pub mod error;
 mod health;
 mod kv;
@@ -32,10 +31,11 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, delete, get, put};
 use hexkv_core::KeyValueApi;
+use hexkv_platform::auth::AuthPolicy;
+use hexkv_platform::http::access::{Access, Admission, Routes};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use access::{Access, Admission, Routes};
 pub use error::ApiError;
 
 /// The paths of the routes, as the router matches them and as the `route` label names them.
@@ -97,7 +97,7 @@ pub struct Extras {
     /// [`HttpOptions::max_in_flight`].
     pub in_flight: Option<Arc<hexkv_resilience::InFlightLimit>>,
     /// API keys and what each may do; `None`: every request is let in.
-    pub auth: Option<auth::HttpAuth>,
+    pub auth: Option<AuthPolicy>,
 }
 
 /// The application without the optional parts; see [`router_with`].
@@ -110,7 +110,8 @@ pub fn router(api: Arc<dyn KeyValueApi>, options: HttpOptions) -> Router {
 /// client's address (throttling and rollouts by address read it).
 ///
 /// Every route is added to one table with the access it declares; one middleware admits each
-/// routed request by that declaration (see `access`): it identifies the caller, throttles the
+/// routed request by that declaration ([`hexkv_platform::http::access`]): it identifies the
+/// caller, throttles the
 /// key-value routes per client, and checks the key's role and prefix. Every request, routed or
 /// not, gets a request id, a span, a log line and its metrics labelled by the matched route
 /// ([`observe`]), and a panic becomes a 500. The key-value handlers also have the request
@@ -125,6 +126,8 @@ pub fn router_with(api: Arc<dyn KeyValueApi>, options: HttpOptions, extras: Extr
         in_flight,
         auth,
     } = extras;
+    // Problem types, the `WWW-Authenticate` realm: `urn:hexkv:problem:…`, `realm="hexkv"`.
+    hexkv_platform::set_service_name("hexkv");
     let serve_metrics = metrics.is_some();
     let state = AppState(Arc::new(Shared { api, metrics }));
     let in_flight = in_flight.or_else(|| {
@@ -157,7 +160,7 @@ fn route_table(
     options: &HttpOptions,
     in_flight: Option<Arc<hexkv_resilience::InFlightLimit>>,
     serve_metrics: bool,
-) -> Routes {
+) -> Routes<AppState> {
     // The protection of the key-value routes, outermost first: the request timeout, then load
     // shedding (throttling is part of admission, which runs before both). A write past the
     // timeout may still be applied by the store, and says so (`outcome_unknown`).
@@ -183,7 +186,7 @@ fn route_table(
     let routes = Routes::new()
         .route(
             routes::KEY,
-            Access::Key(kv::key_of),
+            Access::resource(kv::key_of),
             // Each method's guard is a `route_layer` of its own, built once with the router.
             get(kv::get_value)
                 .route_layer(read.clone())
@@ -199,7 +202,7 @@ fn route_table(
         )
         .route(
             routes::LIST,
-            Access::List(kv::prefix_of),
+            Access::list(kv::prefix_of),
             get(kv::list_keys).route_layer(read),
         )
         // Answered at once (400), so without the guard.

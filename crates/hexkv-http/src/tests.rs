@@ -549,3 +549,28 @@ async fn a_listing_the_service_turns_off_is_404_feature_disabled() {
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(reply.problem_code(), "feature_disabled");
 }
+
+/// Every route of the table, with its access, and every path of the OpenAPI document: the same
+/// routes (`{key}` there is the `{*key}` wildcard here).
+#[test]
+fn every_served_route_is_declared_and_documented() {
+    let options = HttpOptions {
+        max_body_bytes: 16,
+        max_in_flight: 0,
+        request_timeout: None,
+    };
+    let table = crate::route_table(&options, None, true);
+    let mut declared: Vec<String> = table.paths().map(|path| path.replace("{*", "{")).collect();
+    declared.sort();
+    let document: serde_json::Value = serde_json::from_str(&crate::openapi::document()).unwrap();
+    let mut documented: Vec<String> = document["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    // `/v1/kv/` is the key route's empty-key case (400 `invalid_key`), documented there.
+    documented.push(crate::routes::EMPTY_KEY.to_owned());
+    documented.sort();
+    assert_eq!(declared, documented);
+}

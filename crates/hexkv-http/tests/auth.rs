@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hexkv_core::{KeyValueService, Limits};
-use hexkv_http::auth::HttpAuth;
 use hexkv_http::{Extras, HttpOptions, router_with};
+use hexkv_platform::auth::AuthPolicy;
 use hexkv_store_memory::MemoryStore;
 use hexkv_testkit::auth::{ADMIN, APP, READER};
 use reqwest::{Client, StatusCode, header};
@@ -32,7 +32,7 @@ async fn start(open_metrics: bool) -> SocketAddr {
         },
         Extras {
             metrics: Some(metrics),
-            auth: Some(HttpAuth {
+            auth: Some(AuthPolicy {
                 authenticator: Arc::new(hexkv_testkit::auth::authenticator()),
                 open_health: true,
                 open_metrics,

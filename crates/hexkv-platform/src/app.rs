@@ -3,55 +3,61 @@
 //!
 //! ```mermaid
 //! flowchart LR
-//!   S[the service's Router] --> L[service routes only:<br/>throttle per client → timeout → shedding]
-//!   P[platform routes:<br/>/healthz /readyz /metrics] --> O
-//!   L --> O[every request:<br/>request id → span, log line, metrics by route]
+//!   S[the service's route table] --> L[service routes only:<br/>timeout → shedding]
+//!   P[platform routes:<br/>/healthz /readyz /metrics] --> A
+//!   L --> A[every route: admission by its declared access<br/>identity → throttle → key's role and prefix]
+//!   A --> O[every request:<br/>request id → span, log line, metrics by route]
 //!   O --> C[serve: connection caps, TLS, timeouts] --> D[drain: readiness fails → delay → close → deadline]
 //! ```
 //!
 //! - **Settings**: the service's type implements [`ServiceSettings`] (its own sections beside
-//!   the platform's `[log]`, `[limits]`, `[shutdown]`, `[tls]`), read through the layers of
+//!   the platform's `[log]`, `[limits]`, `[auth]`, `[shutdown]`, `[tls]`), read through the layers of
 //!   [`config::layered`](crate::config::layered): defaults → `--config FILE` → `RUST_LOG` →
 //!   `PREFIX_SECTION__KEY`. A value that cannot be used is refused at start naming its key.
 //! - **Telemetry**: JSON logs (pretty on a terminal) with sampling, the Prometheus recorder,
 //!   request ids and a span, log line and latency histogram per request by matched route.
 //! - **Reload** on SIGHUP or a change of the file: the settings are read again; the platform
-//!   applies the log level and sampling, the in-flight limit and the throttle live, then hands
+//!   applies the log level and sampling, the in-flight limit, the throttle and the API keys
+//!   live, then hands
 //!   the new settings to the service's [`Application::on_reload`] hooks. Settings that fail
 //!   to load are refused and the running ones stay.
-//! - **Serving**: each [`Application::http`] router gets, on its own routes only, the
-//!   per-client throttle (`429 throttled` with `Retry-After`), the request timeout (`504
-//!   deadline_exceeded`) and load shedding (`503 overloaded`); beside them `/healthz`, `/readyz`
-//!   (the registry of [`Application::readiness_check`]) and `/metrics`, which are never
-//!   throttled or shed. Connections have the `[limits]` caps and timeouts, TLS when `[tls]`
+//! - **Access**: each route of an [`Application::http`] table declares what it needs
+//!   ([`Access`](crate::http::access::Access): the resource it touches, a listing, a probe…);
+//!   admission identifies the caller (its API key's name, else its address), throttles the
+//!   service's routes per caller (`429 throttled` with `Retry-After`) and checks the key's role
+//!   and prefix (`401 unauthenticated`, `403 permission_denied`). With no key in `[auth]`,
+//!   every request is let in — on loopback addresses only, unless
+//!   `auth.allow_unauthenticated`.
+//! - **Serving**: the service's routes get the request timeout (`504 deadline_exceeded`) and
+//!   load shedding (`503 overloaded`); beside them `/healthz`, `/readyz` (the registry of
+//!   [`Application::readiness_check`]) and `/metrics`, which are never throttled or shed. Connections have the `[limits]` caps and timeouts, TLS when `[tls]`
 //!   names a certificate (feature `tls`, reloaded when its files change).
 //! - **Drain** on SIGTERM/SIGINT, as [`Servers::run`](crate::servers::Servers::run) does it.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use hexkv_resilience::{InFlightLimit, Throttle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tower::ServiceBuilder;
 
+use crate::auth::{ApiKeys, AuthConfig, AuthPolicy, Identity};
 use crate::config::{
     ConfigError, Layers, LimitsConfig, LogConfig, LogFormat, ShutdownConfig, TlsConfig, layered,
 };
 use crate::health::{Readiness, ReadinessCheck};
+use crate::http::access::{Admission, Routes};
 use crate::http::problem::Problem;
 use crate::serve::Protocols;
 use crate::servers::Servers;
 use crate::shutdown::Shutdown;
 
 /// The platform's sections, which the environment may set beside the service's own.
-pub const PLATFORM_SECTIONS: &[&str] = &["log", "limits", "shutdown", "tls"];
+pub const PLATFORM_SECTIONS: &[&str] = &["log", "limits", "auth", "shutdown", "tls"];
 
 /// A service's settings: its own sections and the platform's, in one serde type with
 /// `#[serde(default, deny_unknown_fields)]` (so a misspelt key is refused).
@@ -67,6 +73,8 @@ pub trait ServiceSettings:
     fn log(&self) -> &LogConfig;
     /// `[limits]`
     fn limits(&self) -> &LimitsConfig;
+    /// `[auth]`
+    fn auth(&self) -> &AuthConfig;
     /// `[shutdown]`
     fn shutdown(&self) -> &ShutdownConfig;
     /// `[tls]`
@@ -93,6 +101,7 @@ pub trait ServiceSettings:
         let settings: Self =
             layered(&Self::default(), &layers, figment::Figment::new()).extract()?;
         settings.limits().validate()?;
+        settings.auth().validate(&[])?;
         let tls = settings.tls();
         if tls.enabled() == tls.key.as_os_str().is_empty() {
             return Err(ConfigError::invalid(
@@ -116,7 +125,7 @@ type ReloadHook<S> = Box<dyn Fn(&S) + Send + Sync>;
 struct Listener {
     name: &'static str,
     listener: std::net::TcpListener,
-    router: Router,
+    routes: Routes,
     protocols: Protocols,
 }
 
@@ -129,7 +138,8 @@ pub struct Application<S: ServiceSettings> {
     reloads: Vec<ReloadHook<S>>,
     listeners: Vec<Listener>,
     in_flight: Arc<InFlightLimit>,
-    throttle: Arc<Throttle<IpAddr>>,
+    throttle: Arc<Throttle<Identity>>,
+    auth: Option<AuthPolicy>,
 }
 
 impl<S: ServiceSettings> Application<S> {
@@ -143,14 +153,15 @@ impl<S: ServiceSettings> Application<S> {
     }
 
     /// Reads the settings (with `file`, if any) and starts the logs and the metrics recorder
-    /// (`hexkv_build_info{version}`); `name` names the problems' URNs. Call it on a Tokio
-    /// runtime, once per process.
+    /// (`hexkv_build_info{version}`); `name` names the service in problem types, the
+    /// `WWW-Authenticate` realm and gRPC error details ([`crate::set_service_name`]). Call it on
+    /// a Tokio runtime, once per process.
     pub fn new(
         name: &'static str,
         version: &'static str,
         file: Option<PathBuf>,
     ) -> anyhow::Result<Self> {
-        crate::http::problem::set_service_name(name);
+        crate::set_service_name(name);
         let settings = S::load(file.as_deref())?;
         let log = settings.log();
         let telemetry = hexkv_telemetry::init(
@@ -176,6 +187,7 @@ impl<S: ServiceSettings> Application<S> {
             limits.throttle_burst,
             limits.throttle_max_clients,
         ));
+        let auth = settings.auth().policy()?;
         Ok(Self {
             file,
             settings,
@@ -185,6 +197,7 @@ impl<S: ServiceSettings> Application<S> {
             listeners: Vec::new(),
             in_flight,
             throttle,
+            auth,
         })
     }
 
@@ -206,22 +219,25 @@ impl<S: ServiceSettings> Application<S> {
         self
     }
 
-    /// Serves `router` over HTTP/1.1 and HTTP/2 on `addr` (port 0 picks one; see
-    /// [`Application::local_addr`]), named `name` in logs and metrics, with the limits on its
+    /// Serves `routes` over HTTP/1.1 and HTTP/2 on `addr` (port 0 picks one; see
+    /// [`Application::local_addr`]), named `name` in logs and metrics (`key` is the setting
+    /// that gave the address, for errors: `http.listen`), with admission and the limits on its
     /// routes and the platform's routes beside them. The address is bound now.
     pub fn http(
         mut self,
         name: &'static str,
+        key: &str,
         addr: SocketAddr,
-        router: Router,
+        routes: Routes,
     ) -> anyhow::Result<Self> {
+        self.settings.auth().validate(&[(key, addr)])?;
         let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("binding the {name} listener to {addr}"))?;
         listener.set_nonblocking(true)?;
         self.listeners.push(Listener {
             name,
             listener,
-            router,
+            routes,
             protocols: Protocols::Any,
         });
         Ok(self)
@@ -235,16 +251,12 @@ impl<S: ServiceSettings> Application<S> {
             .and_then(|l| l.listener.local_addr().ok())
     }
 
-    /// `router` with the request limits on its routes, the platform's routes beside them, and
-    /// every request observed.
-    fn application(&self, router: Router, readiness: &Arc<Readiness>) -> Router {
+    /// `routes` with the request limits, the platform's routes beside them, every route behind
+    /// admission, and every request observed.
+    fn application(&self, routes: Routes, readiness: &Arc<Readiness>) -> axum::Router {
         let timeout = self.settings.limits().request_timeout();
-        let guarded = router.layer(
+        let guarded = routes.layer(
             ServiceBuilder::new()
-                .layer(axum::middleware::from_fn_with_state(
-                    Arc::clone(&self.throttle),
-                    throttled,
-                ))
                 .layer(hexkv_resilience::DeadlineLayer::optional(timeout, || {
                     metrics::counter!(hexkv_telemetry::metrics::TIMED_OUT, "protocol" => "http")
                         .increment(1);
@@ -263,10 +275,17 @@ impl<S: ServiceSettings> Application<S> {
         if let Some(recorder) = self.telemetry.metrics() {
             platform = platform.merge(crate::health::metrics_route(recorder.clone()));
         }
+        let admission = Admission {
+            auth: self.auth.clone(),
+            throttle: Some(Arc::clone(&self.throttle)),
+        };
         guarded
             .merge(platform)
-            .fallback(|| async { Problem::route_not_found() })
-            .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
+            .into_router(
+                admission,
+                || async { Problem::route_not_found() },
+                || async { Problem::method_not_allowed() },
+            )
             .layer(
                 ServiceBuilder::new()
                     .layer(crate::http::request_id::RequestIdLayer)
@@ -296,7 +315,7 @@ impl<S: ServiceSettings> Application<S> {
         let limits = settings.limits();
         let mut servers = Servers::new(limits.connection_limits(), limits.connections());
         for listener in std::mem::take(&mut self.listeners) {
-            let app = self.application(listener.router, &readiness);
+            let app = self.application(listener.routes, &readiness);
             #[cfg(feature = "tls")]
             let transport = crate::tls::transport(tls.as_ref(), &[b"h2", b"http/1.1"])?;
             #[cfg(not(feature = "tls"))]
@@ -312,6 +331,7 @@ impl<S: ServiceSettings> Application<S> {
                 reloads,
                 in_flight,
                 throttle,
+                auth,
                 ..
             } = self;
             crate::reload::spawn(file.clone().as_deref(), move || {
@@ -328,6 +348,7 @@ impl<S: ServiceSettings> Application<S> {
                             limits.throttle_burst,
                             limits.throttle_max_clients,
                         );
+                        rotate_keys(auth.as_ref(), new.auth());
                         for apply in &reloads {
                             apply(&new);
                         }
@@ -347,24 +368,21 @@ impl<S: ServiceSettings> Application<S> {
     }
 }
 
-/// The per-client throttle of the service's routes, by the client's address.
-async fn throttled(
-    State(throttle): State<Arc<Throttle<IpAddr>>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if throttle.is_on() {
-        let client = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        if let Some(client) = client
-            && let Err(wait) = throttle.check(&client)
-        {
-            metrics::counter!(hexkv_telemetry::metrics::THROTTLED, "protocol" => "http")
-                .increment(1);
-            return Problem::throttled(wait).into_response();
-        }
+/// Puts the keys of a reloaded `[auth]` in force (requests already admitted keep their key).
+/// Turning authentication on or off takes a restart: the running policy stays, and a warning
+/// says so.
+fn rotate_keys(running: Option<&AuthPolicy>, new: &AuthConfig) {
+    match (running, new.keys.is_empty()) {
+        (Some(policy), false) => match ApiKeys::new(&new.keys) {
+            Ok(keys) => policy.authenticator.set(keys),
+            Err(e) => tracing::warn!(error = %e, "auth.keys refused; the running keys stay"),
+        },
+        (None, true) => {}
+        (Some(_), true) => tracing::warn!(
+            "auth.keys is now empty: turning authentication off takes a restart; the running keys stay"
+        ),
+        (None, false) => tracing::warn!(
+            "auth.keys is now set: turning authentication on takes a restart; requests are still let in without a key"
+        ),
     }
-    next.run(request).await
 }

@@ -24,6 +24,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::http::access::{Access, Routes};
+
 /// What a readiness check answers: `Err` says why the service should get no traffic.
 pub type CheckResult = Result<(), String>;
 
@@ -160,19 +162,26 @@ pub async fn metrics(State(metrics): State<hexkv_telemetry::Metrics>) -> Respons
     response
 }
 
-/// `/metrics` over the process's recorder, to merge into the service's router.
+/// `/metrics` over the process's recorder, declared [`Access::Metrics`], to merge into the
+/// service's route table.
 pub fn metrics_route<S: Clone + Send + Sync + 'static>(
     recorder: hexkv_telemetry::Metrics,
-) -> axum::Router<S> {
-    axum::Router::new().route("/metrics", axum::routing::get(metrics).with_state(recorder))
+) -> Routes<S> {
+    Routes::new().route(
+        "/metrics",
+        Access::Metrics,
+        axum::routing::get(metrics).with_state(recorder),
+    )
 }
 
-/// `/healthz` and `/readyz` over `readiness`, to merge into the service's router.
-pub fn routes<S: Clone + Send + Sync + 'static>(readiness: Arc<Readiness>) -> axum::Router<S> {
-    axum::Router::new()
-        .route("/healthz", axum::routing::get(healthz))
+/// `/healthz` and `/readyz` over `readiness`, declared [`Access::Health`], to merge into the
+/// service's route table.
+pub fn routes<S: Clone + Send + Sync + 'static>(readiness: Arc<Readiness>) -> Routes<S> {
+    Routes::new()
+        .route("/healthz", Access::Health, axum::routing::get(healthz))
         .route(
             "/readyz",
+            Access::Health,
             axum::routing::get(readyz).with_state(Arc::clone(&readiness)),
         )
 }
@@ -217,7 +226,11 @@ mod tests {
                 }
             }
         }));
-        let app: axum::Router = routes(Arc::clone(&readiness));
+        let app: axum::Router = routes(Arc::clone(&readiness)).into_router(
+            crate::http::access::Admission::default(),
+            || async { StatusCode::NOT_FOUND },
+            || async { StatusCode::METHOD_NOT_ALLOWED },
+        );
 
         let (status, body, no_store) = get(app.clone(), "/readyz").await;
         assert_eq!(status, StatusCode::OK);

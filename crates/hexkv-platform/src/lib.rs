@@ -4,8 +4,12 @@
 //! - [`serve`]: the accept loop over hyper, for REST and gRPC alike: connection caps (in total
 //!   and per client address), the handshake, header-read and idle timeouts, graceful drain on a
 //!   [`CancellationToken`](tokio_util::sync::CancellationToken).
-//! - [`http`]: request ids and the per-request span, log line and metrics by matched route, as
-//!   tower layers for an axum router.
+//! - [`http`]: the route table with each route's declared access and its admission
+//!   ([`http::access`]), request ids and the per-request span, log line and metrics by matched
+//!   route, as tower layers for an axum router, and problem+json errors.
+//! - [`grpc`]: admission by each RPC's declared access for tonic services, and the statuses of
+//!   the platform's refusals.
+//! - [`auth`]: API keys with roles and scopes, the `[auth]` section, the caller's identity.
 //! - [`health`]: the readiness registry (the service's checks, and draining) and the `/healthz`
 //!   and `/readyz` routes over it.
 //! - [`reload`]: a service's reload called on SIGHUP and when its configuration file changes
@@ -29,7 +33,9 @@
 //! `tonic::service::Routes::into_axum_router`) and a listener; the platform serves it.
 
 pub mod app;
+pub mod auth;
 pub mod config;
+pub mod grpc;
 pub mod health;
 pub mod http;
 pub mod reload;
@@ -38,3 +44,19 @@ pub mod servers;
 pub mod shutdown;
 #[cfg(feature = "tls")]
 pub mod tls;
+
+use std::sync::OnceLock;
+
+static SERVICE: OnceLock<&'static str> = OnceLock::new();
+
+/// Names the service in what the platform answers: problem types (`urn:NAME:problem:CODE`),
+/// the `WWW-Authenticate` realm, the `ErrorInfo` domain of gRPC refusals. The first call wins
+/// (the [`Application`](app::Application) makes it); without one they say `service`.
+pub fn set_service_name(name: &'static str) {
+    let _ = SERVICE.set(name);
+}
+
+/// The name [`set_service_name`] set, else `service`.
+pub fn service_name() -> &'static str {
+    SERVICE.get().copied().unwrap_or("service")
+}

@@ -23,6 +23,7 @@ use figment::Figment;
 use figment::providers::Serialized;
 use serde::{Deserialize, Serialize};
 
+pub use hexkv_platform::auth::AuthConfig;
 pub use hexkv_platform::config::{
     ConfigError, LogConfig, LogFormat, LogSamplingConfig, MetricsConfig, ShutdownConfig,
     TelemetryConfig, TlsConfig, TraceExport,
@@ -78,33 +79,6 @@ impl Default for Config {
             resilience: ResilienceConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
-        }
-    }
-}
-
-/// `[auth]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// The API keys (`[[auth.keys]]`: `name`, `hash` from `hexkv auth hash-key`, `role` of
-    /// `read`, `write` or `admin`, optional `prefix`). None: no authentication.
-    pub keys: Vec<hexkv_core::auth::ApiKeyConfig>,
-    /// `/healthz`, `/readyz` and the gRPC health and reflection services answer without a key.
-    pub open_health: bool,
-    /// `/metrics` answers without a key.
-    pub open_metrics: bool,
-    /// Serve beyond loopback without any key configured (anyone who reaches the port may read
-    /// and write everything).
-    pub allow_unauthenticated: bool,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            keys: Vec::new(),
-            open_health: true,
-            open_metrics: true,
-            allow_unauthenticated: false,
         }
     }
 }
@@ -757,27 +731,10 @@ impl Config {
         if tls.enabled() && !cfg!(feature = "tls") {
             return invalid("tls.cert", "this build has no TLS (cargo feature `tls`)");
         }
-        if let Err(e) = hexkv_core::auth::ApiKeys::new(&self.auth.keys) {
-            return invalid("auth.keys", &e.to_string());
-        }
-        if self.auth.keys.is_empty() && !self.auth.allow_unauthenticated {
-            let exposed = [
-                ("http.listen", self.http.listen),
-                ("grpc.listen", self.grpc.listen),
-            ]
-            .into_iter()
-            .find(|(_, addr)| !addr.ip().is_loopback());
-            if let Some((key, addr)) = exposed {
-                return invalid(
-                    "auth.keys",
-                    &format!(
-                        "{key} = {addr} is reachable beyond this machine, but no API key is \
-                         configured: add [[auth.keys]] (see `hexkv auth hash-key`), or set \
-                         auth.allow_unauthenticated = true to serve everyone"
-                    ),
-                );
-            }
-        }
+        self.auth.validate(&[
+            ("http.listen", self.http.listen),
+            ("grpc.listen", self.grpc.listen),
+        ])?;
         let max = self.limits.max_value_bytes;
         if max == 0 || max > hexkv_core::Limits::HARD_MAX_VALUE_BYTES {
             return invalid(
@@ -990,7 +947,7 @@ mod tests {
                     hash = "{}"
                     role = "admin"
                     "#,
-                    hexkv_core::auth::hash_key("secret")
+                    hexkv_platform::auth::hash_key("secret")
                 ),
             )?;
             let overrides = Overrides {
@@ -998,7 +955,7 @@ mod tests {
                 ..Overrides::default()
             };
             let c = load(&overrides)?;
-            assert_eq!(c.auth.keys[0].role, hexkv_core::Role::Admin);
+            assert_eq!(c.auth.keys[0].role, hexkv_platform::auth::Role::Admin);
             Ok(())
         });
     }

@@ -224,13 +224,7 @@ impl Application {
         ));
         // API keys, when configured: one authenticator for both front ends, whose keys a
         // reload can rotate.
-        let authenticator = (!config.auth.keys.is_empty())
-            .then(|| {
-                hexkv_core::auth::ApiKeys::new(&config.auth.keys)
-                    .map(|keys| Arc::new(hexkv_core::Authenticator::new(keys)))
-            })
-            .transpose()
-            .context("auth.keys")?;
+        let auth = config.auth.policy()?;
         // Each front end's load-shedding bound, changeable by a reload.
         let http_in_flight = hexkv_resilience::InFlightLimit::new(limits.max_in_flight);
         let grpc_in_flight = hexkv_resilience::InFlightLimit::new(limits.max_in_flight);
@@ -266,13 +260,7 @@ impl Application {
                     throttle: Some(Arc::clone(&throttle)),
                     metrics: telemetry.as_ref().and_then(|t| t.metrics().cloned()),
                     in_flight: Some(Arc::clone(&http_in_flight)),
-                    auth: authenticator
-                        .as_ref()
-                        .map(|authenticator| hexkv_http::auth::HttpAuth {
-                            authenticator: Arc::clone(authenticator),
-                            open_health: config.auth.open_health,
-                            open_metrics: config.auth.open_metrics,
-                        }),
+                    auth: auth.clone(),
                 },
             );
             #[cfg(feature = "tls")]
@@ -290,12 +278,7 @@ impl Application {
                     max_in_flight: config.limits.max_in_flight,
                     request_timeout: config.limits.request_timeout(),
                     in_flight: Some(Arc::clone(&grpc_in_flight)),
-                    auth: authenticator
-                        .as_ref()
-                        .map(|authenticator| hexkv_grpc::auth::GrpcAuth {
-                            authenticator: Arc::clone(authenticator),
-                            open_health: config.auth.open_health,
-                        }),
+                    auth: auth.clone(),
                     throttle: Some(Arc::clone(&throttle)),
                 },
             )
@@ -324,7 +307,7 @@ impl Application {
                     in_flight: vec![http_in_flight, grpc_in_flight],
                     breaker: breaker.clone(),
                     flags: Arc::clone(&flags),
-                    authenticator: authenticator.clone(),
+                    authenticator: auth.as_ref().map(|a| Arc::clone(&a.authenticator)),
                 };
                 let reloader = Arc::new(reload::Reloader::new(overrides, config.clone(), live));
                 Some(reload::spawn_triggers(reloader)?)

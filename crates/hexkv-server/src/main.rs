@@ -241,7 +241,7 @@ fn hash_key(generate: bool) -> ExitCode {
         }
         key
     };
-    let hash = hexkv_core::auth::hash_key(&key);
+    let hash = hexkv_platform::auth::hash_key(&key);
     if generate {
         println!("hash: {hash}");
     } else {

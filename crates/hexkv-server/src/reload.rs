@@ -51,7 +51,7 @@ pub struct Live {
     pub flags: Arc<FeatureFlags>,
     /// The API keys (absent when none were configured at start; then adding some needs a
     /// restart).
-    pub authenticator: Option<Arc<hexkv_core::Authenticator>>,
+    pub authenticator: Option<Arc<hexkv_platform::auth::Authenticator>>,
 }
 
 impl Live {
@@ -82,7 +82,7 @@ impl Live {
                 .map(|(name, setting)| (name.clone(), setting.rollout())),
         );
         if let Some(authenticator) = &self.authenticator {
-            match hexkv_core::auth::ApiKeys::new(&config.auth.keys) {
+            match hexkv_platform::auth::ApiKeys::new(&config.auth.keys) {
                 Ok(keys) => authenticator.set(keys),
                 // Validated before; kept for safety: the old keys stay.
                 Err(e) => tracing::error!(error = %e, "cannot change the API keys"),
@@ -272,15 +272,15 @@ mod tests {
                 &StoreResilienceConfig::default(),
             )))),
             flags: Arc::new(FeatureFlags::defaults()),
-            authenticator: Some(Arc::new(hexkv_core::Authenticator::new(
-                hexkv_core::auth::ApiKeys::new(&[]).expect("no keys"),
+            authenticator: Some(Arc::new(hexkv_platform::auth::Authenticator::new(
+                hexkv_platform::auth::ApiKeys::new(&[]).expect("no keys"),
             ))),
         }
     }
 
     #[test]
     fn a_reload_rotates_the_api_keys() {
-        use hexkv_core::auth::{ApiKeyConfig, Role, hash_key};
+        use hexkv_platform::auth::{ApiKeyConfig, Role, hash_key};
         let live = live();
         let mut config = Config::default();
         config.auth.keys = vec![ApiKeyConfig {

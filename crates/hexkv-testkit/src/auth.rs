@@ -1,6 +1,6 @@
 //! API keys for front-end tests: three keys, one per role, the writer confined to `app/`.
 
-use hexkv_core::auth::{ApiKeyConfig, ApiKeys, Authenticator, Role, hash_key};
+use hexkv_auth::{ApiKeyConfig, ApiKeys, Authenticator, Role, hash_key};
 
 /// A `read` key, unconfined.
 pub const READER: &str = "reader-key-0123456789abcdef";

@@ -1,13 +1,17 @@
 //! The REST front end: `POST /v1/counters/{name}` adds, `GET /v1/counters/{name}` reads.
-//! Errors are the platform's problem+json, with the domain's codes; the platform's
-//! [`Application`](hexkv_platform::app::Application) adds the request ids, observation, limits
-//! and health routes around this router.
+//! Each route declares what it touches in the platform's route table: the counter its path
+//! names, read by `GET` and changed by `POST`, which API keys are checked against (a key with
+//! the prefix `team-a-` reads and adds `team-a-visits` only). Errors are the platform's
+//! problem+json, with the domain's codes; the platform's
+//! [`Application`](hexkv_platform::app::Application) adds admission, the request ids,
+//! observation, limits and health routes around these routes.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use hexkv_platform::http::access::{Access, PathTail, Routes};
 use hexkv_platform::http::problem::Problem as PlatformProblem;
 use serde::{Deserialize, Serialize};
 
@@ -30,10 +34,14 @@ pub struct Counter {
     pub value: i64,
 }
 
-/// The service's routes.
-pub fn router(service: CounterService) -> Router {
-    Router::new()
-        .route("/v1/counters/{name}", get(read).post(add))
+/// The service's routes, each with the access it needs.
+pub fn routes(service: CounterService) -> Routes {
+    Routes::new()
+        .route(
+            "/v1/counters/{name}",
+            Access::resource(PathTail("/v1/counters/")),
+            get(read).post(add),
+        )
         .with_state(service)
 }
 

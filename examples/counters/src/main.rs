@@ -35,7 +35,12 @@ async fn main() -> anyhow::Result<()> {
         let service = ready.clone();
         async move { service.ready().await.map_err(|e| e.to_string()) }
     })
-    .http("http", settings.http.listen, http::router(service))?
+    .http(
+        "http",
+        "http.listen",
+        settings.http.listen,
+        http::routes(service),
+    )?
     .run()
     .await
 }

@@ -1,11 +1,12 @@
 //! The service's configuration: its own sections (`[http]`, `[store]`) and the platform's
-//! (`[log]`, `[limits]`, `[shutdown]`, `[tls]`), read through the platform's layers
+//! (`[log]`, `[limits]`, `[auth]`, `[shutdown]`, `[tls]`), read through the platform's layers
 //! ([`ServiceSettings::load`]): defaults → the `--config` file (TOML, or YAML) → `RUST_LOG` →
 //! `COUNTERS_SECTION__KEY`.
 
 use std::net::SocketAddr;
 
 use hexkv_platform::app::ServiceSettings;
+use hexkv_platform::auth::AuthConfig;
 use hexkv_platform::config::{LimitsConfig, LogConfig, ShutdownConfig, TlsConfig};
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,9 @@ pub struct Settings {
     pub log: LogConfig,
     /// `[limits]` (the platform's)
     pub limits: LimitsConfig,
+    /// `[auth]` (the platform's): API keys, whose `prefix` confines them to counters whose name
+    /// starts with it.
+    pub auth: AuthConfig,
     /// `[shutdown]` (the platform's)
     pub shutdown: ShutdownConfig,
     /// `[tls]` (the platform's)
@@ -60,6 +64,9 @@ impl ServiceSettings for Settings {
     }
     fn limits(&self) -> &LimitsConfig {
         &self.limits
+    }
+    fn auth(&self) -> &AuthConfig {
+        &self.auth
     }
     fn shutdown(&self) -> &ShutdownConfig {
         &self.shutdown

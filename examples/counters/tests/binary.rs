@@ -1,6 +1,7 @@
 //! The counters binary on the platform's shell, as an operator runs it: a configuration file
-//! with the environment over it, TLS with a certificate from files, readiness, a metrics scrape,
-//! a reload on SIGHUP, and a graceful exit on SIGTERM.
+//! with the environment over it, TLS with a certificate from files, an API key confined to a
+//! prefix of counter names, readiness, a metrics scrape, a reload on SIGHUP that rotates the
+//! key, and a graceful exit on SIGTERM.
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
@@ -39,18 +40,21 @@ async fn serves_over_tls_from_its_configuration_reloads_and_exits_cleanly_on_sig
     let config = dir.path().join("counters.toml");
     // The file's address is taken; the environment's (a free port) must win over it.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let write_config = |level: &str| {
+    // One API key, for the counters whose names start with `page.`; the probes stay open.
+    let write_config = |level: &str, api_key: &str| {
         std::fs::write(
             &config,
             format!(
                 "[http]\nlisten = \"{}\"\n[tls]\ncert = {cert:?}\nkey = {key:?}\n\
-                 [log]\nlevel = \"{level}\"\n[shutdown]\nreadiness_delay_ms = 3000\n",
-                taken.local_addr().unwrap()
+                 [log]\nlevel = \"{level}\"\n[shutdown]\nreadiness_delay_ms = 3000\n\
+                 [[auth.keys]]\nname = \"pages\"\nhash = \"{}\"\nrole = \"write\"\nprefix = \"page.\"\n",
+                taken.local_addr().unwrap(),
+                hexkv_platform::auth::hash_key(api_key),
             ),
         )
         .unwrap()
     };
-    write_config("info");
+    write_config("info", "first-key");
     let mut child = Command::new(env!("CARGO_BIN_EXE_hexkv-example-counters"))
         .arg("--config")
         .arg(&config)
@@ -72,19 +76,39 @@ async fn serves_over_tls_from_its_configuration_reloads_and_exits_cleanly_on_sig
     };
     assert_ne!(addr, taken.local_addr().unwrap());
 
-    let body = r#"{"delta": 2}"#;
-    let response = https(
-        addr,
-        &certified.cert,
-        &format!(
-            "POST /v1/counters/page.views HTTP/1.1\r\nhost: localhost\r\n\
+    let add = |name: &str, api_key: Option<&str>| {
+        let body = r#"{"delta": 2}"#;
+        let authorization = api_key
+            .map(|k| format!("authorization: Bearer {k}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "POST /v1/counters/{name} HTTP/1.1\r\nhost: localhost\r\n{authorization}\
              content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
-        ),
-    )
-    .await;
+        );
+        let root = certified.cert.clone();
+        async move { https(addr, &root, &request).await }
+    };
+    let response = add("page.views", Some("first-key")).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains(r#""value":2"#), "{response}");
+    // Without the key, or outside its prefix, nothing is added.
+    let response = add("page.views", None).await;
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    assert!(
+        response.contains(r#""code":"unauthenticated""#),
+        "{response}"
+    );
+    assert!(
+        response.contains(r#"www-authenticate: Bearer realm="counters""#),
+        "{response}"
+    );
+    let response = add("orders", Some("first-key")).await;
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    assert!(
+        response.contains(r#""code":"permission_denied""#),
+        "{response}"
+    );
     let ready = https(
         addr,
         &certified.cert,
@@ -111,9 +135,10 @@ async fn serves_over_tls_from_its_configuration_reloads_and_exits_cleanly_on_sig
         "the POST is counted by route: {scrape}"
     );
 
-    // A reload (SIGHUP; the file's change triggers one too) applies the new log level.
+    // A reload (SIGHUP; the file's change triggers one too) applies the new log level and
+    // rotates the key.
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    write_config("debug");
+    write_config("debug", "second-key");
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     let reloaded = loop {
         let line = lines.next().expect("the service logs the reload").unwrap();
@@ -122,6 +147,10 @@ async fn serves_over_tls_from_its_configuration_reloads_and_exits_cleanly_on_sig
         }
     };
     assert!(reloaded.contains(r#""log_level":"debug""#), "{reloaded}");
+    let response = add("page.views", Some("first-key")).await;
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    let response = add("page.views", Some("second-key")).await;
+    assert!(response.contains(r#""value":4"#), "{response}");
 
     // SIGTERM: readiness fails at once, while the listener still serves for the delay.
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();

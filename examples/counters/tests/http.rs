@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use hexkv_example_counters::CounterService;
-use hexkv_example_counters::http::{Counter, router};
+use hexkv_example_counters::http::{Counter, routes};
 use hexkv_example_counters::memory::MemoryCounters;
 use hexkv_example_counters::settings::Settings;
 use hexkv_platform::app::Application;
@@ -25,7 +25,12 @@ async fn counters_over_http() {
     let service = CounterService::new(Arc::new(MemoryCounters::default()));
     let app = Application::<Settings>::new("counters", "test", Some(file))
         .unwrap()
-        .http("http", "127.0.0.1:0".parse().unwrap(), router(service))
+        .http(
+            "http",
+            "http.listen",
+            "127.0.0.1:0".parse().unwrap(),
+            routes(service),
+        )
         .unwrap();
     let addr = app.local_addr("http").unwrap();
     let shutdown = hexkv_platform::shutdown::Shutdown::default();

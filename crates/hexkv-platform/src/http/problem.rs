@@ -5,12 +5,12 @@
 //!  "code": "not_found", "detail": "no counter named visits", "request_id": "…"}
 //! ```
 //!
-//! A service maps its domain errors onto [`Problem`]s in its adapter; the platform answers its
-//! own refusals (shed, throttled, timed out, unknown route) the same way. The `type` URN is
-//! named after the service ([`set_service_name`], which the
+//! A service maps its domain errors onto [`Problem`]s in its adapter (with extension members of
+//! its own: [`Problem::member`]); the platform answers its own refusals (unauthenticated,
+//! forbidden, shed, throttled, timed out, unknown route) the same way. The `type` URN is
+//! named after the service ([`set_service_name`](crate::set_service_name), which the
 //! [`Application`](crate::app::Application) calls).
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::Json;
@@ -21,13 +21,7 @@ use serde::Serialize;
 /// The media type of a problem.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-static SERVICE: OnceLock<&'static str> = OnceLock::new();
-
-/// Names the problems' `type` URNs (`urn:NAME:problem:CODE`); the first call wins, and without
-/// one the URNs say `service`.
-pub fn set_service_name(name: &'static str) {
-    let _ = SERVICE.set(name);
-}
+pub use crate::{service_name, set_service_name};
 
 /// One error response; see the module docs.
 #[derive(Debug, Clone)]
@@ -36,6 +30,7 @@ pub struct Problem {
     code: &'static str,
     detail: String,
     headers: Vec<(HeaderName, HeaderValue)>,
+    members: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -48,6 +43,8 @@ struct Body<'a> {
     detail: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<String>,
+    #[serde(flatten)]
+    members: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Problem {
@@ -58,7 +55,15 @@ impl Problem {
             code,
             detail: detail.into(),
             headers: Vec::new(),
+            members: serde_json::Map::new(),
         }
+    }
+
+    /// Adds an extension member to the body (RFC 9457 §3.2), e.g. hexkv's `current_version`
+    /// on 412. The standard members' names are the platform's.
+    pub fn member(mut self, name: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.members.insert(name.to_owned(), value.into());
+        self
     }
 
     /// The status.
@@ -77,6 +82,28 @@ impl Problem {
         self.headers
             .push((header::RETRY_AFTER, HeaderValue::from(seconds.max(1))));
         self
+    }
+
+    /// 401 `unauthenticated`, with `WWW-Authenticate: Bearer realm="<service>"`: no valid API
+    /// key was presented.
+    pub fn unauthenticated(detail: impl Into<String>) -> Self {
+        let realm = format!("Bearer realm=\"{}\"", service_name());
+        let mut problem = Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", detail);
+        if let Ok(value) = HeaderValue::from_str(&realm) {
+            problem.headers.push((header::WWW_AUTHENTICATE, value));
+        }
+        problem
+    }
+
+    /// 403 `permission_denied`: the key may not do this.
+    pub fn permission_denied(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "permission_denied", detail)
+    }
+
+    /// 403 `permission_denied` for a route that declares no access, refused for everyone (a bug
+    /// of the route table; see [`access`](crate::http::access)).
+    pub fn undeclared() -> Self {
+        Self::permission_denied("this route declares no access and is refused")
     }
 
     /// 404 `route_not_found`: no route has this path.
@@ -127,7 +154,7 @@ impl IntoResponse for Problem {
         let body = Body {
             kind: format!(
                 "urn:{}:problem:{}",
-                SERVICE.get().copied().unwrap_or("service"),
+                service_name(),
                 self.code.replace('_', "-")
             ),
             title: self.status.canonical_reason().unwrap_or("Error"),
@@ -135,6 +162,7 @@ impl IntoResponse for Problem {
             code: self.code,
             detail: &self.detail,
             request_id: crate::http::request_id::current(),
+            members: self.members,
         };
         let mut response = (self.status, Json(body)).into_response();
         let headers = response.headers_mut();

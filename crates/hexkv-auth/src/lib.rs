@@ -1,4 +1,12 @@
-//! Authentication by API key, and authorization by role and key prefix.
+//! Who a request is and what it may do: authentication by API key, authorization by role and
+//! scope. Nothing here knows a transport or a domain: the platform's admission
+//! (`hexkv_platform::http::access`, `hexkv_platform::grpc::access`) reads the credentials and
+//! asks what a request touches, and a domain may name the caller's [`Identity`] (hexkv rolls
+//! feature flags out by it) without depending on a runtime.
+//!
+//! A request touches a **resource**, named by bytes the service chooses: a key for hexkv, a
+//! counter's name for `examples/counters`. A key's optional **prefix** is its scope: it may touch
+//! only resources that start with it, and list only under prefixes that do.
 //!
 //! The front ends read a bearer token (`Authorization: Bearer <key>` on HTTP, the
 //! `authorization` metadata on gRPC), ask [`Authenticator::authenticate`] who it is, and check
@@ -10,12 +18,12 @@
 //! feature-flag rollouts key on the identity; every route and RPC checks its declared access
 //! against the caller.
 //!
-//! Keys are configured as hashes, never as plaintext: `sha256:<hex>` of the key. A key is 256 bits
-//! of randomness (`hexkv auth hash-key --generate`), so a fast hash is enough: what makes a
-//! password hash slow protects guessable secrets, and a guess of a random 256-bit key is hopeless
-//! either way — while a slow hash would cost every request milliseconds. The presented key's hash
-//! is compared with every configured hash in constant time, so timing tells nothing about how
-//! much of a hash matched.
+//! Keys are configured as hashes, never as plaintext: `sha256:<hex>` of the key ([`hash_key`];
+//! `hexkv auth hash-key --generate` makes a key and its hash). A key is 256 bits of randomness,
+//! so a fast hash is enough: what makes a password hash slow protects guessable secrets, and a
+//! guess of a random 256-bit key is hopeless either way — while a slow hash would cost every
+//! request milliseconds. The presented key's hash is compared with every configured hash in
+//! constant time, so timing tells nothing about how much of a hash matched.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -29,9 +37,9 @@ use subtle::ConstantTimeEq;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Read values and list keys.
+    /// Read resources and list them.
     Read,
-    /// Read, and put and delete values.
+    /// Read, and change resources (hexkv: put and delete values).
     Write,
     /// Everything, including protected operational endpoints (metrics, health).
     Admin,
@@ -50,11 +58,11 @@ impl fmt::Display for Role {
 /// What a request wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action<'a> {
-    /// Read the value of a key (as raw bytes: the scope check does not need it parsed).
+    /// Read a resource (named by raw bytes: the scope check does not need it parsed).
     Read(&'a [u8]),
-    /// List keys under a prefix.
+    /// List the resources under a prefix.
     List(&'a [u8]),
-    /// Put or delete a key.
+    /// Change a resource.
     Write(&'a [u8]),
     /// Call a protected operational endpoint (metrics, health, reflection).
     Operate,
@@ -67,7 +75,7 @@ pub struct Principal {
     pub name: Arc<str>,
     /// What it may do.
     pub role: Role,
-    /// The key prefix it is confined to, if any.
+    /// The prefix of the resources it is confined to (its scope), if any.
     pub prefix: Option<Arc<str>>,
 }
 
@@ -124,9 +132,7 @@ impl Principal {
             && !key.starts_with(scope.as_bytes())
         {
             // A listing must stay inside the scope too: its prefix must start with the scope's.
-            return Err(forbidden(format!(
-                "{verb} outside its key prefix {scope:?}"
-            )));
+            return Err(forbidden(format!("{verb} outside its prefix {scope:?}")));
         }
         Ok(())
     }
@@ -236,7 +242,7 @@ impl Caller {
     }
 }
 
-/// A configured API key: its name, the hash of the key, its role and optional key prefix.
+/// A configured API key: its name, the hash of the key, its role and optional prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
@@ -246,7 +252,7 @@ pub struct ApiKeyConfig {
     pub hash: String,
     /// What the key may do.
     pub role: Role,
-    /// Confine the key to keys starting with this prefix.
+    /// Confine the key to resources (hexkv: keys) starting with this prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
 }

@@ -1,18 +1,19 @@
 //! Who may call which RPC: every service is added behind an [`AdmissionLayer`] that carries its
-//! declarations (per method for `hexkv.v1.KeyValue`, where the RPCs are defined; one for the
-//! whole of health and reflection), and an RPC without a declaration is not served: UNIMPLEMENTED
-//! for everyone, as for a method that does not exist.
+//! declarations (per method, where the RPCs are defined, or one for a whole service such as
+//! health and reflection), and an RPC without a declaration is not served: UNIMPLEMENTED for
+//! everyone, as for a method that does not exist.
 //!
 //! Admission runs before the call is decoded, in this order: the RPC's declaration; the caller,
 //! identified once after authentication as the key's name or else the peer address
-//! ([`Caller`]); the throttle (key-value RPCs only), which counts the identity *before*
+//! ([`Caller`]); the throttle (the service's RPCs only), which counts the identity *before*
 //! credentials are answered, so calls without a key or with a wrong one are limited by address
-//! and guessing keys is throttled too; then the credentials. What remains, the key or prefix an
-//! RPC touches, is in its message: each method checks it with [`check`], which refuses a call
-//! that did not pass admission.
+//! and guessing keys is throttled too; then the credentials. What remains, the resource an RPC
+//! touches (hexkv: the key or prefix), is in its message: each method checks it with [`check`],
+//! which refuses a call that did not pass admission.
 //!
-//! Refusals are UNAUTHENTICATED or PERMISSION_DENIED, counted in `hexkv_auth_failures_total`
-//! and logged with the key's name, never the key (`hexkv_telemetry::auth_refused`).
+//! Refusals are UNAUTHENTICATED or PERMISSION_DENIED ([`status`]), counted in
+//! `hexkv_auth_failures_total` and logged with the key's name, never the key
+//! (`hexkv_telemetry::auth_refused`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,21 +22,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use hexkv_core::auth::{Action, AuthError, Caller};
+use hexkv_resilience::Throttle;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::http;
 use tower::{Layer, Service};
 
-use crate::auth::GrpcAuth;
-use crate::status;
+use crate::auth::{Action, AuthError, AuthPolicy, Caller, Identity};
+use crate::grpc::status;
 
 /// What an RPC needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
-    /// Reads the key its message names. Throttled.
+pub enum Access {
+    /// Reads the resource its message names. Throttled.
     Read,
-    /// Writes the key its message names. Throttled.
+    /// Changes the resource its message names. Throttled.
     Write,
     /// Lists under the prefix its message names. Throttled.
     List,
@@ -51,7 +52,7 @@ impl Access {
 
 /// The declarations of one service.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Declared {
+pub enum Declared {
     /// By method name; methods not listed are refused.
     Methods(&'static [(&'static str, Access)]),
     /// Every method of the service.
@@ -76,26 +77,28 @@ impl Declared {
 
 /// What a call that passed admission carries in its extensions, for [`check`].
 #[derive(Debug, Clone)]
-pub(crate) struct Admitted {
+pub struct Admitted {
     access: Access,
     caller: Caller,
 }
 
 /// Admits calls of one service by its declarations; see the module docs.
 #[derive(Clone)]
-pub(crate) struct AdmissionLayer(Arc<Admitter>);
+pub struct AdmissionLayer(Arc<Admitter>);
 
 struct Admitter {
     declared: Declared,
-    auth: Option<GrpcAuth>,
-    throttle: Option<Arc<hexkv_resilience::Throttle<hexkv_core::Identity>>>,
+    auth: Option<AuthPolicy>,
+    throttle: Option<Arc<Throttle<Identity>>>,
 }
 
 impl AdmissionLayer {
-    pub(crate) fn new(
+    /// Admission by `declared`, against `auth`'s keys (`None`: authentication off), with
+    /// `throttle` per caller on the declared RPCs other than [`Access::Health`].
+    pub fn new(
         declared: Declared,
-        auth: Option<GrpcAuth>,
-        throttle: Option<Arc<hexkv_resilience::Throttle<hexkv_core::Identity>>>,
+        auth: Option<AuthPolicy>,
+        throttle: Option<Arc<Throttle<Identity>>>,
     ) -> Self {
         Self(Arc::new(Admitter {
             declared,
@@ -118,7 +121,7 @@ impl<S> Layer<S> for AdmissionLayer {
 
 /// The service of [`AdmissionLayer`].
 #[derive(Clone)]
-pub(crate) struct Admission<S> {
+pub struct Admission<S> {
     inner: S,
     admitter: Arc<Admitter>,
 }
@@ -150,7 +153,8 @@ where
 pin_project_lite::pin_project! {
     /// The response of [`Admission`].
     #[project = AdmissionProj]
-    pub(crate) enum AdmissionFuture<F> {
+    #[allow(missing_docs)]
+    pub enum AdmissionFuture<F> {
         Admitted { #[pin] inner: F },
         Refused { response: Option<http::Response<Body>> },
     }
@@ -226,7 +230,7 @@ impl Admitter {
 
 /// Whether the call may touch `resource` (the key, or the listing's prefix, its message names),
 /// as its RPC's declaration says; a call that did not pass admission is refused.
-pub(crate) fn check<T>(request: &tonic::Request<T>, resource: &[u8]) -> Result<(), Status> {
+pub fn check<T>(request: &tonic::Request<T>, resource: &[u8]) -> Result<(), Status> {
     let Some(Admitted { access, caller }) = request.extensions().get::<Admitted>() else {
         tracing::error!(
             "refused a call that did not pass admission (a bug: serve the service behind its AdmissionLayer)"
@@ -245,7 +249,7 @@ pub(crate) fn check<T>(request: &tonic::Request<T>, resource: &[u8]) -> Result<(
 }
 
 /// The caller of an admitted call.
-pub(crate) fn caller<T>(request: &tonic::Request<T>) -> Option<&Caller> {
+pub fn caller<T>(request: &tonic::Request<T>) -> Option<&Caller> {
     request
         .extensions()
         .get::<Admitted>()
@@ -257,10 +261,15 @@ fn refuse(err: AuthError, name: Option<&str>) -> Status {
     status::auth(err)
 }
 
-/// `message` as a call that passed admission for `access` with authentication off, for tests of
-/// the service's methods.
-#[cfg(test)]
-pub(crate) fn admitted<T>(access: Access, message: T) -> tonic::Request<T> {
+/// The identity of an admitted call's caller (the authenticated key's name, else the peer
+/// address): what throttles and feature-flag rollouts key on.
+pub fn identity<T>(request: &tonic::Request<T>) -> Identity {
+    caller(request).map_or(Identity::Unknown, |caller| caller.identity.clone())
+}
+
+/// `message` as a call that passed admission for `access` with authentication off: for unit
+/// tests of a service's methods, which are called without a server.
+pub fn admitted<T>(access: Access, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.extensions_mut().insert(Admitted {
         access,
@@ -284,6 +293,18 @@ mod tests {
         assert_eq!(
             whole.of("/grpc.health.v1.Health/Anything"),
             Some(Access::Health)
+        );
+    }
+
+    #[test]
+    fn a_method_checks_its_resource_against_the_admitted_caller() {
+        let call = admitted(Access::Write, ());
+        assert!(check(&call, b"anything").is_ok());
+        assert_eq!(identity(&call), Identity::Unknown);
+        let stray = tonic::Request::new(());
+        assert_eq!(
+            check(&stray, b"x").unwrap_err().code(),
+            tonic::Code::PermissionDenied
         );
     }
 }
