@@ -11,7 +11,6 @@
 //! API refuses is refused here too.
 
 mod limit;
-pub mod observe;
 mod status;
 
 use std::sync::Arc;
@@ -22,8 +21,11 @@ use hexkv_core::{
     Precondition, Value, Version,
 };
 use hexkv_platform::auth::AuthPolicy;
-use hexkv_platform::grpc::access::{self, Access, AdmissionLayer, Declared};
+use hexkv_platform::grpc::access::{self, Access};
+pub use hexkv_platform::grpc::services::GrpcHealth;
+use hexkv_platform::grpc::services::{GrpcServices as PlatformServices, GrpcStack};
 use tonic::{Request, Response, Status};
+use tower::Layer as _;
 
 pub use status::status;
 
@@ -78,7 +80,9 @@ pub struct GrpcServices {
     /// `hexkv.v1.KeyValue`, `grpc.health.v1.Health` and server reflection.
     routes: tonic::service::Routes,
     /// Sets the health status; see [`GrpcServices::health`].
-    health: tonic_health::server::HealthReporter,
+    health: GrpcHealth,
+    /// The calls' observation, labelling hexkv's RPCs.
+    observe: hexkv_platform::grpc::observe::GrpcObserve,
 }
 
 /// The name health checks use for the key-value service.
@@ -114,57 +118,46 @@ const KEY_VALUE_ACCESS: &[(&str, Access)] = &[
     ("List", Access::List),
 ];
 
+/// `hexkv.v1.KeyValue` over `api`, with its RPCs' declared access and request messages limited
+/// to a value of `max_value_bytes` and its framing, as the platform's [`PlatformServices`] to
+/// serve (behind admission, the request timeout and load shedding, with health and reflection).
+pub fn services(api: Arc<dyn KeyValueApi>, max_value_bytes: usize) -> PlatformServices {
+    let limit = max_value_bytes + MESSAGE_OVERHEAD;
+    let key_value = KeyValueServer::new(KeyValueGrpc::new(api))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    PlatformServices::new()
+        .add(
+            limit::MessageLimitLayer::new(limit).layer(key_value),
+            KEY_VALUE_ACCESS,
+        )
+        .descriptors(pb::FILE_DESCRIPTOR_SET)
+}
+
 impl GrpcServices {
     /// Builds the services over `api`. Health starts as SERVING for both the overall server (`""`)
     /// and `hexkv.v1.KeyValue`.
     pub async fn new(api: Arc<dyn KeyValueApi>, options: GrpcOptions) -> Self {
-        use hexkv_platform::grpc::status::{deadline_exceeded, overloaded};
-        use tonic::service::LayerExt as _;
-
-        let limit = options.max_value_bytes + MESSAGE_OVERHEAD;
-        let key_value = KeyValueServer::new(KeyValueGrpc::new(api))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit);
-        let in_flight = options.in_flight.or_else(|| {
-            (options.max_in_flight > 0)
-                .then(|| hexkv_resilience::InFlightLimit::new(options.max_in_flight))
-        });
-        // Outermost first: admission (declarations, identity, throttle, credentials), the
-        // request timeout, load shedding, then the service.
-        let key_value = tower::ServiceBuilder::new()
-            .layer(AdmissionLayer::new(
-                Declared::Methods(KEY_VALUE_ACCESS),
-                options.auth.clone(),
-                options.throttle,
-            ))
-            .layer(
-                hexkv_resilience::DeadlineLayer::optional(options.request_timeout, || {
-                    deadline_exceeded().into_http()
-                })
-                .with_caller_limit(grpc_timeout),
-            )
-            .option_layer(in_flight.map(|limit| {
-                hexkv_resilience::LoadShedLayer::with_limit(limit, || overloaded().into_http())
-            }))
-            .layer(limit::MessageLimitLayer::new(limit))
-            .into_inner()
-            .named_layer(key_value);
-        let (health, health_service) = tonic_health::server::health_reporter();
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-            .build_v1()
+        let stack = GrpcStack {
+            auth: options.auth,
+            // Off (no rate) when not given.
+            throttle: options
+                .throttle
+                .unwrap_or_else(|| Arc::new(hexkv_resilience::Throttle::new(0, 0, 1))),
+            in_flight: options
+                .in_flight
+                .unwrap_or_else(|| hexkv_resilience::InFlightLimit::new(options.max_in_flight)),
+            timeout: options.request_timeout,
+        };
+        let built = services(api, options.max_value_bytes)
+            .build(&stack)
+            .await
             .expect("the embedded descriptor sets are valid");
-        // Health and reflection: open, or for admin keys (`auth.open_health`); never throttled.
-        let operational =
-            AdmissionLayer::new(Declared::Service(Access::Health), options.auth, None);
-        let routes = tonic::service::Routes::new(key_value)
-            .add_service(operational.named_layer(health_service))
-            .add_service(operational.named_layer(reflection));
-        let services = Self { routes, health };
-        services.health().set_serving(true).await;
-        services
+        Self {
+            routes: built.routes,
+            health: built.health,
+            observe: built.observe,
+        }
     }
 
     /// The services as tonic's routes, each behind its stack, for a server to serve.
@@ -181,55 +174,22 @@ impl GrpcServices {
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         tonic::transport::Server::builder()
-            .layer(hexkv_telemetry::ObserveLayer::new(observe::GrpcObserve))
+            .layer(hexkv_telemetry::ObserveLayer::new(self.observe))
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(without_nagle(listener), shutdown)
             .await
     }
 
-    /// A handle that changes the health status later (at shutdown).
-    pub fn health(&self) -> HealthHandle {
-        HealthHandle(self.health.clone())
+    /// A handle that changes the health status later (at shutdown): `""` and
+    /// `hexkv.v1.KeyValue`.
+    pub fn health(&self) -> GrpcHealth {
+        self.health.clone()
     }
-}
 
-/// Changes what `grpc.health.v1.Health` reports.
-#[derive(Clone)]
-pub struct HealthHandle(tonic_health::server::HealthReporter);
-
-impl HealthHandle {
-    /// SERVING or NOT_SERVING, for the overall server and for `hexkv.v1.KeyValue`.
-    pub async fn set_serving(&self, serving: bool) {
-        let status = if serving {
-            tonic_health::ServingStatus::Serving
-        } else {
-            tonic_health::ServingStatus::NotServing
-        };
-        self.0.set_service_status("", status).await;
-        self.0.set_service_status(SERVICE_NAME, status).await;
+    /// The calls' observation, labelling hexkv's RPCs, for the server's layer.
+    pub fn observe(&self) -> hexkv_platform::grpc::observe::GrpcObserve {
+        self.observe.clone()
     }
-}
-
-/// The deadline a client sent in `grpc-timeout`: at most 8 digits and a unit (`H`, `M`, `S`,
-/// `m`, `u`, `n`), as the gRPC protocol defines it. Malformed values are ignored, as grpc-go
-/// does.
-fn grpc_timeout<B>(request: &tonic::codegen::http::Request<B>) -> Option<std::time::Duration> {
-    use std::time::Duration;
-    let text = request.headers().get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount * 3600),
-        "M" => Duration::from_secs(amount * 60),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
 }
 
 /// Parses a key field; errors name the field.

@@ -48,6 +48,11 @@ pub(crate) struct MessageLimit<S> {
     max: usize,
 }
 
+/// Served under the name of the service it limits.
+impl<S: tonic::server::NamedService> tonic::server::NamedService for MessageLimit<S> {
+    const NAME: &'static str = S::NAME;
+}
+
 impl<S> Service<http::Request<Body>> for MessageLimit<S>
 where
     S: Service<http::Request<Body>>,

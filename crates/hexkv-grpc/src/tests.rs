@@ -270,26 +270,6 @@ async fn accepted_connections_have_nagles_algorithm_off() {
     drop(plain_client);
 }
 
-#[test]
-fn client_deadlines_are_read_from_grpc_timeout() {
-    let with = |value: &str| {
-        let request = tonic::codegen::http::Request::builder()
-            .header("grpc-timeout", value)
-            .body(())
-            .unwrap();
-        crate::grpc_timeout(&request)
-    };
-    assert_eq!(with("250m"), Some(Duration::from_millis(250)));
-    assert_eq!(with("2S"), Some(Duration::from_secs(2)));
-    assert_eq!(with("1H"), Some(Duration::from_secs(3600)));
-    assert_eq!(with("99999999n"), Some(Duration::from_nanos(99_999_999)));
-    for bad in ["", "m", "123456789m", "10x", "-1S", "1.5S"] {
-        assert_eq!(with(bad), None, "{bad:?}");
-    }
-    let none = tonic::codegen::http::Request::builder().body(()).unwrap();
-    assert_eq!(crate::grpc_timeout(&none), None);
-}
-
 /// Refusals and a lost answer are both UNAVAILABLE, told apart by their `ErrorInfo` reason.
 #[tokio::test]
 async fn an_unknown_outcome_is_told_apart_from_a_refusal() {

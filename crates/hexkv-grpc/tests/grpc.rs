@@ -7,7 +7,7 @@ use bytes::Bytes;
 use hexkv_core::{KeyValueService, Limits};
 use hexkv_grpc::pb::key_value_client::KeyValueClient;
 use hexkv_grpc::pb::precondition::Condition;
-use hexkv_grpc::{GrpcOptions, GrpcServices, HealthHandle, pb};
+use hexkv_grpc::{GrpcHealth, GrpcOptions, GrpcServices, pb};
 use hexkv_store_memory::{DurableOptions, MemoryStore};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -17,7 +17,7 @@ const MAX_VALUE: usize = 64 * 1024;
 
 struct App {
     addr: SocketAddr,
-    health: HealthHandle,
+    health: GrpcHealth,
     _dir: tempfile::TempDir,
 }
 

@@ -49,6 +49,7 @@ use crate::auth::{ApiKeys, AuthConfig, AuthPolicy, Identity};
 use crate::config::{
     ConfigError, Layers, LimitsConfig, LogConfig, LogFormat, ShutdownConfig, TlsConfig, layered,
 };
+use crate::grpc::services::{GrpcServices, GrpcStack};
 use crate::health::{Readiness, ReadinessCheck};
 use crate::http::access::{Admission, Routes};
 use crate::http::problem::Problem;
@@ -125,8 +126,15 @@ type ReloadHook<S> = Box<dyn Fn(&S) + Send + Sync>;
 struct Listener {
     name: &'static str,
     listener: std::net::TcpListener,
-    routes: Routes,
-    protocols: Protocols,
+    serving: Serving,
+}
+
+/// What a listener serves.
+enum Serving {
+    /// REST: the service's route table, over HTTP/1.1 and HTTP/2.
+    Http(Routes),
+    /// gRPC: the service's tonic services, over HTTP/2.
+    Grpc(GrpcServices),
 }
 
 /// A service being put together; see the module docs.
@@ -138,6 +146,7 @@ pub struct Application<S: ServiceSettings> {
     reloads: Vec<ReloadHook<S>>,
     listeners: Vec<Listener>,
     in_flight: Arc<InFlightLimit>,
+    grpc_in_flight: Arc<InFlightLimit>,
     throttle: Arc<Throttle<Identity>>,
     auth: Option<AuthPolicy>,
 }
@@ -182,6 +191,7 @@ impl<S: ServiceSettings> Application<S> {
         telemetry.spawn_housekeeping();
         let limits = settings.limits();
         let in_flight = InFlightLimit::new(limits.max_in_flight);
+        let grpc_in_flight = InFlightLimit::new(limits.max_in_flight);
         let throttle = Arc::new(Throttle::new(
             limits.throttle_per_minute,
             limits.throttle_burst,
@@ -196,6 +206,7 @@ impl<S: ServiceSettings> Application<S> {
             reloads: Vec::new(),
             listeners: Vec::new(),
             in_flight,
+            grpc_in_flight,
             throttle,
             auth,
         })
@@ -230,17 +241,42 @@ impl<S: ServiceSettings> Application<S> {
         addr: SocketAddr,
         routes: Routes,
     ) -> anyhow::Result<Self> {
+        self.bind(name, key, addr, Serving::Http(routes))?;
+        Ok(self)
+    }
+
+    /// Serves `services` over HTTP/2 on `addr`, as [`Application::http`] does routes: each
+    /// service behind admission by its RPCs' declarations, the request timeout and load
+    /// shedding, with `grpc.health.v1.Health` and server reflection beside them (see
+    /// [`GrpcServices`]).
+    pub fn grpc(
+        mut self,
+        name: &'static str,
+        key: &str,
+        addr: SocketAddr,
+        services: GrpcServices,
+    ) -> anyhow::Result<Self> {
+        self.bind(name, key, addr, Serving::Grpc(services))?;
+        Ok(self)
+    }
+
+    fn bind(
+        &mut self,
+        name: &'static str,
+        key: &str,
+        addr: SocketAddr,
+        serving: Serving,
+    ) -> anyhow::Result<()> {
         self.settings.auth().validate(&[(key, addr)])?;
         let listener = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("binding the {name} listener to {addr}"))?;
+            .with_context(|| format!("{key}: cannot listen on {addr}"))?;
         listener.set_nonblocking(true)?;
         self.listeners.push(Listener {
             name,
             listener,
-            routes,
-            protocols: Protocols::Any,
+            serving,
         });
-        Ok(self)
+        Ok(())
     }
 
     /// The address the listener `name` is bound to.
@@ -314,15 +350,37 @@ impl<S: ServiceSettings> Application<S> {
         let readiness = Arc::new(std::mem::take(&mut self.readiness));
         let limits = settings.limits();
         let mut servers = Servers::new(limits.connection_limits(), limits.connections());
+        let mut grpc_health = Vec::new();
         for listener in std::mem::take(&mut self.listeners) {
-            let app = self.application(listener.routes, &readiness);
+            let (app, alpn, protocols): (_, &[&[u8]], _) = match listener.serving {
+                Serving::Http(routes) => (
+                    self.application(routes, &readiness),
+                    &[b"h2", b"http/1.1"],
+                    Protocols::Any,
+                ),
+                Serving::Grpc(services) => {
+                    let stack = GrpcStack {
+                        auth: self.auth.clone(),
+                        throttle: Arc::clone(&self.throttle),
+                        in_flight: Arc::clone(&self.grpc_in_flight),
+                        timeout: limits.request_timeout(),
+                    };
+                    let built = services.build(&stack).await?;
+                    grpc_health.push(built.health);
+                    let app = built
+                        .routes
+                        .into_axum_router()
+                        .layer(hexkv_telemetry::ObserveLayer::new(built.observe));
+                    (app, &[b"h2"], Protocols::Http2)
+                }
+            };
             #[cfg(feature = "tls")]
-            let transport = crate::tls::transport(tls.as_ref(), &[b"h2", b"http/1.1"])?;
+            let transport = crate::tls::transport(tls.as_ref(), alpn)?;
             #[cfg(not(feature = "tls"))]
-            let transport = crate::serve::Transport::Plain;
+            let (transport, _) = (crate::serve::Transport::Plain, alpn);
             let tcp = tokio::net::TcpListener::from_std(listener.listener)?;
             tracing::info!(listener = listener.name, addr = %tcp.local_addr()?, "listening");
-            servers.spawn(listener.name, tcp, app, transport, listener.protocols);
+            servers.spawn(listener.name, tcp, app, transport, protocols);
         }
         let _reload = {
             let file = self.file.clone();
@@ -330,6 +388,7 @@ impl<S: ServiceSettings> Application<S> {
                 telemetry,
                 reloads,
                 in_flight,
+                grpc_in_flight,
                 throttle,
                 auth,
                 ..
@@ -343,6 +402,7 @@ impl<S: ServiceSettings> Application<S> {
                         telemetry.set_sampling(new.log().sampling.to_sampling());
                         let limits = new.limits();
                         in_flight.set(limits.max_in_flight);
+                        grpc_in_flight.set(limits.max_in_flight);
                         throttle.set(
                             limits.throttle_per_minute,
                             limits.throttle_burst,
@@ -361,7 +421,13 @@ impl<S: ServiceSettings> Application<S> {
             })?
         };
         let requested = shutdown.requested.cancelled_owned();
-        let draining = async move { readiness.begin_draining() };
+        // Readiness fails first: `/readyz` and gRPC health.
+        let draining = async move {
+            readiness.begin_draining();
+            for health in &grpc_health {
+                health.set_serving(false).await;
+            }
+        };
         servers
             .run(requested, draining, settings.shutdown(), shutdown.hurried)
             .await

@@ -284,9 +284,11 @@ impl Application {
             )
             .await;
             let health = services.health();
-            let app = services.into_routes().into_axum_router().layer(
-                hexkv_telemetry::ObserveLayer::new(hexkv_grpc::observe::GrpcObserve),
-            );
+            let observe = services.observe();
+            let app = services
+                .into_routes()
+                .into_axum_router()
+                .layer(hexkv_telemetry::ObserveLayer::new(observe));
             #[cfg(feature = "tls")]
             let transport = tls::transport(tls.as_ref(), &[b"h2"])?;
             #[cfg(not(feature = "tls"))]

@@ -9,7 +9,10 @@
 //! - adapters of the port: [`memory::MemoryCounters`] and [`postgres::PostgresCounters`];
 //! - [`resilient::ResilientCounters`]: a decorator with a timeout, retries of reads and a
 //!   circuit breaker from `hexkv-resilience`, implementing the same port;
-//! - [`http`]: the REST routes, and the domain's errors as the platform's problem+json;
+//! - [`http`]: the REST routes, each with the access it declares, and the domain's errors as
+//!   the platform's problem+json;
+//! - [`grpc`]: `counters.v1.Counters` (`proto/counters/v1/counters.proto`), each RPC with the
+//!   access it declares, and the domain's errors as statuses;
 //! - [`settings`]: its configuration, its own sections beside the platform's
 //!   ([`ServiceSettings`](hexkv_platform::app::ServiceSettings)); `main` hands the store, the
 //!   readiness check and the router to the platform's `Application`, which serves them (logs,
@@ -20,6 +23,7 @@
 //! serves it, and the binary as an operator runs it.
 
 pub mod domain;
+pub mod grpc;
 pub mod http;
 pub mod memory;
 pub mod ports;

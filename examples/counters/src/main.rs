@@ -11,7 +11,7 @@ use hexkv_example_counters::memory::MemoryCounters;
 use hexkv_example_counters::postgres::PostgresCounters;
 use hexkv_example_counters::resilient::ResilientCounters;
 use hexkv_example_counters::settings::Settings;
-use hexkv_example_counters::{CounterService, CounterStore, http};
+use hexkv_example_counters::{CounterService, CounterStore, grpc, http};
 use hexkv_platform::app::Application;
 
 #[tokio::main]
@@ -39,7 +39,13 @@ async fn main() -> anyhow::Result<()> {
         "http",
         "http.listen",
         settings.http.listen,
-        http::routes(service),
+        http::routes(service.clone()),
+    )?
+    .grpc(
+        "grpc",
+        "grpc.listen",
+        settings.grpc.listen,
+        grpc::services(service),
     )?
     .run()
     .await

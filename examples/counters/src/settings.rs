@@ -1,4 +1,4 @@
-//! The service's configuration: its own sections (`[http]`, `[store]`) and the platform's
+//! The service's configuration: its own sections (`[http]`, `[grpc]`, `[store]`) and the platform's
 //! (`[log]`, `[limits]`, `[auth]`, `[shutdown]`, `[tls]`), read through the platform's layers
 //! ([`ServiceSettings::load`]): defaults → the `--config` file (TOML, or YAML) → `RUST_LOG` →
 //! `COUNTERS_SECTION__KEY`.
@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 pub struct Settings {
     /// `[http]`
     pub http: HttpSettings,
+    /// `[grpc]`
+    pub grpc: GrpcSettings,
     /// `[store]`
     pub store: StoreSettings,
     /// `[log]` (the platform's)
@@ -47,6 +49,22 @@ impl Default for HttpSettings {
     }
 }
 
+/// `[grpc]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcSettings {
+    /// The gRPC API's address; port 0 picks a free one.
+    pub listen: SocketAddr,
+}
+
+impl Default for GrpcSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50061)),
+        }
+    }
+}
+
 /// `[store]`
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -57,7 +75,7 @@ pub struct StoreSettings {
 
 impl ServiceSettings for Settings {
     const ENV_PREFIX: &'static str = "COUNTERS_";
-    const SECTIONS: &'static [&'static str] = &["http", "store"];
+    const SECTIONS: &'static [&'static str] = &["http", "grpc", "store"];
 
     fn log(&self) -> &LogConfig {
         &self.log

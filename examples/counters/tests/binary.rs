@@ -59,6 +59,7 @@ async fn serves_over_tls_from_its_configuration_reloads_and_exits_cleanly_on_sig
         .arg("--config")
         .arg(&config)
         .env("COUNTERS_HTTP__LISTEN", "127.0.0.1:0")
+        .env("COUNTERS_GRPC__LISTEN", "127.0.0.1:0")
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .spawn()
@@ -70,7 +71,7 @@ async fn serves_over_tls_from_its_configuration_reloads_and_exits_cleanly_on_sig
             .expect("the service logs until it listens")
             .unwrap();
         let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
-        if event["message"] == "listening" {
+        if event["message"] == "listening" && event["listener"] == "http" {
             break event["addr"].as_str().unwrap().parse().unwrap();
         }
     };

@@ -1,30 +1,32 @@
-//! How the gRPC adapter is observed: a `request` span with the service, the method and the
+//! How a gRPC listener is observed: a `request` span with the service, the method and the
 //! request id, and the metrics `hexkv_grpc_request_duration_seconds` (whose `_count` counts
-//! the calls) by service, method and status code.
+//! the calls) by service, method and status code. Only the RPCs the process serves are labels
+//! (the [`GrpcObserve`] is told them); any other path is `unknown`, since clients choose paths
+//! and labels must stay few.
 //!
 //! The request id is the client's `x-request-id` metadata when it sends a sane one, else a new
 //! one; either way it is returned in the response metadata. The code is read from the response
-//! headers (a trailers-only answer: every error hexkv returns, and every refusal of the
+//! headers (a trailers-only answer: every error a service returns, and every refusal of the
 //! load-shedding, timeout and throttling layers); a response without it is a success whose status
 //! comes in the trailers, `OK`. For the streaming health `Watch`, the latency is the time to the
 //! first response headers.
+
+use std::sync::Arc;
 
 use hexkv_telemetry::request_id::{REQUEST_ID_HEADER, from_client};
 use hexkv_telemetry::{Finished, Observe, Started};
 use metrics::Label;
 use tonic::codegen::http::{Request, Response};
 
-/// The [`Observe`] of the gRPC adapter.
-#[derive(Debug, Clone, Copy)]
-pub struct GrpcObserve;
+/// The [`Observe`] of a gRPC listener, knowing the RPCs it serves.
+#[derive(Debug, Clone)]
+pub struct GrpcObserve {
+    known: Arc<[(&'static str, &'static str)]>,
+}
 
-/// The RPCs hexkv serves, as `(service, method)`: anything else is labelled `unknown`, since
-/// clients choose paths and labels must stay few.
-const KNOWN: &[(&str, &str)] = &[
-    ("hexkv.v1.KeyValue", "Get"),
-    ("hexkv.v1.KeyValue", "Put"),
-    ("hexkv.v1.KeyValue", "Delete"),
-    ("hexkv.v1.KeyValue", "List"),
+/// The RPCs of the standard services the platform serves beside a service's own: health and
+/// reflection.
+pub const STANDARD_RPCS: &[(&str, &str)] = &[
     ("grpc.health.v1.Health", "Check"),
     ("grpc.health.v1.Health", "Watch"),
     (
@@ -33,15 +35,25 @@ const KNOWN: &[(&str, &str)] = &[
     ),
 ];
 
-/// `(service, method)` of a request path `/service/method`.
-fn rpc(path: &str) -> (&'static str, &'static str) {
-    let mut parts = path.trim_start_matches('/').splitn(2, '/');
-    let (service, method) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    KNOWN
-        .iter()
-        .find(|(s, m)| *s == service && *m == method)
-        .copied()
-        .unwrap_or(("unknown", "unknown"))
+impl GrpcObserve {
+    /// Observes calls, labelling those of `known` (`(service, method)`: add
+    /// [`STANDARD_RPCS`] when health and reflection are served) by their names.
+    pub fn new(known: impl Into<Arc<[(&'static str, &'static str)]>>) -> Self {
+        Self {
+            known: known.into(),
+        }
+    }
+
+    /// `(service, method)` of a request path `/service/method`.
+    fn rpc(&self, path: &str) -> (&'static str, &'static str) {
+        let mut parts = path.trim_start_matches('/').splitn(2, '/');
+        let (service, method) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        self.known
+            .iter()
+            .find(|(s, m)| *s == service && *m == method)
+            .copied()
+            .unwrap_or(("unknown", "unknown"))
+    }
 }
 
 /// The canonical name of a gRPC status code.
@@ -73,7 +85,7 @@ impl Observe for GrpcObserve {
     const STATUS_LABEL: &'static str = "code";
 
     fn start<B>(&self, request: &Request<B>) -> Started {
-        let (service, method) = rpc(request.uri().path());
+        let (service, method) = self.rpc(request.uri().path());
         // Marked sensitive, so HPACK never indexes it (see `from_client`).
         let id = from_client(request.headers().get(&REQUEST_ID_HEADER));
         let span = tracing::info_span!(
@@ -119,12 +131,23 @@ impl Observe for GrpcObserve {
 mod tests {
     use super::*;
 
+    fn observe() -> GrpcObserve {
+        GrpcObserve::new(vec![("hexkv.v1.KeyValue", "Get")])
+    }
+
     #[test]
     fn known_rpcs_only() {
-        assert_eq!(rpc("/hexkv.v1.KeyValue/Get"), ("hexkv.v1.KeyValue", "Get"));
-        assert_eq!(rpc("/hexkv.v1.KeyValue/Nope"), ("unknown", "unknown"));
-        assert_eq!(rpc("/x"), ("unknown", "unknown"));
-        assert_eq!(rpc(""), ("unknown", "unknown"));
+        let observe = observe();
+        assert_eq!(
+            observe.rpc("/hexkv.v1.KeyValue/Get"),
+            ("hexkv.v1.KeyValue", "Get")
+        );
+        assert_eq!(
+            observe.rpc("/hexkv.v1.KeyValue/Nope"),
+            ("unknown", "unknown")
+        );
+        assert_eq!(observe.rpc("/x"), ("unknown", "unknown"));
+        assert_eq!(observe.rpc(""), ("unknown", "unknown"));
     }
 
     #[test]
@@ -133,7 +156,7 @@ mod tests {
             .uri("/hexkv.v1.KeyValue/Get")
             .body(())
             .unwrap();
-        let started = GrpcObserve.start(&request);
+        let started = observe().start(&request);
         let (name, id) = started.response_header.expect("a request id");
         assert_eq!(name, REQUEST_ID_HEADER);
         assert!(id.is_sensitive());
@@ -144,7 +167,7 @@ mod tests {
             .header(&REQUEST_ID_HEADER, "client-chosen-id")
             .body(())
             .unwrap();
-        let (_, id) = GrpcObserve.start(&given).response_header.unwrap();
+        let (_, id) = observe().start(&given).response_header.unwrap();
         assert_eq!(id, "client-chosen-id");
         assert!(id.is_sensitive());
     }
