@@ -56,6 +56,10 @@ fuzz *TARGETS:
 rename NAME:
     python3 scripts/rename.py {{NAME}}
 
+# Write a new service's workspace in DIR (default ./NAME): the platform crates and a skeleton domain to replace.
+new-service NAME *ARGS:
+    python3 scripts/new-service.py {{NAME}} {{ARGS}}
+
 # Lint the Dockerfile and validate the Kubernetes manifests offline (tools from PyPI).
 validate-deploy:
     scripts/validate-deploy.sh

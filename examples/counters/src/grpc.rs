@@ -77,64 +77,92 @@ mod tests {
     use std::sync::Arc;
 
     use access::admitted;
+    use mockall::predicate::{always, eq};
     use tonic::Code;
 
     use super::*;
-    use crate::memory::MemoryCounters;
+    use crate::StoreError;
+    use crate::ports::MockCounterStore;
 
-    fn grpc() -> CountersGrpc {
-        CountersGrpc(CounterService::new(Arc::new(MemoryCounters::default())))
+    fn grpc(store: MockCounterStore) -> CountersGrpc {
+        CountersGrpc(CounterService::new(Arc::new(store)))
+    }
+
+    fn add(name: &str, delta: i64) -> Request<pb::AddRequest> {
+        admitted(
+            Access::Write,
+            pb::AddRequest {
+                name: name.into(),
+                delta,
+            },
+        )
+    }
+
+    fn get(name: &str) -> Request<pb::GetRequest> {
+        admitted(Access::Read, pb::GetRequest { name: name.into() })
     }
 
     #[tokio::test]
-    async fn adds_and_reads_with_each_error_its_code() {
-        let grpc = grpc();
-        let add = |name: &str, delta| {
-            admitted(
-                Access::Write,
-                pb::AddRequest {
-                    name: name.into(),
-                    delta,
-                },
-            )
-        };
+    async fn the_parsed_request_reaches_the_service_and_its_answer_the_response() {
+        let mut store = MockCounterStore::new();
+        let visits = CounterName::new("visits").unwrap();
+        store
+            .expect_add()
+            .with(eq(visits.clone()), eq(3))
+            .returning(|_, _| Ok(10));
+        store
+            .expect_get()
+            .with(eq(visits))
+            .returning(|_| Ok(Some(10)));
+        let grpc = grpc(store);
         let added = grpc.add(add("visits", 3)).await.unwrap().into_inner();
-        assert_eq!(added.value, 3);
-        let read = grpc
-            .get(admitted(
-                Access::Read,
-                pb::GetRequest {
-                    name: "visits".into(),
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!((read.name.as_str(), read.value), ("visits", 3));
+        assert_eq!((added.name.as_str(), added.value), ("visits", 10));
+        let read = grpc.get(get("visits")).await.unwrap().into_inner();
+        assert_eq!(read.value, 10);
+    }
+
+    #[tokio::test]
+    async fn each_error_has_its_code_and_bad_input_never_reaches_the_store() {
+        // No expectation: a call reaching the store fails the test.
+        let grpc_refusing = grpc(MockCounterStore::new());
         for (request, code) in [
             (add("Bad", 1), Code::InvalidArgument),
             (add("visits", 0), Code::InvalidArgument),
             (add("visits", i64::MAX), Code::InvalidArgument),
         ] {
-            assert_eq!(grpc.add(request).await.unwrap_err().code(), code);
+            assert_eq!(grpc_refusing.add(request).await.unwrap_err().code(), code);
         }
-        let missing = grpc
-            .get(admitted(
-                Access::Read,
-                pb::GetRequest {
-                    name: "never".into(),
-                },
-            ))
-            .await
-            .unwrap_err();
-        assert_eq!(missing.code(), Code::NotFound);
         // A call that did not pass admission is refused before the service is asked.
         let stray = Request::new(pb::GetRequest {
             name: "visits".into(),
         });
         assert_eq!(
-            grpc.get(stray).await.unwrap_err().code(),
+            grpc_refusing.get(stray).await.unwrap_err().code(),
             Code::PermissionDenied
+        );
+
+        let mut store = MockCounterStore::new();
+        store.expect_get().returning(|_| Ok(None));
+        store
+            .expect_add()
+            .with(always(), eq(1))
+            .returning(|_, _| Err(StoreError::Overflow));
+        store
+            .expect_add()
+            .with(always(), eq(2))
+            .returning(|_, _| Err(StoreError::Unavailable("down".into())));
+        let grpc = grpc(store);
+        assert_eq!(
+            grpc.get(get("never")).await.unwrap_err().code(),
+            Code::NotFound
+        );
+        assert_eq!(
+            grpc.add(add("big", 1)).await.unwrap_err().code(),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            grpc.add(add("big", 2)).await.unwrap_err().code(),
+            Code::Unavailable
         );
     }
 }

@@ -1,14 +1,14 @@
-//! A second domain built on hexkv's crates: named counters.
-//!
-//! It is the worked example of `docs/new-service.md`, laid out the way hexkv is, so a service
-//! author can see every layer of a new domain on a page or two each:
+//! Named counters: a service on the platform, with every layer of a domain on a page or two
+//! each. It is the skeleton `just new-service` copies into a new service (and the worked example
+//! of hexkv's `docs/new-service.md`):
 //!
 //! - [`domain`]: [`CounterName`] (parsed once, at the edge), [`CounterError`];
 //! - [`ports`]: the driven port [`CounterStore`] with its contract in its rustdoc;
 //! - [`service`]: [`CounterService`], the rules (a bounded delta, no overflow) over the port;
-//! - adapters of the port: [`memory::MemoryCounters`] and [`postgres::PostgresCounters`];
+//! - adapters of the port, each a cargo feature: `memory::MemoryCounters` (`memory`) and
+//!   `postgres::PostgresCounters` (`postgres`); [`store`] opens the one `store.backend` names;
 //! - [`resilient::ResilientCounters`]: a decorator with a timeout, retries of reads and a
-//!   circuit breaker from `hexkv-resilience`, implementing the same port;
+//!   circuit breaker (the platform's stability patterns), implementing the same port;
 //! - [`http`]: the REST routes, each with the access it declares, and the domain's errors as
 //!   the platform's problem+json;
 //! - [`grpc`]: `counters.v1.Counters` (`proto/counters/v1/counters.proto`), each RPC with the
@@ -18,19 +18,22 @@
 //!   readiness check and the router to the platform's `Application`, which serves them (logs,
 //!   metrics, reload, TLS, limits, health, drain).
 //!
-//! `tests/` runs one contract suite against both adapters (PostgreSQL through
-//! hexkv-test-postgres's throwaway server), the REST API over a real socket as the platform
-//! serves it, and the binary as an operator runs it.
+//! `tests/` runs one contract suite against both adapters (PostgreSQL on a throwaway server
+//! from the local binaries, or `DATABASE_URL`), the REST and gRPC APIs over real sockets as the
+//! platform serves them, and the binary as an operator runs it.
 
 pub mod domain;
 pub mod grpc;
 pub mod http;
+#[cfg(feature = "memory")]
 pub mod memory;
 pub mod ports;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod resilient;
 pub mod service;
 pub mod settings;
+pub mod store;
 
 pub use domain::{CounterError, CounterName};
 pub use ports::{CounterStore, StoreError};

@@ -1,34 +1,18 @@
 //! `counters`: the example service, on the platform's shell. Configuration: `--config FILE`
-//! and `COUNTERS_*` over the defaults ([`settings`](hexkv_example_counters::settings));
-//! `store.postgres_url` set: counters in PostgreSQL, else in memory. The
+//! and `COUNTERS_*` over the defaults ([`settings`](hexkv_example_counters::settings)); the
+//! store by `store.backend` ([`store`](hexkv_example_counters::store)). The
 //! [`Application`](hexkv_platform::app::Application) does the rest: logs, metrics, reload,
-//! TLS, limits, health and drain.
+//! TLS, API keys, limits, health and drain.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use hexkv_example_counters::memory::MemoryCounters;
-use hexkv_example_counters::postgres::PostgresCounters;
-use hexkv_example_counters::resilient::ResilientCounters;
 use hexkv_example_counters::settings::Settings;
-use hexkv_example_counters::{CounterService, CounterStore, grpc, http};
+use hexkv_example_counters::{CounterService, grpc, http, store};
 use hexkv_platform::app::Application;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let app = Application::<Settings>::from_args("counters", env!("CARGO_PKG_VERSION"))?;
     let settings = app.settings().clone();
-    let store: Arc<dyn CounterStore> = match settings.store.postgres_url.as_str() {
-        "" => Arc::new(MemoryCounters::default()),
-        url => Arc::new(PostgresCounters::connect(url).await?),
-    };
-    let store = Arc::new(ResilientCounters::new(
-        store,
-        Duration::from_secs(1),
-        hexkv_resilience::RetryPolicy::default(),
-        hexkv_resilience::BreakerConfig::default(),
-    ));
-    let service = CounterService::new(store);
+    let service = CounterService::new(store::open(&settings.store).await?);
     // Ready while a read of the store answers (and until the drain begins).
     let ready = service.clone();
     app.readiness_check("store", move || {

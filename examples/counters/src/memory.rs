@@ -1,6 +1,6 @@
 //! The in-memory adapter: a map behind a lock (a counter update is a few nanoseconds of work,
-//! so one lock is enough here; hexkv's own store shards its map because values are larger and
-//! reads dominate).
+//! so one lock is enough here; a store with larger values and more readers would shard its
+//! map). Nothing is kept across restarts.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};

@@ -13,7 +13,7 @@ pub struct PostgresCounters {
 
 impl PostgresCounters {
     /// Connects and creates the table if needed. (A real service embeds migrations with
-    /// `sqlx::migrate!`, as hexkv-store-postgres does; one table needs no more here.)
+    /// `sqlx::migrate!`; one table needs no more here.)
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(8)

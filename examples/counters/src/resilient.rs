@@ -1,8 +1,8 @@
 //! A decorator of the port with hexkv-resilience's guards: each call under a timeout, reads
 //! retried with backoff and jitter, and a circuit breaker in front, so a store in trouble is
 //! refused fast instead of piling up requests. It implements the same port, so the service never
-//! knows. hexkv's own store is guarded the same way (`hexkv-server`, `guarded.rs`): the guards are
-//! generic, and what a port adds is [`CounterErrors`], which says what its errors mean.
+//! knows. The guards are generic over any port; what a port adds is [`CounterErrors`], which
+//! says what its errors mean.
 
 use std::sync::Arc;
 use std::time::Duration;

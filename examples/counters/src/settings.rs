@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use hexkv_platform::app::ServiceSettings;
 use hexkv_platform::auth::AuthConfig;
-use hexkv_platform::config::{LimitsConfig, LogConfig, ShutdownConfig, TlsConfig};
+use hexkv_platform::config::{ConfigError, LimitsConfig, LogConfig, ShutdownConfig, TlsConfig};
 use serde::{Deserialize, Serialize};
 
 /// Everything the service reads at start.
@@ -69,8 +69,21 @@ impl Default for GrpcSettings {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
-    /// PostgreSQL's URL (`COUNTERS_STORE__POSTGRES_URL`); empty: counters in memory.
+    /// Which adapter keeps the counters (each is a cargo feature of the same name).
+    pub backend: Backend,
+    /// PostgreSQL's URL (`COUNTERS_STORE__POSTGRES_URL`), for `backend = "postgres"`.
     pub postgres_url: String,
+}
+
+/// The adapters of the store port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// In the process's memory: nothing is kept across restarts.
+    #[default]
+    Memory,
+    /// In PostgreSQL (`store.postgres_url`).
+    Postgres,
 }
 
 impl ServiceSettings for Settings {
@@ -91,5 +104,41 @@ impl ServiceSettings for Settings {
     }
     fn tls(&self) -> &TlsConfig {
         &self.tls
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let built = match self.store.backend {
+            Backend::Memory => cfg!(feature = "memory"),
+            Backend::Postgres => cfg!(feature = "postgres"),
+        };
+        if !built {
+            return Err(ConfigError::invalid(
+                "store.backend",
+                "this binary was built without that adapter's cargo feature",
+            ));
+        }
+        if self.store.backend == Backend::Postgres && self.store.postgres_url.is_empty() {
+            return Err(ConfigError::invalid(
+                "store.postgres_url",
+                "must be set when store.backend = \"postgres\"",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_needs_its_url_and_errors_name_the_key() {
+        let mut settings = Settings::default();
+        assert!(settings.validate().is_ok(), "memory by default");
+        settings.store.backend = Backend::Postgres;
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.starts_with("store.postgres_url: "), "{err}");
+        settings.store.postgres_url = "postgres://localhost/counters".into();
+        assert_eq!(settings.validate().is_ok(), cfg!(feature = "postgres"));
     }
 }

@@ -3,11 +3,11 @@
 //! resilience decorator around memory.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+#[cfg(feature = "memory")]
 use hexkv_example_counters::memory::MemoryCounters;
+#[cfg(feature = "postgres")]
 use hexkv_example_counters::postgres::PostgresCounters;
-use hexkv_example_counters::resilient::ResilientCounters;
 use hexkv_example_counters::{CounterName, CounterStore, StoreError};
 
 fn name(n: &str) -> CounterName {
@@ -48,22 +48,26 @@ async fn contract(store: Arc<dyn CounterStore>) {
     assert_eq!(store.get(&name("shared")).await, Ok(Some(200)));
 }
 
+#[cfg(feature = "memory")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_keeps_the_contract() {
     contract(Arc::new(MemoryCounters::default())).await;
 }
 
+#[cfg(feature = "memory")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_resilient_decorator_keeps_the_contract() {
+    use hexkv_example_counters::resilient::ResilientCounters;
     contract(Arc::new(ResilientCounters::new(
         Arc::new(MemoryCounters::default()),
-        Duration::from_secs(5),
+        std::time::Duration::from_secs(5),
         hexkv_resilience::RetryPolicy::default(),
         hexkv_resilience::BreakerConfig::default(),
     )))
     .await;
 }
 
+#[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_keeps_the_contract() {
     let Some(db) = hexkv_test_postgres::database().await else {

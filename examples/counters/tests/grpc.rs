@@ -2,6 +2,7 @@
 //! as the binary serves it: API keys confined to a prefix of counter names, each error its
 //! code, health beside the service and NOT_SERVING once the drain begins (one test: the
 //! process's telemetry starts once).
+#![cfg(feature = "memory")]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! The REST front end over a real socket on 127.0.0.1, with the real service and memory store,
 //! served by the platform's `Application` as the binary serves it (one test: the process's
 //! telemetry starts once).
+#![cfg(feature = "memory")]
 
 use std::sync::Arc;
 

@@ -285,10 +285,10 @@ mod tests {
     #[test]
     fn methods_are_found_by_name_and_the_rest_refused() {
         let declared = Declared::Methods(&[("Get", Access::Read), ("Put", Access::Write)]);
-        assert_eq!(declared.of("/hexkv.v1.KeyValue/Get"), Some(Access::Read));
-        assert_eq!(declared.of("/hexkv.v1.KeyValue/Put"), Some(Access::Write));
-        assert_eq!(declared.of("/hexkv.v1.KeyValue/Drop"), None);
-        assert_eq!(declared.of("/hexkv.v1.KeyValue/"), None);
+        assert_eq!(declared.of("/shop.v1.Orders/Get"), Some(Access::Read));
+        assert_eq!(declared.of("/shop.v1.Orders/Put"), Some(Access::Write));
+        assert_eq!(declared.of("/shop.v1.Orders/Drop"), None);
+        assert_eq!(declared.of("/shop.v1.Orders/"), None);
         let whole = Declared::Service(Access::Health);
         assert_eq!(
             whole.of("/grpc.health.v1.Health/Anything"),

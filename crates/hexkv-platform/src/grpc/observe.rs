@@ -132,20 +132,17 @@ mod tests {
     use super::*;
 
     fn observe() -> GrpcObserve {
-        GrpcObserve::new(vec![("hexkv.v1.KeyValue", "Get")])
+        GrpcObserve::new(vec![("shop.v1.Orders", "Get")])
     }
 
     #[test]
     fn known_rpcs_only() {
         let observe = observe();
         assert_eq!(
-            observe.rpc("/hexkv.v1.KeyValue/Get"),
-            ("hexkv.v1.KeyValue", "Get")
+            observe.rpc("/shop.v1.Orders/Get"),
+            ("shop.v1.Orders", "Get")
         );
-        assert_eq!(
-            observe.rpc("/hexkv.v1.KeyValue/Nope"),
-            ("unknown", "unknown")
-        );
+        assert_eq!(observe.rpc("/shop.v1.Orders/Nope"), ("unknown", "unknown"));
         assert_eq!(observe.rpc("/x"), ("unknown", "unknown"));
         assert_eq!(observe.rpc(""), ("unknown", "unknown"));
     }
@@ -153,7 +150,7 @@ mod tests {
     #[test]
     fn the_request_id_is_never_indexed() {
         let request = Request::builder()
-            .uri("/hexkv.v1.KeyValue/Get")
+            .uri("/shop.v1.Orders/Get")
             .body(())
             .unwrap();
         let started = observe().start(&request);
@@ -163,7 +160,7 @@ mod tests {
         assert_eq!(id.len(), 33);
 
         let given = Request::builder()
-            .uri("/hexkv.v1.KeyValue/Get")
+            .uri("/shop.v1.Orders/Get")
             .header(&REQUEST_ID_HEADER, "client-chosen-id")
             .body(())
             .unwrap();

@@ -221,7 +221,7 @@ where
         }
     }
 
-    /// The declared paths, as the router matches them (`/v1/kv/{*key}`).
+    /// The declared paths, as the router matches them (`/v1/counters/{name}`).
     pub fn paths(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.declared.keys().copied()
     }

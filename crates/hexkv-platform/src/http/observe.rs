@@ -16,7 +16,8 @@ pub const UNMATCHED: &str = "unmatched";
 /// which run after routing.
 ///
 /// The `route` label is the pattern of the route the router matched (its `MatchedPath`:
-/// `/v1/kv/{*key}`), never the raw path: keys are not logged, and labels stay few. A request no
+/// `/v1/counters/{name}`), never the raw path: what a path names is not logged, and labels
+/// stay few. A request no
 /// route serves is `unmatched`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpObserve;
