@@ -5,103 +5,19 @@
 //! OpenTelemetry switches (`OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED`) turn export on and off
 //! as platforms that inject them expect.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hexkv_client::{Client, ClientOptions, Precondition};
 use hexkv_e2e::Server;
+use hexkv_telemetry::collector::{Collector, Span, SpanKind, attribute, hex};
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use opentelemetry_proto::tonic::trace::v1::Span;
-use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use reqwest::StatusCode;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
 use crate::data_dir;
-
-/// An OTLP/gRPC trace collector that keeps every span it receives, with its service name.
-#[derive(Clone, Default)]
-struct Collector {
-    spans: Arc<Mutex<Vec<(String, Span)>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.spans.lock().unwrap();
-        for resource_spans in request.into_inner().resource_spans {
-            let service = resource_spans
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|a| a.key == "service.name")
-                .and_then(|a| a.value.as_ref())
-                .and_then(|v| match &v.value {
-                    Some(AnyValue::StringValue(s)) => Some(s.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            for scope in resource_spans.scope_spans {
-                for span in scope.spans {
-                    spans.push((service.clone(), span));
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
-impl Collector {
-    async fn start(&self) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let service = TraceServiceServer::new(self.clone());
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-                .await
-        });
-        addr
-    }
-
-    fn trace(&self, trace_id: &[u8]) -> Vec<(String, Span)> {
-        self.spans
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, s)| s.trace_id == trace_id)
-            .cloned()
-            .collect()
-    }
-}
-
-fn attribute(span: &Span, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|a| a.key == key)
-        .and_then(|a| a.value.as_ref())
-        .and_then(|v| match &v.value {
-            Some(AnyValue::StringValue(s)) => Some(s.clone()),
-            Some(AnyValue::IntValue(i)) => Some(i.to_string()),
-            _ => None,
-        })
-}
 
 /// The one span of `spans` named `name`.
 fn named<'a>(spans: &'a [(String, Span)], name: &str) -> &'a Span {
@@ -117,10 +33,6 @@ fn named<'a>(spans: &'a [(String, Span)], name: &str) -> &'a Span {
         spans.iter().map(|(_, s)| &s.name).collect::<Vec<_>>()
     );
     found[0]
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 // Worker threads serve the collector while this thread waits for the server to exit.

@@ -47,7 +47,8 @@ use tower::ServiceBuilder;
 
 use crate::auth::{ApiKeys, AuthConfig, AuthPolicy, Identity};
 use crate::config::{
-    ConfigError, Layers, LimitsConfig, LogConfig, LogFormat, ShutdownConfig, TlsConfig, layered,
+    ConfigError, Layers, LimitsConfig, LogConfig, LogFormat, MetricsConfig, ShutdownConfig,
+    TelemetryConfig, TlsConfig, TraceExport, layered,
 };
 use crate::grpc::services::{GrpcServices, GrpcStack};
 use crate::health::{Readiness, ReadinessCheck};
@@ -58,7 +59,15 @@ use crate::servers::Servers;
 use crate::shutdown::Shutdown;
 
 /// The platform's sections, which the environment may set beside the service's own.
-pub const PLATFORM_SECTIONS: &[&str] = &["log", "limits", "auth", "shutdown", "tls"];
+pub const PLATFORM_SECTIONS: &[&str] = &[
+    "log",
+    "telemetry",
+    "metrics",
+    "limits",
+    "auth",
+    "shutdown",
+    "tls",
+];
 
 /// A service's settings: its own sections and the platform's, in one serde type with
 /// `#[serde(default, deny_unknown_fields)]` (so a misspelt key is refused).
@@ -72,6 +81,10 @@ pub trait ServiceSettings:
 
     /// `[log]`
     fn log(&self) -> &LogConfig;
+    /// `[telemetry]`: trace export (with the platform's `otlp` cargo feature).
+    fn telemetry(&self) -> &TelemetryConfig;
+    /// `[metrics]`
+    fn metrics(&self) -> &MetricsConfig;
     /// `[limits]`
     fn limits(&self) -> &LimitsConfig;
     /// `[auth]`
@@ -101,9 +114,18 @@ pub trait ServiceSettings:
         };
         let settings: Self =
             layered(&Self::default(), &layers, figment::Figment::new()).extract()?;
-        settings.limits().validate()?;
-        settings.auth().validate(&[])?;
-        let tls = settings.tls();
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Checks the values types cannot: the platform's sections, then
+    /// [`ServiceSettings::validate`].
+    fn check(&self) -> Result<(), ConfigError> {
+        self.log().validate()?;
+        self.telemetry().validate()?;
+        self.limits().validate()?;
+        self.auth().validate(&[])?;
+        let tls = self.tls();
         if tls.enabled() == tls.key.as_os_str().is_empty() {
             return Err(ConfigError::invalid(
                 "tls.key",
@@ -116,8 +138,7 @@ pub trait ServiceSettings:
                 "this binary was built without the `tls` cargo feature",
             ));
         }
-        settings.validate()?;
-        Ok(settings)
+        self.validate()
     }
 }
 
@@ -141,7 +162,7 @@ enum Serving {
 pub struct Application<S: ServiceSettings> {
     file: Option<PathBuf>,
     settings: S,
-    telemetry: hexkv_telemetry::Telemetry,
+    telemetry: Arc<hexkv_telemetry::Telemetry>,
     readiness: Readiness,
     reloads: Vec<ReloadHook<S>>,
     listeners: Vec<Listener>,
@@ -152,42 +173,77 @@ pub struct Application<S: ServiceSettings> {
 }
 
 impl<S: ServiceSettings> Application<S> {
-    /// [`Application::new`] with the file of `--config FILE` on the command line, if given.
+    /// The service as its command line asks, in a binary named `name`:
+    ///
+    /// - `NAME [--config FILE]` (or `NAME serve …`): [`Application::new`] with that file;
+    /// - `NAME config show [--config FILE]`: prints the effective settings (every layer applied)
+    ///   as TOML, secrets as `"<redacted>"`, and exits 0;
+    /// - `NAME config check FILE`: checks one file over the defaults (without the environment),
+    ///   prints `FILE: ok` and exits 0.
+    ///
+    /// Settings that cannot be used exit 2 with the key and the reason; `--help` and
+    /// `--version` answer and exit 0.
     pub fn from_args(name: &'static str, version: &'static str) -> anyhow::Result<Self> {
-        let file = std::env::args()
-            .skip_while(|a| a != "--config")
-            .nth(1)
-            .map(PathBuf::from);
-        Self::new(name, version, file)
+        use clap::{CommandFactory as _, FromArgMatches as _};
+
+        let matches = crate::cli::Args::command()
+            .name(name)
+            .version(version)
+            .get_matches();
+        let args = crate::cli::Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let refused = |e: ConfigError| -> ! {
+            eprintln!("{name}: invalid configuration: {e}");
+            std::process::exit(2)
+        };
+        match args.command {
+            None | Some(crate::cli::Command::Serve) => {}
+            Some(crate::cli::Command::Config { action }) => match action {
+                crate::cli::ConfigAction::Show => {
+                    let settings = S::load(args.config.as_deref()).unwrap_or_else(|e| refused(e));
+                    print!("{}", crate::cli::to_toml(&settings));
+                    std::process::exit(0)
+                }
+                crate::cli::ConfigAction::Check { file } => {
+                    let checked = crate::config::file_over(&S::default(), &file)
+                        .extract::<S>()
+                        .map_err(ConfigError::from)
+                        .and_then(|settings| settings.check());
+                    if let Err(e) = checked {
+                        eprintln!("{name}: {}: {e}", file.display());
+                        std::process::exit(2)
+                    }
+                    println!("{}: ok", file.display());
+                    std::process::exit(0)
+                }
+            },
+        }
+        let settings = S::load(args.config.as_deref()).unwrap_or_else(|e| refused(e));
+        Self::start(name, version, settings, args.config)
     }
 
-    /// Reads the settings (with `file`, if any) and starts the logs and the metrics recorder
-    /// (`hexkv_build_info{version}`); `name` names the service in problem types, the
-    /// `WWW-Authenticate` realm and gRPC error details ([`crate::set_service_name`]). Call it on
-    /// a Tokio runtime, once per process.
+    /// Reads the settings (with `file`, if any) and starts the telemetry: logs, the metrics
+    /// recorder (`hexkv_build_info{version}`) when `metrics.enabled`, trace export over OTLP
+    /// when `[telemetry]` and the `OTEL_*` variables say so (the `otlp` cargo feature). `name`
+    /// names the service in problem types, the `WWW-Authenticate` realm, gRPC error details
+    /// ([`crate::set_service_name`]) and, unless `telemetry.service_name` says otherwise, its
+    /// spans. Call it on a Tokio runtime, once per process.
     pub fn new(
         name: &'static str,
         version: &'static str,
         file: Option<PathBuf>,
     ) -> anyhow::Result<Self> {
-        crate::set_service_name(name);
         let settings = S::load(file.as_deref())?;
-        let log = settings.log();
-        let telemetry = hexkv_telemetry::init(
-            &hexkv_telemetry::LogSettings {
-                level: log.level.clone(),
-                json: match log.format {
-                    LogFormat::Auto => !std::io::IsTerminal::is_terminal(&std::io::stdout()),
-                    LogFormat::Json => true,
-                    LogFormat::Pretty => false,
-                },
-                sampling: log.sampling.to_sampling(),
-            },
-            Some(&hexkv_telemetry::BuildInfo {
-                version: version.into(),
-                features: String::new(),
-            }),
-        )?;
+        Self::start(name, version, settings, file)
+    }
+
+    fn start(
+        name: &'static str,
+        version: &'static str,
+        settings: S,
+        file: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        crate::set_service_name(name);
+        let telemetry = Arc::new(init_telemetry(&settings, name, version)?);
         telemetry.spawn_housekeeping();
         let limits = settings.limits();
         let in_flight = InFlightLimit::new(limits.max_in_flight);
@@ -327,7 +383,9 @@ impl<S: ServiceSettings> Application<S> {
                     .layer(crate::http::request_id::RequestIdLayer)
                     .layer(hexkv_telemetry::ObserveLayer::new(
                         crate::http::observe::HttpObserve::matched_path(),
-                    )),
+                    ))
+                    .map_response(IntoResponse::into_response)
+                    .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked)),
             )
     }
 
@@ -382,6 +440,7 @@ impl<S: ServiceSettings> Application<S> {
             tracing::info!(listener = listener.name, addr = %tcp.local_addr()?, "listening");
             servers.spawn(listener.name, tcp, app, transport, protocols);
         }
+        let flush = Arc::clone(&self.telemetry);
         let _reload = {
             let file = self.file.clone();
             let Self {
@@ -428,10 +487,82 @@ impl<S: ServiceSettings> Application<S> {
                 health.set_serving(false).await;
             }
         };
-        servers
+        let served = servers
             .run(requested, draining, settings.shutdown(), shutdown.hurried)
-            .await
+            .await;
+        // The last spans (the shutdown's own) are exported before the service goes on to close
+        // its stores and exit.
+        let _ = tokio::task::spawn_blocking(move || flush.shutdown()).await;
+        served
     }
+}
+
+/// A handler that panicked (a bug): 500 `internal`, logged with the panic's message.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = message, "a request handler panicked");
+    Problem::internal().into_response()
+}
+
+/// The process's telemetry from the settings: see [`Application::new`].
+fn init_telemetry<S: ServiceSettings>(
+    settings: &S,
+    name: &str,
+    version: &str,
+) -> anyhow::Result<hexkv_telemetry::Telemetry> {
+    let log = settings.log();
+    let log = hexkv_telemetry::LogSettings {
+        level: log.level.clone(),
+        json: match log.format {
+            LogFormat::Auto => !std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            LogFormat::Json => true,
+            LogFormat::Pretty => false,
+        },
+        sampling: log.sampling.to_sampling(),
+    };
+    let build = hexkv_telemetry::BuildInfo {
+        version: version.into(),
+        features: String::new(),
+    };
+    let build = settings.metrics().enabled.then_some(&build);
+    let export = settings.telemetry().exports_from_env();
+    #[cfg(feature = "otlp")]
+    let telemetry = {
+        let t = settings.telemetry();
+        let traces = export.is_on().then(|| hexkv_telemetry::TraceSettings {
+            endpoint: (!t.otlp_endpoint.is_empty()).then(|| t.otlp_endpoint.clone()),
+            service_name: if t.service_name.is_empty() {
+                name.to_owned()
+            } else {
+                t.service_name.clone()
+            },
+            sample_ratio: t.sample_ratio,
+        });
+        hexkv_telemetry::init_with_traces(&log, build, traces.as_ref())?
+    };
+    #[cfg(not(feature = "otlp"))]
+    let telemetry = {
+        let _ = name;
+        hexkv_telemetry::init(&log, build)?
+    };
+    match export {
+        TraceExport::On(why) if cfg!(feature = "otlp") => {
+            tracing::info!(reason = why, "exporting traces")
+        }
+        TraceExport::On(_) => tracing::warn!(
+            "traces are asked for, but this binary was built without the `otlp` cargo feature"
+        ),
+        TraceExport::Off(why) => tracing::debug!(reason = why, "not exporting traces"),
+        TraceExport::Unsupported(names) => tracing::warn!(
+            OTEL_TRACES_EXPORTER = %names,
+            "OTEL_TRACES_EXPORTER names no exporter this binary has (only otlp); not exporting traces"
+        ),
+    }
+    Ok(telemetry)
 }
 
 /// Puts the keys of a reloaded `[auth]` in force (requests already admitted keep their key).

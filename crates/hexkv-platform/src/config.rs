@@ -1,6 +1,7 @@
 //! The platform's sections of a service's configuration, declared once (type, default, doc) and
 //! read by the service's configuration layers (defaults → file → environment → flags): `[log]`,
-//! `[telemetry]`, `[metrics]`, `[limits]`, `[shutdown]`, `[tls]`.
+//! `[telemetry]`, `[metrics]`, `[limits]`, `[shutdown]`, `[tls]` (and `[auth]`, in
+//! [`crate::auth`]); and [`Secret`], a setting that never prints.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -97,6 +98,51 @@ fn with_file(figment: Figment, path: &Path) -> Figment {
     }
 }
 
+/// A secret setting: shown as `"<redacted>"` by `config show` and in logs and debug output.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// What `config show` prints instead of a secret.
+    pub const REDACTED: &'static str = "<redacted>";
+
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it is unset.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            Self::REDACTED
+        })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(if self.0.is_empty() {
+            ""
+        } else {
+            Self::REDACTED
+        })
+    }
+}
+
 /// How long file changes are debounced before a reload (the configuration file, the TLS
 /// certificate): an editor's or a Kubernetes Secret's burst of events reloads once.
 pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(250);
@@ -155,6 +201,22 @@ impl Default for LogConfig {
     }
 }
 
+impl LogConfig {
+    /// Checks the level's directives and the sampling; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(e) = hexkv_telemetry::parse_level(&self.level) {
+            return Err(ConfigError::invalid("log.level", e.to_string()));
+        }
+        if self.sampling.first > 0 && self.sampling.interval_ms == 0 {
+            return Err(ConfigError::invalid(
+                "log.sampling.interval_ms",
+                "must be above 0 when sampling is on (log.sampling.first > 0)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `[log.sampling]`: per call site, the first `first` events of each interval are written, then
 /// every `thereafter`-th; the others are dropped and counted (a report line per interval, and
 /// `hexkv_log_events_dropped_total`).
@@ -202,7 +264,8 @@ pub struct TelemetryConfig {
     /// The OTLP/gRPC endpoint; empty: `OTEL_EXPORTER_OTLP_ENDPOINT`, else
     /// `http://localhost:4317`.
     pub otlp_endpoint: String,
-    /// `service.name` of the spans (`OTEL_SERVICE_NAME` wins when set).
+    /// `service.name` of the spans (`OTEL_SERVICE_NAME` wins when set); empty: the service's
+    /// name.
     pub service_name: String,
     /// The share of new traces recorded, 0.0 to 1.0 (a caller's sampled trace is always
     /// continued).
@@ -262,6 +325,23 @@ impl TelemetryConfig {
         }
     }
 
+    /// Checks what types cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.traces == Some(true) && !cfg!(feature = "otlp") {
+            return Err(ConfigError::invalid(
+                "telemetry.traces",
+                "this binary was built without the `otlp` cargo feature",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(ConfigError::invalid(
+                "telemetry.sample_ratio",
+                format!("must be between 0.0 and 1.0, got {}", self.sample_ratio),
+            ));
+        }
+        Ok(())
+    }
+
     /// [`TelemetryConfig::exports`] from the process environment.
     pub fn exports_from_env(&self) -> TraceExport {
         self.exports(|name| std::env::var(name).ok())
@@ -273,7 +353,7 @@ impl Default for TelemetryConfig {
         Self {
             traces: None,
             otlp_endpoint: String::new(),
-            service_name: "hexkv".to_owned(),
+            service_name: String::new(),
             sample_ratio: 1.0,
         }
     }

@@ -34,6 +34,7 @@
 
 pub mod app;
 pub mod auth;
+mod cli;
 pub mod config;
 pub mod grpc;
 pub mod health;

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use hexkv_platform::auth::AuthConfig;
 pub use hexkv_platform::config::{
-    ConfigError, LogConfig, LogFormat, LogSamplingConfig, MetricsConfig, ShutdownConfig,
+    ConfigError, LogConfig, LogFormat, LogSamplingConfig, MetricsConfig, Secret, ShutdownConfig,
     TelemetryConfig, TlsConfig, TraceExport,
 };
 
@@ -73,7 +73,10 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
-            telemetry: TelemetryConfig::default(),
+            telemetry: TelemetryConfig {
+                service_name: "hexkv".to_owned(),
+                ..TelemetryConfig::default()
+            },
             flags: default_flags(),
             shutdown: ShutdownConfig::default(),
             resilience: ResilienceConfig::default(),
@@ -249,51 +252,6 @@ pub struct StoreConfig {
     pub memory: MemoryConfig,
     /// Settings of the PostgreSQL backend.
     pub postgres: PostgresConfig,
-}
-
-/// A secret setting: shown as `"<redacted>"` by `config show` and in logs and debug output.
-#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// What `config show` prints instead of a secret.
-    pub const REDACTED: &'static str = "<redacted>";
-
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that uses it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Whether it is unset.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "\"\""
-        } else {
-            Self::REDACTED
-        })
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(if self.0.is_empty() {
-            ""
-        } else {
-            Self::REDACTED
-        })
-    }
 }
 
 /// `[store.postgres]`
@@ -831,31 +789,8 @@ impl Config {
                 );
             }
         }
-        if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
-            return invalid(
-                "telemetry.sample_ratio",
-                &format!(
-                    "must be between 0.0 and 1.0, got {}",
-                    self.telemetry.sample_ratio
-                ),
-            );
-        }
-        if self.telemetry.traces == Some(true) && !cfg!(feature = "otlp") {
-            return invalid(
-                "telemetry.traces",
-                "this binary was built without the `otlp` cargo feature",
-            );
-        }
-        if let Err(e) = hexkv_telemetry::parse_level(&self.log.level) {
-            return invalid("log.level", &e.to_string());
-        }
-        if self.log.sampling.first > 0 && self.log.sampling.interval_ms == 0 {
-            return invalid(
-                "log.sampling.interval_ms",
-                "must be above 0 when sampling is on (log.sampling.first > 0)",
-            );
-        }
-        Ok(())
+        self.telemetry.validate()?;
+        self.log.validate()
     }
 
     /// The configuration as TOML, for `hexkv config show`. Secrets ([`Secret`]) print as

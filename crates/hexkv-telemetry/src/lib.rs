@@ -17,6 +17,8 @@
 //! values.
 
 mod auth;
+#[cfg(feature = "collector")]
+pub mod collector;
 pub mod metrics;
 pub mod observe;
 pub mod request_id;

@@ -1,5 +1,5 @@
 //! The service's configuration: its own sections (`[http]`, `[grpc]`, `[store]`) and the platform's
-//! (`[log]`, `[limits]`, `[auth]`, `[shutdown]`, `[tls]`), read through the platform's layers
+//! (`[log]`, `[telemetry]`, `[metrics]`, `[limits]`, `[auth]`, `[shutdown]`, `[tls]`), read through the platform's layers
 //! ([`ServiceSettings::load`]): defaults → the `--config` file (TOML, or YAML) → `RUST_LOG` →
 //! `COUNTERS_SECTION__KEY`.
 
@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 
 use hexkv_platform::app::ServiceSettings;
 use hexkv_platform::auth::AuthConfig;
-use hexkv_platform::config::{ConfigError, LimitsConfig, LogConfig, ShutdownConfig, TlsConfig};
+use hexkv_platform::config::{
+    ConfigError, LimitsConfig, LogConfig, MetricsConfig, Secret, ShutdownConfig, TelemetryConfig,
+    TlsConfig,
+};
 use serde::{Deserialize, Serialize};
 
 /// Everything the service reads at start.
@@ -22,6 +25,10 @@ pub struct Settings {
     pub store: StoreSettings,
     /// `[log]` (the platform's)
     pub log: LogConfig,
+    /// `[telemetry]` (the platform's): trace export.
+    pub telemetry: TelemetryConfig,
+    /// `[metrics]` (the platform's)
+    pub metrics: MetricsConfig,
     /// `[limits]` (the platform's)
     pub limits: LimitsConfig,
     /// `[auth]` (the platform's): API keys, whose `prefix` confines them to counters whose name
@@ -72,7 +79,7 @@ pub struct StoreSettings {
     /// Which adapter keeps the counters (each is a cargo feature of the same name).
     pub backend: Backend,
     /// PostgreSQL's URL (`COUNTERS_STORE__POSTGRES_URL`), for `backend = "postgres"`.
-    pub postgres_url: String,
+    pub postgres_url: Secret,
 }
 
 /// The adapters of the store port.
@@ -92,6 +99,12 @@ impl ServiceSettings for Settings {
 
     fn log(&self) -> &LogConfig {
         &self.log
+    }
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+    fn metrics(&self) -> &MetricsConfig {
+        &self.metrics
     }
     fn limits(&self) -> &LimitsConfig {
         &self.limits
@@ -138,7 +151,7 @@ mod tests {
         settings.store.backend = Backend::Postgres;
         let err = settings.validate().unwrap_err().to_string();
         assert!(err.starts_with("store.postgres_url: "), "{err}");
-        settings.store.postgres_url = "postgres://localhost/counters".into();
+        settings.store.postgres_url = Secret::new("postgres://localhost/counters");
         assert_eq!(settings.validate().is_ok(), cfg!(feature = "postgres"));
     }
 }

@@ -19,9 +19,9 @@ pub async fn open(settings: &StoreSettings) -> anyhow::Result<Arc<dyn CounterSto
         #[cfg(feature = "memory")]
         Backend::Memory => Arc::new(crate::memory::MemoryCounters::default()),
         #[cfg(feature = "postgres")]
-        Backend::Postgres => {
-            Arc::new(crate::postgres::PostgresCounters::connect(&settings.postgres_url).await?)
-        }
+        Backend::Postgres => Arc::new(
+            crate::postgres::PostgresCounters::connect(settings.postgres_url.expose()).await?,
+        ),
         #[allow(unreachable_patterns)]
         backend => anyhow::bail!("store.backend = {backend:?}: not built into this binary"),
     };

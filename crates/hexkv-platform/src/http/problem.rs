@@ -106,6 +106,15 @@ impl Problem {
         Self::permission_denied("this route declares no access and is refused")
     }
 
+    /// 500 `internal`: a bug, logged with the request id, whose details are never sent.
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an internal error occurred; it has been logged with this request id",
+        )
+    }
+
     /// 404 `route_not_found`: no route has this path.
     pub fn route_not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
