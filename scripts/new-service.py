@@ -77,9 +77,7 @@ def skeleton_text(text, name):
     `name`, the service's name in its answers is `name`, its environment prefix `NAME_`; the
     domain (counters, `/v1/counters/…`, `counters.v1`) stays, to be replaced."""
     text = text.replace(SKELETON_PACKAGE, name).replace(SKELETON_PACKAGE.replace("-", "_"), name)
-    text = re.sub(r'(from_args|::new)\("counters"', rf'\1("{name}"', text)
-    text = text.replace('realm="counters"', f'realm="{name}"')
-    text = text.replace("urn:counters:", f"urn:{name}:")
+    text = text.replace('pub const NAME: &str = "counters";', f'pub const NAME: &str = "{name}";')
     text = text.replace("COUNTERS_", f"{name.upper()}_")
     return rename_text(text, name)
 
@@ -134,6 +132,8 @@ def main():
         crates.append(target)
     service = dest / "crates" / name
     copy_tree(SKELETON, service, lambda t: skeleton_text(t, name))
+    if f'pub const NAME: &str = "{name}";' not in (service / "src" / "lib.rs").read_text():
+        sys.exit("new-service: the skeleton's `pub const NAME` was not found to rename")
     crates.append(service)
 
     (dest / "Cargo.toml").write_text(workspace_manifest(name, crates))

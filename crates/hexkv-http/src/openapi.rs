@@ -2,8 +2,6 @@
 //! response types (utoipa), served at `GET /openapi.json` and kept in `docs/openapi.json` (a test
 //! fails when the two differ; `UPDATE_OPENAPI=1 cargo test -p hexkv-http openapi` rewrites it).
 
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
@@ -185,10 +183,10 @@ impl Modify for BearerAuth {
         crate::kv::put_value,
         crate::kv::delete_value,
         crate::kv::list_keys,
-        crate::health::healthz,
-        crate::health::readyz,
-        crate::health::metrics,
-        openapi_json,
+        crate::operations::healthz,
+        crate::operations::readyz,
+        crate::operations::metrics,
+        crate::operations::openapi_json,
     ),
     components(
         schemas(ProblemDoc, HealthDoc, CheckDoc, crate::kv::Written, crate::kv::Item, crate::kv::Listing),
@@ -207,26 +205,6 @@ pub fn document() -> String {
     ApiDoc::openapi()
         .to_pretty_json()
         .expect("the document serializes")
-}
-
-/// `GET /openapi.json`: this document.
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "operations",
-    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json", body = Object)),
-)]
-pub(crate) async fn openapi_json() -> Response {
-    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let body = DOCUMENT.get_or_init(document).clone();
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
 }
 
 #[cfg(test)]

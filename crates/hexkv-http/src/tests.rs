@@ -477,20 +477,24 @@ async fn readiness_reports_each_check() {
         checks: vec![
             Check {
                 name: "store",
-                ok: true,
-                detail: None,
+                ok: false,
+                detail: Some("connection refused".into()),
             },
             Check {
                 name: "draining",
-                ok: false,
-                detail: Some("shutting down".into()),
+                ok: true,
+                detail: None,
             },
         ],
     });
     let reply = send(api, get("/readyz")).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.json()["status"], "not_ready");
-    assert_eq!(reply.json()["checks"][1]["detail"], "shutting down");
+    assert_eq!(reply.json()["checks"][0]["name"], "store");
+    assert_eq!(reply.json()["checks"][0]["detail"], "connection refused");
+    // Draining is the platform's check, beside the store's.
+    assert_eq!(reply.json()["checks"][1]["name"], "draining");
+    assert_eq!(reply.json()["checks"][1]["ok"], true);
 
     let mut api = MockKeyValueApi::new();
     api.expect_readiness().never();
@@ -550,17 +554,21 @@ async fn a_listing_the_service_turns_off_is_404_feature_disabled() {
     assert_eq!(reply.problem_code(), "feature_disabled");
 }
 
-/// Every route of the table, with its access, and every path of the OpenAPI document: the same
-/// routes (`{key}` there is the `{*key}` wildcard here).
+/// Every route of the table, with its access, and the platform's routes beside them are every
+/// path of the OpenAPI document: the same routes (`{key}` there is the `{*key}` wildcard here).
 #[test]
 fn every_served_route_is_declared_and_documented() {
-    let options = HttpOptions {
-        max_body_bytes: 16,
-        max_in_flight: 0,
-        request_timeout: None,
-    };
-    let table = crate::route_table(&options, None, true);
-    let mut declared: Vec<String> = table.paths().map(|path| path.replace("{*", "{")).collect();
+    let table = crate::routes(Arc::new(MockKeyValueApi::new()));
+    let platform = hexkv_platform::health::routes::<()>(Arc::default())
+        .merge(hexkv_platform::health::metrics_route(
+            hexkv_telemetry::Metrics::local().unwrap().1,
+        ))
+        .merge(hexkv_platform::health::openapi_route(Arc::from("{}")));
+    let mut declared: Vec<String> = table
+        .paths()
+        .chain(platform.paths())
+        .map(|path| path.replace("{*", "{"))
+        .collect();
     declared.sort();
     let document: serde_json::Value = serde_json::from_str(&crate::openapi::document()).unwrap();
     let mut documented: Vec<String> = document["paths"]

@@ -39,11 +39,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::response::IntoResponse;
 use hexkv_resilience::{InFlightLimit, Throttle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tower::ServiceBuilder;
 
 use crate::auth::{ApiKeys, AuthConfig, AuthPolicy, Identity};
 use crate::config::{
@@ -53,7 +51,7 @@ use crate::config::{
 use crate::grpc::services::{GrpcServices, GrpcStack};
 use crate::health::{Readiness, ReadinessCheck};
 use crate::http::access::{Admission, Routes};
-use crate::http::problem::Problem;
+use crate::http::stack::HttpStack;
 use crate::serve::Protocols;
 use crate::servers::Servers;
 use crate::shutdown::Shutdown;
@@ -67,6 +65,16 @@ pub const PLATFORM_SECTIONS: &[&str] = &[
     "auth",
     "shutdown",
     "tls",
+];
+
+/// The platform's settings that a reload puts in force while serving (exact keys, or prefixes
+/// ending in `.` or `_`); `auth.keys` only when keys were configured at start.
+pub const LIVE: &[&str] = &[
+    "log.level",
+    "log.sampling.",
+    "limits.max_in_flight",
+    "limits.throttle_",
+    "auth.keys",
 ];
 
 /// A service's settings: its own sections and the platform's, in one serde type with
@@ -99,6 +107,13 @@ pub trait ServiceSettings:
         Ok(())
     }
 
+    /// The keys of the secrets ([`Secret`](crate::config::Secret)) that differ between `self`
+    /// and `other`: secrets print redacted, so a reload cannot see their changes otherwise.
+    fn changed_secrets(&self, other: &Self) -> Vec<&'static str> {
+        let _ = other;
+        Vec::new()
+    }
+
     /// Reads every layer, `file` included, and checks the values (the platform's sections,
     /// then [`ServiceSettings::validate`]).
     fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -125,24 +140,13 @@ pub trait ServiceSettings:
         self.telemetry().validate()?;
         self.limits().validate()?;
         self.auth().validate(&[])?;
-        let tls = self.tls();
-        if tls.enabled() == tls.key.as_os_str().is_empty() {
-            return Err(ConfigError::invalid(
-                "tls.key",
-                "tls.cert and tls.key are set together",
-            ));
-        }
-        if tls.enabled() && !cfg!(feature = "tls") {
-            return Err(ConfigError::invalid(
-                "tls.cert",
-                "this binary was built without the `tls` cargo feature",
-            ));
-        }
+        self.tls().validate()?;
         self.validate()
     }
 }
 
 type ReloadHook<S> = Box<dyn Fn(&S) + Send + Sync>;
+type Loader<S> = Arc<dyn Fn() -> Result<S, ConfigError> + Send + Sync>;
 
 struct Listener {
     name: &'static str,
@@ -160,9 +164,18 @@ enum Serving {
 
 /// A service being put together; see the module docs.
 pub struct Application<S: ServiceSettings> {
+    /// The configuration file, watched for changes.
     file: Option<PathBuf>,
+    /// How a reload reads the settings; `None`: [`ServiceSettings::load`] of `file`.
+    loader: Option<Loader<S>>,
+    /// The service's keys that a reload puts in force (beside the platform's [`LIVE`]).
+    live: Vec<&'static str>,
+    /// The OpenAPI document served at `/openapi.json`.
+    openapi: Option<Arc<str>>,
     settings: S,
     telemetry: Arc<hexkv_telemetry::Telemetry>,
+    /// Whether the platform started the telemetry (and so flushes it at the end).
+    owns_telemetry: bool,
     readiness: Readiness,
     reloads: Vec<ReloadHook<S>>,
     listeners: Vec<Listener>,
@@ -242,8 +255,26 @@ impl<S: ServiceSettings> Application<S> {
         settings: S,
         file: Option<PathBuf>,
     ) -> anyhow::Result<Self> {
-        crate::set_service_name(name);
         let telemetry = Arc::new(init_telemetry(&settings, name, version)?);
+        let load = {
+            let file = file.clone();
+            move || S::load(file.as_deref())
+        };
+        let mut app = Self::with_telemetry(name, settings, telemetry)?.reload_from(file, load);
+        app.owns_telemetry = true;
+        Ok(app)
+    }
+
+    /// An application over settings the composition root has read, with the telemetry it has
+    /// started (for a service with flags of its own, or traces set up its own way; the root
+    /// flushes it when it is done); reloads read the settings as
+    /// [`Application::reload_from`] says, and are off until then.
+    pub fn with_telemetry(
+        name: &'static str,
+        settings: S,
+        telemetry: Arc<hexkv_telemetry::Telemetry>,
+    ) -> anyhow::Result<Self> {
+        crate::set_service_name(name);
         telemetry.spawn_housekeeping();
         let limits = settings.limits();
         let in_flight = InFlightLimit::new(limits.max_in_flight);
@@ -255,9 +286,13 @@ impl<S: ServiceSettings> Application<S> {
         ));
         let auth = settings.auth().policy()?;
         Ok(Self {
-            file,
+            file: None,
+            loader: None,
+            live: Vec::new(),
+            openapi: None,
             settings,
             telemetry,
+            owns_telemetry: false,
             readiness: Readiness::new(),
             reloads: Vec::new(),
             listeners: Vec::new(),
@@ -279,10 +314,38 @@ impl<S: ServiceSettings> Application<S> {
         self
     }
 
-    /// Called with the new settings after each reload that loaded them, once the platform has
-    /// applied its own; the service applies what it may change live.
+    /// Called with the new settings after each reload that changed a live key, once the
+    /// platform has applied its own; the service applies what it may change live (its keys in
+    /// [`Application::live`]).
     pub fn on_reload(mut self, apply: impl Fn(&S) + Send + Sync + 'static) -> Self {
         self.reloads.push(Box::new(apply));
+        self
+    }
+
+    /// The service's settings that its [`Application::on_reload`] hooks put in force while
+    /// serving (exact keys, or prefixes ending in `.` or `_`); a reload names every other
+    /// changed key as needing a restart.
+    pub fn live(mut self, keys: &[&'static str]) -> Self {
+        self.live.extend_from_slice(keys);
+        self
+    }
+
+    /// Reloads (on SIGHUP, and when `file` changes) read the settings with `load` — e.g. the
+    /// same layers as at start, with the command line's flags over them.
+    pub fn reload_from(
+        mut self,
+        file: Option<PathBuf>,
+        load: impl Fn() -> Result<S, ConfigError> + Send + Sync + 'static,
+    ) -> Self {
+        self.file = file;
+        self.loader = Some(Arc::new(load));
+        self
+    }
+
+    /// Serves `document` (the service's OpenAPI document, JSON) at `GET /openapi.json` on every
+    /// REST listener, to anyone.
+    pub fn openapi(mut self, document: impl Into<Arc<str>>) -> Self {
+        self.openapi = Some(document.into());
         self
     }
 
@@ -326,6 +389,41 @@ impl<S: ServiceSettings> Application<S> {
         self.settings.auth().validate(&[(key, addr)])?;
         let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("{key}: cannot listen on {addr}"))?;
+        self.adopt(name, listener, serving)
+    }
+
+    /// [`Application::http`] on a listener the composition root has bound (so that it knows
+    /// the address before serving).
+    pub fn http_on(
+        mut self,
+        name: &'static str,
+        listener: std::net::TcpListener,
+        routes: Routes,
+    ) -> anyhow::Result<Self> {
+        self.adopt(name, listener, Serving::Http(routes))?;
+        Ok(self)
+    }
+
+    /// [`Application::grpc`] on a listener the composition root has bound.
+    pub fn grpc_on(
+        mut self,
+        name: &'static str,
+        listener: std::net::TcpListener,
+        services: GrpcServices,
+    ) -> anyhow::Result<Self> {
+        self.adopt(name, listener, Serving::Grpc(services))?;
+        Ok(self)
+    }
+
+    fn adopt(
+        &mut self,
+        name: &'static str,
+        listener: std::net::TcpListener,
+        serving: Serving,
+    ) -> anyhow::Result<()> {
+        self.settings
+            .auth()
+            .validate(&[(name, listener.local_addr()?)])?;
         listener.set_nonblocking(true)?;
         self.listeners.push(Listener {
             name,
@@ -343,50 +441,29 @@ impl<S: ServiceSettings> Application<S> {
             .and_then(|l| l.listener.local_addr().ok())
     }
 
-    /// `routes` with the request limits, the platform's routes beside them, every route behind
-    /// admission, and every request observed.
-    fn application(&self, routes: Routes, readiness: &Arc<Readiness>) -> axum::Router {
-        let timeout = self.settings.limits().request_timeout();
-        let guarded = routes.layer(
-            ServiceBuilder::new()
-                .layer(hexkv_resilience::DeadlineLayer::optional(timeout, || {
-                    metrics::counter!(hexkv_telemetry::metrics::TIMED_OUT, "protocol" => "http")
-                        .increment(1);
-                    Problem::deadline_exceeded().into_response()
-                }))
-                .layer(hexkv_resilience::LoadShedLayer::with_limit(
-                    Arc::clone(&self.in_flight),
-                    || {
-                        metrics::counter!(hexkv_telemetry::metrics::SHED, "protocol" => "http")
-                            .increment(1);
-                        Problem::overloaded().into_response()
-                    },
-                )),
-        );
-        let mut platform = crate::health::routes(Arc::clone(readiness));
-        if let Some(recorder) = self.telemetry.metrics() {
-            platform = platform.merge(crate::health::metrics_route(recorder.clone()));
+    /// Every listener's name and address, in the order added.
+    pub fn addresses(&self) -> Vec<(&'static str, SocketAddr)> {
+        self.listeners
+            .iter()
+            .filter_map(|l| Some((l.name, l.listener.local_addr().ok()?)))
+            .collect()
+    }
+
+    /// What surrounds the service's routes on a REST listener.
+    fn http_stack(&self, readiness: &Arc<Readiness>) -> HttpStack {
+        let limits = self.settings.limits();
+        HttpStack {
+            admission: Admission {
+                auth: self.auth.clone(),
+                throttle: Some(Arc::clone(&self.throttle)),
+            },
+            in_flight: Arc::clone(&self.in_flight),
+            request_timeout: limits.request_timeout(),
+            max_body_bytes: limits.max_value_bytes,
+            readiness: Arc::clone(readiness),
+            metrics: self.telemetry.metrics().cloned(),
+            openapi: self.openapi.clone(),
         }
-        let admission = Admission {
-            auth: self.auth.clone(),
-            throttle: Some(Arc::clone(&self.throttle)),
-        };
-        guarded
-            .merge(platform)
-            .into_router(
-                admission,
-                || async { Problem::route_not_found() },
-                || async { Problem::method_not_allowed() },
-            )
-            .layer(
-                ServiceBuilder::new()
-                    .layer(crate::http::request_id::RequestIdLayer)
-                    .layer(hexkv_telemetry::ObserveLayer::new(
-                        crate::http::observe::HttpObserve::matched_path(),
-                    ))
-                    .map_response(IntoResponse::into_response)
-                    .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked)),
-            )
     }
 
     /// Serves every listener until SIGTERM or SIGINT, then drains (see the module docs).
@@ -407,12 +484,24 @@ impl<S: ServiceSettings> Application<S> {
             .transpose()?;
         let readiness = Arc::new(std::mem::take(&mut self.readiness));
         let limits = settings.limits();
+        let descriptors =
+            crate::serve::raise_open_file_limit(limits.max_connections as u64 + 1_024);
+        if let Some(available) = descriptors
+            && available < limits.max_connections as u64 + 256
+        {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                open_file_limit = available,
+                "limits.max_connections does not fit the open-file limit (RLIMIT_NOFILE): \
+                 connections past it will fail; lower the cap or raise the limit"
+            );
+        }
         let mut servers = Servers::new(limits.connection_limits(), limits.connections());
         let mut grpc_health = Vec::new();
         for listener in std::mem::take(&mut self.listeners) {
             let (app, alpn, protocols): (_, &[&[u8]], _) = match listener.serving {
                 Serving::Http(routes) => (
-                    self.application(routes, &readiness),
+                    self.http_stack(&readiness).router(routes),
                     &[b"h2", b"http/1.1"],
                     Protocols::Any,
                 ),
@@ -440,44 +529,53 @@ impl<S: ServiceSettings> Application<S> {
             tracing::info!(listener = listener.name, addr = %tcp.local_addr()?, "listening");
             servers.spawn(listener.name, tcp, app, transport, protocols);
         }
-        let flush = Arc::clone(&self.telemetry);
-        let _reload = {
-            let file = self.file.clone();
-            let Self {
-                telemetry,
-                reloads,
-                in_flight,
-                grpc_in_flight,
-                throttle,
-                auth,
-                ..
-            } = self;
-            crate::reload::spawn(file.clone().as_deref(), move || {
-                match S::load(file.as_deref()) {
-                    Ok(new) => {
-                        if let Err(e) = telemetry.set_level(&new.log().level) {
-                            tracing::warn!(error = %e, "log.level refused; the running one stays");
-                        }
-                        telemetry.set_sampling(new.log().sampling.to_sampling());
-                        let limits = new.limits();
-                        in_flight.set(limits.max_in_flight);
-                        grpc_in_flight.set(limits.max_in_flight);
-                        throttle.set(
-                            limits.throttle_per_minute,
-                            limits.throttle_burst,
-                            limits.throttle_max_clients,
-                        );
-                        rotate_keys(auth.as_ref(), new.auth());
-                        for apply in &reloads {
-                            apply(&new);
-                        }
-                        tracing::info!(log_level = %new.log().level, "configuration reloaded");
+        // The telemetry the platform started, it flushes; the composition root's, it leaves.
+        let flush = self.owns_telemetry.then(|| Arc::clone(&self.telemetry));
+        let _reload = match self.loader.take() {
+            None => None,
+            Some(load) => {
+                let file = self.file.clone();
+                let mut live: Vec<&'static str> = LIVE
+                    .iter()
+                    .copied()
+                    // Turning authentication on or off takes a restart.
+                    .filter(|key| self.auth.is_some() || *key != "auth.keys")
+                    .collect();
+                live.extend(std::mem::take(&mut self.live));
+                let Self {
+                    telemetry,
+                    reloads,
+                    in_flight,
+                    grpc_in_flight,
+                    throttle,
+                    auth,
+                    ..
+                } = self;
+                let apply = move |new: &S| {
+                    if let Err(e) = telemetry.set_level(&new.log().level) {
+                        tracing::warn!(error = %e, "log.level refused; the running one stays");
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reload refused; the running settings stay");
+                    telemetry.set_sampling(new.log().sampling.to_sampling());
+                    let limits = new.limits();
+                    in_flight.set(limits.max_in_flight);
+                    grpc_in_flight.set(limits.max_in_flight);
+                    throttle.set(
+                        limits.throttle_per_minute,
+                        limits.throttle_burst,
+                        limits.throttle_max_clients,
+                    );
+                    rotate_keys(auth.as_ref(), new.auth());
+                    for apply in &reloads {
+                        apply(new);
                     }
-                }
-            })?
+                };
+                let reloader =
+                    crate::reload::Reloader::new(settings.clone(), move || load(), live, apply);
+                // What a reload changed or refused, it logs itself.
+                Some(crate::reload::spawn(file.as_deref(), move || {
+                    let _ = reloader.reload();
+                })?)
+            }
         };
         let requested = shutdown.requested.cancelled_owned();
         // Readiness fails first: `/readyz` and gRPC health.
@@ -492,20 +590,11 @@ impl<S: ServiceSettings> Application<S> {
             .await;
         // The last spans (the shutdown's own) are exported before the service goes on to close
         // its stores and exit.
-        let _ = tokio::task::spawn_blocking(move || flush.shutdown()).await;
+        if let Some(telemetry) = flush {
+            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        }
         served
     }
-}
-
-/// A handler that panicked (a bug): 500 `internal`, logged with the panic's message.
-fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
-    let message = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("(no message)");
-    tracing::error!(panic = message, "a request handler panicked");
-    Problem::internal().into_response()
 }
 
 /// The process's telemetry from the settings: see [`Application::new`].

@@ -164,6 +164,30 @@ impl TlsConfig {
     pub fn enabled(&self) -> bool {
         !self.cert.as_os_str().is_empty()
     }
+
+    /// Checks that the certificate and its key come together, client certificates only with
+    /// TLS, and TLS only in a build with the `tls` feature; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.enabled() == self.key.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "tls.key",
+                "tls.cert and tls.key are set together, or neither",
+            ));
+        }
+        if !self.enabled() && !self.client_ca.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "tls.client_ca",
+                "client certificates need TLS: set tls.cert and tls.key",
+            ));
+        }
+        if self.enabled() && !cfg!(feature = "tls") {
+            return Err(ConfigError::invalid(
+                "tls.cert",
+                "this build has no TLS (cargo feature `tls`)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Log output format.
@@ -404,38 +428,45 @@ impl ShutdownConfig {
     }
 }
 
-/// `[limits]`: what one client and one request may take, on every listener of the
-/// [`Application`](crate::app::Application). The request limits (shedding, the timeout, the
-/// throttle) apply to the service's routes only: `/healthz`, `/readyz` and `/metrics` answer
-/// while the service sheds load.
+/// `[limits]`: what one client, one connection and one request may take, on every listener of
+/// the [`Application`](crate::app::Application). The request limits (shedding, the timeout, the
+/// throttle) apply to the service's routes and RPCs only: `/healthz`, `/readyz`, `/metrics` and
+/// gRPC health answer while the service sheds load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Requests handled at once; the excess is refused at once with 503 `overloaded` (load
-    /// shedding). 0: no limit.
+    /// The largest value a request carries, in bytes: REST bodies are limited to it (413 past
+    /// it), and services limit their gRPC messages to it and their framing. hexkv: a value, at
+    /// most 64 MiB.
+    pub max_value_bytes: usize,
+    /// Requests handled at once by each listener; the excess is refused at once with 503 /
+    /// UNAVAILABLE (load shedding). 0: no limit.
     pub max_in_flight: usize,
-    /// A request still running after this long gets 504 `deadline_exceeded` and is cancelled.
+    /// A request still running after this long gets 504 / DEADLINE_EXCEEDED and is cancelled.
     /// 0: no limit.
     pub request_timeout_ms: u64,
-    /// Requests per minute each client (its IP address) may make on average; 0: no throttling.
+    /// Requests per minute each client (the authenticated key's name, else the IP address) may
+    /// make on average, over every listener; 0: no throttling.
     pub throttle_per_minute: u32,
     /// The largest burst a client may make above its rate.
     pub throttle_burst: u32,
     /// The most clients the throttle remembers (bounds its memory).
     pub throttle_max_clients: usize,
     /// A new connection must finish its TLS handshake and send the first bytes of a request
-    /// within this; over HTTP/1.1 each request's headers must be complete within it. At least 1.
+    /// within this; over HTTP/1.1 each request's headers must be complete within it (Go's
+    /// `ReadHeaderTimeout`, nginx's `client_header_timeout`). At least 1.
     pub header_read_timeout_ms: u64,
-    /// A connection with no request in flight this long is closed. At least 1.
+    /// A connection with no request in flight this long is closed (HTTP/2 with a GOAWAY). At
+    /// least 1.
     pub idle_timeout_ms: u64,
-    /// HTTP/2 keep-alive pings this often; 0: none.
+    /// HTTP/2 keep-alive pings this often on every listener; 0: none.
     pub http2_keepalive_interval_ms: u64,
     /// A keep-alive ping not answered within this closes the connection. At least 1.
     pub http2_keepalive_timeout_ms: u64,
     /// Connections open at once over every listener; more are closed as soon as they are
     /// accepted. At least 1.
     pub max_connections: usize,
-    /// Connections open at once from one IP address. At least 1.
+    /// Connections open at once from one IP address over every listener. At least 1.
     pub max_connections_per_client: usize,
 }
 
@@ -443,6 +474,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         let connection = crate::serve::ConnectionLimits::default();
         Self {
+            max_value_bytes: 1024 * 1024,
             max_in_flight: 1_024,
             request_timeout_ms: 30_000,
             throttle_per_minute: 0,
@@ -485,6 +517,7 @@ impl LimitsConfig {
     /// Checks what types alone cannot; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (key, value) in [
+            ("limits.max_value_bytes", self.max_value_bytes as u64),
             ("limits.header_read_timeout_ms", self.header_read_timeout_ms),
             ("limits.idle_timeout_ms", self.idle_timeout_ms),
             (

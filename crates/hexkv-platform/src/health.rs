@@ -174,6 +174,27 @@ pub fn metrics_route<S: Clone + Send + Sync + 'static>(
     )
 }
 
+/// `/openapi.json`: the service's OpenAPI `document`, declared [`Access::Public`], to merge
+/// into the service's route table.
+pub fn openapi_route<S: Clone + Send + Sync + 'static>(document: Arc<str>) -> Routes<S> {
+    Routes::new().route(
+        "/openapi.json",
+        Access::Public,
+        axum::routing::get(move || {
+            let document = Arc::clone(&document);
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )],
+                    document.to_string(),
+                )
+            }
+        }),
+    )
+}
+
 /// `/healthz` and `/readyz` over `readiness`, declared [`Access::Health`], to merge into the
 /// service's route table.
 pub fn routes<S: Clone + Send + Sync + 'static>(readiness: Arc<Readiness>) -> Routes<S> {

@@ -1,9 +1,10 @@
-//! Reloading while serving: what triggers it. The service says what a reload does (read its
-//! configuration again, apply what may change live); [`spawn`] calls it on SIGHUP and when the
-//! configuration file changes.
+//! Reloading while serving: what triggers it ([`spawn`]: SIGHUP, and changes of the
+//! configuration file, debounced) and what it does ([`Reloader`]: read the settings again, put
+//! the live ones in force, name the ones that need a restart).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::config::RELOAD_DEBOUNCE;
 
@@ -108,6 +109,165 @@ fn watch(
     Ok(watcher)
 }
 
+/// The settings' values by dotted key (`limits.max_in_flight`), leaves only; arrays are one
+/// leaf (`auth.keys`). Secrets are compared as they print (redacted): a service names its
+/// secrets' changes itself ([`ServiceSettings::changed_secrets`](crate::app::ServiceSettings::changed_secrets)).
+pub fn flatten(settings: &impl serde::Serialize) -> BTreeMap<String, toml::Value> {
+    fn walk(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, toml::Value>) {
+        match value {
+            toml::Value::Table(table) if !table.is_empty() => {
+                for (k, v) in table {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_owned(), other.clone());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if let Ok(value) = toml::Value::try_from(settings) {
+        walk("", &value, &mut out);
+    }
+    out
+}
+
+/// The keys whose values differ between two [`flatten`]ed settings.
+pub fn changed_keys(
+    old: &BTreeMap<String, toml::Value>,
+    new: &BTreeMap<String, toml::Value>,
+) -> Vec<String> {
+    let mut keys: Vec<String> = old
+        .keys()
+        .chain(new.keys())
+        .filter(|k| old.get(*k) != new.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Whether `key` is one of `live`: exact keys, or prefixes ending in `.` or `_`.
+pub fn is_live(key: &str, live: &[&str]) -> bool {
+    live.iter().any(|live| {
+        if live.ends_with('.') || live.ends_with('_') {
+            key.starts_with(live)
+        } else {
+            key == *live
+        }
+    })
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The settings were refused; the running ones are kept.
+    Refused(String),
+    /// Valid: `applied` took effect; `restart` changed but keep their running values.
+    Done {
+        /// Live keys that changed and took effect.
+        applied: Vec<String>,
+        /// Keys that changed but need a restart.
+        restart: Vec<String>,
+    },
+}
+
+type Load<S> = Box<dyn Fn() -> Result<S, crate::config::ConfigError> + Send + Sync>;
+type Apply<S> = Box<dyn Fn(&S) + Send + Sync>;
+
+/// Reads the settings again and applies what may change live:
+///
+/// - settings that cannot be loaded are refused: the running ones are kept and the error
+///   logged (`configuration reload refused; the running configuration is kept`);
+/// - the live keys that changed take effect at once (`apply`), without a restart or a dropped
+///   request, and are logged (`configuration reloaded`, with `changed`);
+/// - any other changed key (a listen address, the store…) is named in a WARN line and keeps its
+///   running value until a restart; it is named again at the next reload, since it is still
+///   not in effect.
+pub struct Reloader<S> {
+    load: Load<S>,
+    live: Vec<&'static str>,
+    apply: Apply<S>,
+    running: Mutex<(BTreeMap<String, toml::Value>, S)>,
+}
+
+impl<S: crate::app::ServiceSettings> Reloader<S> {
+    /// A reloader of a service running with `running`, reading with `load`, whose `live` keys
+    /// `apply` puts in force.
+    pub fn new(
+        running: S,
+        load: impl Fn() -> Result<S, crate::config::ConfigError> + Send + Sync + 'static,
+        live: Vec<&'static str>,
+        apply: impl Fn(&S) + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            load: Box::new(load),
+            live,
+            apply: Box::new(apply),
+            running: Mutex::new((flatten(&running), running)),
+        }
+    }
+
+    /// Reads the settings again and applies what may change live; see the type's docs.
+    pub fn reload(&self) -> Reloaded {
+        let new = match (self.load)() {
+            Ok(new) => new,
+            Err(e) => {
+                let why = e.to_string();
+                tracing::error!(
+                    error = %why,
+                    "configuration reload refused; the running configuration is kept"
+                );
+                return Reloaded::Refused(why);
+            }
+        };
+        let flat = flatten(&new);
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut changed = changed_keys(&running.0, &flat);
+        changed.extend(
+            running
+                .1
+                .changed_secrets(&new)
+                .into_iter()
+                .map(str::to_owned),
+        );
+        changed.sort();
+        changed.dedup();
+        let (applied, restart): (Vec<String>, Vec<String>) = changed
+            .into_iter()
+            .partition(|key| is_live(key, &self.live));
+        if !applied.is_empty() {
+            (self.apply)(&new);
+            for key in &applied {
+                match flat.get(key) {
+                    Some(value) => running.0.insert(key.clone(), value.clone()),
+                    None => running.0.remove(key),
+                };
+            }
+            tracing::info!(
+                changed = ?applied,
+                log_level = %new.log().level,
+                "configuration reloaded"
+            );
+        } else if restart.is_empty() {
+            tracing::info!("configuration reloaded: nothing changed");
+        }
+        if !restart.is_empty() {
+            tracing::warn!(
+                settings = ?restart,
+                "these settings change only on restart; their running values are kept"
+            );
+        }
+        Reloaded::Done { applied, restart }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +316,126 @@ mod tests {
             .await
             .expect("a reload after the change")
             .unwrap();
+    }
+
+    mod reloader {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use serde::{Deserialize, Serialize};
+
+        use super::super::*;
+        use crate::app::ServiceSettings;
+        use crate::auth::AuthConfig;
+        use crate::config::{
+            ConfigError, LimitsConfig, LogConfig, MetricsConfig, ShutdownConfig, TelemetryConfig,
+            TlsConfig,
+        };
+
+        #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+        #[serde(default)]
+        struct Settings {
+            log: LogConfig,
+            telemetry: TelemetryConfig,
+            metrics: MetricsConfig,
+            limits: LimitsConfig,
+            auth: AuthConfig,
+            shutdown: ShutdownConfig,
+            tls: TlsConfig,
+            listen: String,
+        }
+
+        impl ServiceSettings for Settings {
+            const ENV_PREFIX: &'static str = "RELOADER_TEST_";
+            const SECTIONS: &'static [&'static str] = &[];
+            fn log(&self) -> &LogConfig {
+                &self.log
+            }
+            fn telemetry(&self) -> &TelemetryConfig {
+                &self.telemetry
+            }
+            fn metrics(&self) -> &MetricsConfig {
+                &self.metrics
+            }
+            fn limits(&self) -> &LimitsConfig {
+                &self.limits
+            }
+            fn auth(&self) -> &AuthConfig {
+                &self.auth
+            }
+            fn shutdown(&self) -> &ShutdownConfig {
+                &self.shutdown
+            }
+            fn tls(&self) -> &TlsConfig {
+                &self.tls
+            }
+        }
+
+        #[test]
+        fn live_keys_apply_others_wait_for_a_restart_and_bad_settings_are_refused() {
+            let next: Arc<Mutex<Result<Settings, String>>> =
+                Arc::new(Mutex::new(Ok(Settings::default())));
+            let applied = Arc::new(AtomicUsize::new(0));
+            let reloader = Reloader::new(
+                Settings::default(),
+                {
+                    let next = Arc::clone(&next);
+                    move || {
+                        next.lock()
+                            .unwrap()
+                            .clone()
+                            .map_err(|why| ConfigError::invalid("limits.max_in_flight", why))
+                    }
+                },
+                crate::app::LIVE.to_vec(),
+                {
+                    let applied = Arc::clone(&applied);
+                    move |new: &Settings| {
+                        applied.store(new.limits.max_in_flight, Ordering::SeqCst);
+                    }
+                },
+            );
+            *next.lock().unwrap() = Err("not a number".into());
+            assert!(matches!(reloader.reload(), Reloaded::Refused(_)));
+            assert_eq!(applied.load(Ordering::SeqCst), 0, "nothing applied");
+
+            let mut new = Settings::default();
+            new.limits.max_in_flight = 6;
+            new.listen = "127.0.0.1:9".into();
+            *next.lock().unwrap() = Ok(new);
+            assert_eq!(
+                reloader.reload(),
+                Reloaded::Done {
+                    applied: vec!["limits.max_in_flight".into()],
+                    restart: vec!["listen".into()],
+                }
+            );
+            assert_eq!(applied.load(Ordering::SeqCst), 6);
+            // The restart-only change is named again (it is still not in effect); the live one
+            // is not.
+            assert_eq!(
+                reloader.reload(),
+                Reloaded::Done {
+                    applied: vec![],
+                    restart: vec!["listen".into()],
+                }
+            );
+        }
+
+        #[test]
+        fn keys_are_dotted_leaves_and_live_prefixes_match() {
+            let mut new = Settings::default();
+            new.log.sampling.first = 1;
+            new.auth.allow_unauthenticated = true;
+            assert_eq!(
+                changed_keys(&flatten(&Settings::default()), &flatten(&new)),
+                ["auth.allow_unauthenticated", "log.sampling.first"]
+            );
+            for key in ["log.level", "log.sampling.first", "limits.throttle_burst"] {
+                assert!(is_live(key, crate::app::LIVE), "{key}");
+            }
+            for key in ["log.format", "limits.max_value_bytes", "auth.open_health"] {
+                assert!(!is_live(key, crate::app::LIVE), "{key}");
+            }
+        }
     }
 }

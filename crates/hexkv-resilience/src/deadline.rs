@@ -2,8 +2,10 @@
 //! cancels it (its future is dropped, so the work stops).
 //!
 //! Generic over request and response types like [`crate::shed`]: REST answers 504 and gRPC
-//! `DEADLINE_EXCEEDED`, each front end supplying its answer. A request may also carry a shorter
-//! limit of its own (gRPC's `grpc-timeout`), read by [`DeadlineLayer::with_caller_limit`].
+//! `DEADLINE_EXCEEDED`, each front end supplying its answer — one for every request (a closure),
+//! or one chosen by the request when it starts ([`ByRequest`]: a write past its deadline may
+//! have been applied, a read changed nothing). A request may also carry a shorter limit of its
+//! own (gRPC's `grpc-timeout`), read by [`DeadlineLayer::with_caller_limit`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,6 +21,39 @@ pub struct DeadlineLayer<F, C = NoCallerLimit> {
     limit: Option<Duration>,
     expired: F,
     caller: C,
+}
+
+/// What a request that ran out of time is answered, chosen when the request starts (it is gone
+/// by the time the deadline passes). Any `Fn() -> Response` closure answers every request alike.
+pub trait Expired<Req, Resp> {
+    /// The answer, made at most once.
+    type Answer: FnOnce() -> Resp;
+    /// The answer for `request`.
+    fn answer(&self, request: &Req) -> Self::Answer;
+}
+
+impl<Req, Resp, F: Fn() -> Resp + Clone> Expired<Req, Resp> for F {
+    type Answer = F;
+
+    fn answer(&self, _: &Req) -> F {
+        self.clone()
+    }
+}
+
+/// The answer chosen by the request: `ByRequest(|request| …)` returns the closure that makes it.
+#[derive(Debug, Clone, Copy)]
+pub struct ByRequest<G>(pub G);
+
+impl<Req, Resp, G, A> Expired<Req, Resp> for ByRequest<G>
+where
+    G: Fn(&Req) -> A,
+    A: FnOnce() -> Resp,
+{
+    type Answer = A;
+
+    fn answer(&self, request: &Req) -> A {
+        (self.0)(request)
+    }
 }
 
 /// Reads the limit a request carries of its own, if any.
@@ -98,12 +133,12 @@ where
     S::Future: Send + 'static,
     S::Response: Send + 'static,
     S::Error: Send + 'static,
-    F: Fn() -> S::Response + Clone + Send + 'static,
+    F: Expired<Req, S::Response>,
     C: CallerLimit<Req>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = DeadlineFuture<S::Future, F>;
+    type Future = DeadlineFuture<S::Future, F::Answer>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -114,11 +149,12 @@ where
             (Some(ours), Some(theirs)) => Some(ours.min(theirs)),
             (ours, theirs) => ours.or(theirs),
         };
+        let expired = self.expired.answer(&request);
         DeadlineFuture {
             inner: self.inner.call(request),
             timer: None,
             limit,
-            expired: Some(self.expired.clone()),
+            expired: Some(expired),
         }
     }
 }
@@ -140,7 +176,7 @@ pin_project_lite::pin_project! {
 impl<Fut, F, R, E> Future for DeadlineFuture<Fut, F>
 where
     Fut: Future<Output = Result<R, E>>,
-    F: Fn() -> R,
+    F: FnOnce() -> R,
 {
     type Output = Result<R, E>;
 
@@ -243,6 +279,26 @@ mod tests {
         assert_eq!(service.clone().oneshot(None).await.unwrap(), "done");
         let own = Some(Duration::from_millis(10));
         assert_eq!(service.oneshot(own).await.unwrap(), "expired");
+    }
+
+    /// The answer can depend on the request: here a write past its deadline is told apart from
+    /// a read.
+    #[tokio::test(start_paused = true)]
+    async fn the_answer_is_chosen_by_the_request() {
+        let slow = tower::service_fn(|_: &'static str| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<_, Infallible>("done")
+        });
+        let service = DeadlineLayer::new(
+            Duration::from_millis(10),
+            ByRequest(|method: &&'static str| {
+                let write = *method != "GET";
+                move || if write { "outcome unknown" } else { "expired" }
+            }),
+        )
+        .layer(slow);
+        assert_eq!(service.clone().oneshot("GET").await.unwrap(), "expired");
+        assert_eq!(service.oneshot("PUT").await.unwrap(), "outcome unknown");
     }
 
     /// A request answered at its first poll never starts a timer: this polls one outside any

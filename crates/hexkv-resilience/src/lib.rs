@@ -26,7 +26,7 @@ pub mod shed;
 pub mod throttle;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Outcome, Rejected, Transition};
-pub use deadline::{CallerLimit, DeadlineLayer};
+pub use deadline::{ByRequest, CallerLimit, DeadlineLayer, Expired};
 pub use guard::{Bulkhead, Guards, PortErrors};
 pub use retry::{Jitter, Operation, RetryPolicy, Retryable};
 pub use shed::{InFlightLimit, LoadShedLayer};

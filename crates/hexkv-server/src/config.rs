@@ -17,7 +17,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::Serialized;
@@ -25,8 +24,8 @@ use serde::{Deserialize, Serialize};
 
 pub use hexkv_platform::auth::AuthConfig;
 pub use hexkv_platform::config::{
-    ConfigError, LogConfig, LogFormat, LogSamplingConfig, MetricsConfig, Secret, ShutdownConfig,
-    TelemetryConfig, TlsConfig, TraceExport,
+    ConfigError, LimitsConfig, LogConfig, LogFormat, LogSamplingConfig, MetricsConfig, Secret,
+    ShutdownConfig, TelemetryConfig, TlsConfig, TraceExport,
 };
 
 #[cfg(feature = "memory")]
@@ -87,20 +86,49 @@ impl Default for Config {
 }
 
 /// The top-level sections, for the environment filter.
-const SECTIONS: &[&str] = &[
-    "auth",
-    "tls",
-    "http",
-    "grpc",
-    "store",
-    "limits",
-    "log",
-    "metrics",
-    "telemetry",
-    "flags",
-    "shutdown",
-    "resilience",
-];
+/// hexkv's own top-level sections, beside the platform's
+/// ([`hexkv_platform::app::PLATFORM_SECTIONS`]).
+const SECTIONS: &[&str] = &["http", "grpc", "store", "flags", "resilience"];
+
+impl hexkv_platform::app::ServiceSettings for Config {
+    const ENV_PREFIX: &'static str = "HEXKV_";
+    const SECTIONS: &'static [&'static str] = SECTIONS;
+
+    fn log(&self) -> &LogConfig {
+        &self.log
+    }
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+    fn metrics(&self) -> &MetricsConfig {
+        &self.metrics
+    }
+    fn limits(&self) -> &LimitsConfig {
+        &self.limits
+    }
+    fn auth(&self) -> &AuthConfig {
+        &self.auth
+    }
+    fn shutdown(&self) -> &ShutdownConfig {
+        &self.shutdown
+    }
+    fn tls(&self) -> &TlsConfig {
+        &self.tls
+    }
+
+    /// hexkv's own checks (the platform's sections are checked before them).
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_own()
+    }
+
+    fn changed_secrets(&self, other: &Self) -> Vec<&'static str> {
+        if self.store.postgres.url == other.store.postgres.url {
+            Vec::new()
+        } else {
+            vec!["store.postgres.url"]
+        }
+    }
+}
 
 /// `[resilience]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -385,84 +413,10 @@ impl MemoryConfig {
         DurableOptions {
             dir: self.data_dir.clone(),
             fsync: self.fsync,
-            fsync_interval: Duration::from_millis(self.fsync_interval_ms),
+            fsync_interval: std::time::Duration::from_millis(self.fsync_interval_ms),
             repair: self.repair,
             shards: self.shards,
             compaction: self.compaction,
-        }
-    }
-}
-
-/// `[limits]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// The largest value accepted, in bytes (at most 64 MiB).
-    pub max_value_bytes: usize,
-    /// Requests handled at once by each front end; the excess is refused at once with 503 /
-    /// UNAVAILABLE (load shedding). 0: no limit.
-    pub max_in_flight: usize,
-    /// A request still running after this long gets 504 / DEADLINE_EXCEEDED and is cancelled.
-    /// 0: no limit.
-    pub request_timeout_ms: u64,
-    /// Requests per minute each client (the authenticated key's name, else the IP address) may
-    /// make on average, over both front ends; 0: no throttling.
-    pub throttle_per_minute: u32,
-    /// The largest burst a client may make above its rate.
-    pub throttle_burst: u32,
-    /// The most clients the throttle remembers (bounds its memory).
-    pub throttle_max_clients: usize,
-    /// A new connection must finish its TLS handshake and send the first bytes of a request
-    /// within this; over HTTP/1.1 each request's headers must be complete within it (Go's
-    /// `ReadHeaderTimeout`, nginx's `client_header_timeout`). At least 1.
-    pub header_read_timeout_ms: u64,
-    /// A connection with no request in flight this long is closed (HTTP/2 with a GOAWAY). At
-    /// least 1.
-    pub idle_timeout_ms: u64,
-    /// HTTP/2 keep-alive pings this often on both listeners; 0: none.
-    pub http2_keepalive_interval_ms: u64,
-    /// A keep-alive ping not answered within this closes the connection. At least 1.
-    pub http2_keepalive_timeout_ms: u64,
-    /// Connections open at once over both listeners; more are closed as soon as they are
-    /// accepted. At least 1.
-    pub max_connections: usize,
-    /// Connections open at once from one IP address over both listeners. At least 1.
-    pub max_connections_per_client: usize,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self {
-            max_value_bytes: hexkv_core::Limits::DEFAULT_MAX_VALUE_BYTES,
-            max_in_flight: 1_024,
-            request_timeout_ms: 30_000,
-            throttle_per_minute: 0,
-            throttle_burst: 100,
-            throttle_max_clients: 100_000,
-            header_read_timeout_ms: 10_000,
-            idle_timeout_ms: 120_000,
-            http2_keepalive_interval_ms: 30_000,
-            http2_keepalive_timeout_ms: 20_000,
-            max_connections: 4_096,
-            max_connections_per_client: 512,
-        }
-    }
-}
-
-impl LimitsConfig {
-    /// `request_timeout_ms` as a duration; `None` when 0.
-    pub fn request_timeout(&self) -> Option<Duration> {
-        (self.request_timeout_ms > 0).then(|| Duration::from_millis(self.request_timeout_ms))
-    }
-
-    /// The timeouts of each connection.
-    pub fn connection_limits(&self) -> hexkv_platform::serve::ConnectionLimits {
-        hexkv_platform::serve::ConnectionLimits {
-            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
-            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
-            keepalive_interval: (self.http2_keepalive_interval_ms > 0)
-                .then(|| Duration::from_millis(self.http2_keepalive_interval_ms)),
-            keepalive_timeout: Duration::from_millis(self.http2_keepalive_timeout_ms),
         }
     }
 }
@@ -620,9 +574,14 @@ impl Config {
     /// The layered figment for `overrides`: defaults → file → `RUST_LOG` → `HEXKV_*` → flags
     /// ([`hexkv_platform::config::layered`]).
     fn figment(overrides: &Overrides) -> Figment {
+        let sections: Vec<&str> = SECTIONS
+            .iter()
+            .chain(hexkv_platform::app::PLATFORM_SECTIONS)
+            .copied()
+            .collect();
         let layers = hexkv_platform::config::Layers {
             env_prefix: "HEXKV_",
-            sections: SECTIONS,
+            sections: &sections,
             file: overrides.config.as_deref(),
         };
         hexkv_platform::config::layered(&Config::default(), &layers, overrides.layer())
@@ -635,6 +594,12 @@ impl Config {
         Ok(config)
     }
 
+    /// Checks what types alone cannot: the platform's sections, then hexkv's; the error names
+    /// the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        hexkv_platform::app::ServiceSettings::check(self)
+    }
+
     /// Loads and validates one file over the defaults, ignoring the environment and flags
     /// (`hexkv config check FILE`).
     pub fn load_file(path: &std::path::Path) -> Result<Self, ConfigError> {
@@ -644,51 +609,14 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks what types alone cannot.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// hexkv's own checks (see [`Config::validate`] for all of them).
+    fn validate_own(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, reason: &str| {
             Err(ConfigError::Invalid {
                 key: key.to_owned(),
                 reason: reason.to_owned(),
             })
         };
-        let limits = &self.limits;
-        for (key, value) in [
-            (
-                "limits.header_read_timeout_ms",
-                limits.header_read_timeout_ms,
-            ),
-            ("limits.idle_timeout_ms", limits.idle_timeout_ms),
-            (
-                "limits.http2_keepalive_timeout_ms",
-                limits.http2_keepalive_timeout_ms,
-            ),
-            ("limits.max_connections", limits.max_connections as u64),
-            (
-                "limits.max_connections_per_client",
-                limits.max_connections_per_client as u64,
-            ),
-        ] {
-            if value == 0 {
-                return invalid(key, "must be at least 1");
-            }
-        }
-        let tls = &self.tls;
-        if tls.enabled() == tls.key.as_os_str().is_empty() {
-            return invalid(
-                "tls.key",
-                "tls.cert and tls.key are set together, or neither",
-            );
-        }
-        if !tls.enabled() && !tls.client_ca.as_os_str().is_empty() {
-            return invalid(
-                "tls.client_ca",
-                "client certificates need TLS: set tls.cert and tls.key",
-            );
-        }
-        if tls.enabled() && !cfg!(feature = "tls") {
-            return invalid("tls.cert", "this build has no TLS (cargo feature `tls`)");
-        }
         self.auth.validate(&[
             ("http.listen", self.http.listen),
             ("grpc.listen", self.grpc.listen),
@@ -789,8 +717,7 @@ impl Config {
                 );
             }
         }
-        self.telemetry.validate()?;
-        self.log.validate()
+        Ok(())
     }
 
     /// The configuration as TOML, for `hexkv config show`. Secrets ([`Secret`]) print as

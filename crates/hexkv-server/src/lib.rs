@@ -1,20 +1,25 @@
-//! hexkv's composition root: builds the adapters from [`Config`], wires them to the core, and
-//! runs them until shutdown.
+//! hexkv's composition root: reads nothing itself (the binary hands it the [`Config`]), opens
+//! the store the configuration names, builds the key-value service over it, and hands the
+//! service's REST routes and gRPC services to the platform's
+//! [`Application`](hexkv_platform::app::Application), which serves them — configuration
+//! reload, TLS, API keys, limits, telemetry, health and the drain are the platform's.
 //!
 //! This is the only crate that knows every adapter, and it knows them through cargo features:
 //! `http` (the REST front end), `grpc` (the gRPC front end), `memory` (the embedded store),
-//! `postgres` (the PostgreSQL store) and `cli` (the command-line client, [`cli`]). `main` stays thin: it parses the command line, loads the configuration and calls [`Application::build`] and
-//! [`Application::run`]; tests do the same with port 0 and read the bound address back.
+//! `postgres` (the PostgreSQL store) and `cli` (the command-line client, [`cli`]). `main` stays
+//! thin: it parses the command line, loads the configuration, starts the telemetry and calls
+//! [`Application::build`] and [`Application::run`]; the bound addresses are known before
+//! serving ([`Application::addresses`]), so a test can start it on port 0.
 //!
 //! # Shutdown
-//! When the shutdown future resolves (SIGINT or SIGTERM in the binary):
+//! When shutdown is requested (SIGINT or SIGTERM in the binary):
 //! 1. the service starts draining: `/readyz` answers 503 and gRPC health reports NOT_SERVING;
 //! 2. it keeps serving for `shutdown.readiness_delay_ms` so load balancers notice;
 //! 3. the listeners close and in-flight requests get `shutdown.drain_timeout_ms` to finish;
 //! 4. the store is closed: the log's last batch is written and synced.
 //!
-//! Asked again during steps 2–3 (a second signal; [`Application::run_with`]), it skips the rest
-//! of the delay and the drain, and still closes the store.
+//! Asked again during steps 2–3 (a second signal: the [`Shutdown`]'s `hurried` token), it skips
+//! the rest of the delay and the drain, and still closes the store.
 
 #[cfg(not(any(feature = "http", feature = "grpc")))]
 compile_error!("hexkv-server needs a front end: enable the `http` or the `grpc` feature");
@@ -29,18 +34,13 @@ pub mod instrumented;
 pub mod reload;
 pub mod telemetry;
 
-use hexkv_platform::serve;
-#[cfg(feature = "tls")]
-use hexkv_platform::tls;
-
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use hexkv_core::{KeyValueService, KvStore, Limits};
-use tokio::net::TcpListener;
+use hexkv_platform::shutdown::Shutdown;
 
 pub use config::Config;
 
@@ -51,27 +51,25 @@ pub struct Application {
     store: Arc<dyn KvStore>,
     breaker: Option<Arc<hexkv_resilience::CircuitBreaker>>,
     flags: Arc<hexkv_core::FeatureFlags>,
-    telemetry: Option<Arc<hexkv_telemetry::Telemetry>>,
+    telemetry: Arc<hexkv_telemetry::Telemetry>,
     reload: Option<config::Overrides>,
     #[cfg(feature = "http")]
-    http: (TcpListener, SocketAddr),
+    http: std::net::TcpListener,
     #[cfg(feature = "grpc")]
-    grpc: (TcpListener, SocketAddr),
-    #[cfg(feature = "tls")]
-    tls: Option<tls::TlsSetup>,
+    grpc: std::net::TcpListener,
 }
 
-async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} ({key})"))?;
-    let bound = listener.local_addr()?;
-    Ok((listener, bound))
+fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} ({key})"))
 }
 
 impl Application {
-    /// Opens the store and binds the listeners.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    /// Opens the store and binds the listeners; `telemetry` is the process's (its metrics are
+    /// served at `/metrics`, its traces flushed at shutdown).
+    pub async fn build(
+        config: Config,
+        telemetry: Arc<hexkv_telemetry::Telemetry>,
+    ) -> anyhow::Result<Self> {
         let (store, breaker) = open_store(&config).await?;
         let limits = Limits {
             max_value_bytes: config.limits.max_value_bytes,
@@ -90,33 +88,24 @@ impl Application {
         ));
         // Certificates are read before anything listens, so a bad one stops the start.
         #[cfg(feature = "tls")]
-        let tls = tls::TlsSetup::load(&config.tls)?;
+        hexkv_platform::tls::TlsSetup::load(&config.tls)?;
         #[cfg(feature = "http")]
-        let http = bind(config.http.listen, "http.listen").await?;
+        let http = bind(config.http.listen, "http.listen")?;
         #[cfg(feature = "grpc")]
-        let grpc = bind(config.grpc.listen, "grpc.listen").await?;
+        let grpc = bind(config.grpc.listen, "grpc.listen")?;
         Ok(Self {
             config,
             service,
             store,
             breaker,
             flags,
-            telemetry: None,
+            telemetry,
             reload: None,
             #[cfg(feature = "http")]
             http,
             #[cfg(feature = "grpc")]
             grpc,
-            #[cfg(feature = "tls")]
-            tls,
         })
-    }
-
-    /// Hands the application the process's telemetry: its metrics are served at `/metrics`
-    /// and its periodic work (the sampler's report, the exporter's upkeep) runs while serving.
-    pub fn with_telemetry(mut self, telemetry: Arc<hexkv_telemetry::Telemetry>) -> Self {
-        self.telemetry = Some(telemetry);
-        self
     }
 
     /// Reloads the configuration while serving, from the layers `overrides` names (the same as
@@ -126,57 +115,19 @@ impl Application {
         self
     }
 
-    /// The address the REST API is bound to (useful with port 0).
-    #[cfg(feature = "http")]
-    pub fn http_addr(&self) -> SocketAddr {
-        self.http.1
-    }
-
-    /// The address the gRPC API is bound to (useful with port 0).
-    #[cfg(feature = "grpc")]
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc.1
-    }
-
     /// The bound addresses by front end, e.g. `{"http": "127.0.0.1:8080"}`.
     pub fn addresses(&self) -> Vec<(&'static str, SocketAddr)> {
-        vec![
-            #[cfg(feature = "http")]
-            ("http", self.http_addr()),
-            #[cfg(feature = "grpc")]
-            ("grpc", self.grpc_addr()),
-        ]
+        let mut addresses = Vec::new();
+        #[cfg(feature = "http")]
+        addresses.extend(self.http.local_addr().ok().map(|a| ("http", a)));
+        #[cfg(feature = "grpc")]
+        addresses.extend(self.grpc.local_addr().ok().map(|a| ("grpc", a)));
+        addresses
     }
 
-    /// Serves until `shutdown` resolves, then shuts down gracefully (see the module docs).
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        self.run_with(shutdown, std::future::pending()).await
-    }
-
-    /// As [`Application::run`]; when `hurry` resolves during the shutdown (a second SIGTERM or
-    /// Ctrl-C in the binary), the readiness delay and the drain are cut short: the listeners close
-    /// at once, in-flight requests are cut, and the store is still closed properly.
-    pub async fn run_with(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-        hurry: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        // The platform's `Servers` serve the listeners and drain them in order (readiness fails,
-        // the delay, the listeners close, the drain); `hurried` cuts the delay and the drain short.
-        let hurried = tokio_util::sync::CancellationToken::new();
-        tokio::spawn({
-            let hurried = hurried.clone();
-            async move {
-                hurry.await;
-                hurried.cancel();
-            }
-        });
-        let addresses = self.addresses();
-        #[cfg(feature = "tls")]
-        let tls = self.tls.clone();
+    /// Serves until `shutdown` is requested, then shuts down gracefully (see the module docs),
+    /// and closes the store.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let Self {
             config,
             service,
@@ -185,17 +136,11 @@ impl Application {
             flags,
             telemetry,
             reload,
-            ..
+            #[cfg(feature = "http")]
+            http,
+            #[cfg(feature = "grpc")]
+            grpc,
         } = self;
-        // The certificate is reloaded when its files change, for as long as this runs.
-        #[cfg(feature = "tls")]
-        let _cert_watcher = match &tls {
-            Some(tls) => Some(tls::watch(Arc::clone(&tls.certs))?),
-            None => None,
-        };
-        if let Some(telemetry) = &telemetry {
-            telemetry.spawn_housekeeping();
-        }
         // With traces on, the front ends call the service through a span per call (the
         // "service" step of a trace); without, they call it directly.
         let traces = config.telemetry.exports_from_env();
@@ -214,117 +159,47 @@ impl Application {
         } else {
             Arc::clone(&service) as Arc<dyn hexkv_core::KeyValueApi>
         };
-        // One throttle for both front ends: a client's rate counts its REST and gRPC requests.
-        // It always exists (off while `throttle_per_minute` is 0) so a reload can turn it on.
-        let limits = &config.limits;
-        let throttle = Arc::new(hexkv_resilience::Throttle::<hexkv_core::Identity>::new(
-            limits.throttle_per_minute,
-            limits.throttle_burst,
-            limits.throttle_max_clients,
-        ));
-        // API keys, when configured: one authenticator for both front ends, whose keys a
-        // reload can rotate.
-        let auth = config.auth.policy()?;
-        // Each front end's load-shedding bound, changeable by a reload.
-        let http_in_flight = hexkv_resilience::InFlightLimit::new(limits.max_in_flight);
-        let grpc_in_flight = hexkv_resilience::InFlightLimit::new(limits.max_in_flight);
-        // The caps on open connections, over both listeners.
-        let connections =
-            serve::Connections::new(limits.max_connections, limits.max_connections_per_client);
-        let descriptors = serve::raise_open_file_limit(limits.max_connections as u64 + 1_024);
-        if let Some(available) = descriptors
-            && available < limits.max_connections as u64 + 256
-        {
-            tracing::warn!(
-                max_connections = limits.max_connections,
-                open_file_limit = available,
-                "limits.max_connections does not fit the open-file limit (RLIMIT_NOFILE): \
-                 connections past it will fail; lower the cap or raise the limit"
-            );
+        let mut app =
+            hexkv_platform::app::Application::with_telemetry("hexkv", config.clone(), telemetry)?
+                // Ready while the store answers its check (through its guards, cached).
+                .readiness_check("store", {
+                    let store = Arc::clone(&store);
+                    move || {
+                        let store = Arc::clone(&store);
+                        async move { store.check().await.map_err(|e| e.to_string()) }
+                    }
+                });
+        if let Some(overrides) = reload {
+            // The store breaker's thresholds and the feature flags change live too (the
+            // breaker's only when it exists: configured off at start, it needs a restart).
+            let live: Vec<&'static str> = reload::LIVE
+                .iter()
+                .copied()
+                .filter(|key| breaker.is_some() || !key.starts_with("resilience."))
+                .collect();
+            let file = overrides.config.clone();
+            app = app
+                .reload_from(file, move || Config::load(&overrides))
+                .live(&live)
+                .on_reload(move |new: &Config| reload::apply(new, breaker.as_deref(), &flags));
         }
-        let mut servers = hexkv_platform::servers::Servers::new(
-            limits.connection_limits(),
-            Arc::clone(&connections),
-        );
-
         #[cfg(feature = "http")]
         {
-            let app = hexkv_http::router_with(
-                Arc::clone(&api),
-                hexkv_http::HttpOptions {
-                    max_body_bytes: config.limits.max_value_bytes,
-                    max_in_flight: config.limits.max_in_flight,
-                    request_timeout: config.limits.request_timeout(),
-                },
-                hexkv_http::Extras {
-                    throttle: Some(Arc::clone(&throttle)),
-                    metrics: telemetry.as_ref().and_then(|t| t.metrics().cloned()),
-                    in_flight: Some(Arc::clone(&http_in_flight)),
-                    auth: auth.clone(),
-                },
-            );
-            #[cfg(feature = "tls")]
-            let transport = tls::transport(tls.as_ref(), &[b"h2", b"http/1.1"])?;
-            #[cfg(not(feature = "tls"))]
-            let transport = serve::Transport::Plain;
-            servers.spawn("http", self.http.0, app, transport, serve::Protocols::Any);
+            app = app.openapi(hexkv_http::openapi::document()).http_on(
+                "http",
+                http,
+                hexkv_http::routes(Arc::clone(&api)),
+            )?;
         }
         #[cfg(feature = "grpc")]
-        let grpc_health = {
-            let services = hexkv_grpc::GrpcServices::new(
-                Arc::clone(&api),
-                hexkv_grpc::GrpcOptions {
-                    max_value_bytes: config.limits.max_value_bytes,
-                    max_in_flight: config.limits.max_in_flight,
-                    request_timeout: config.limits.request_timeout(),
-                    in_flight: Some(Arc::clone(&grpc_in_flight)),
-                    auth: auth.clone(),
-                    throttle: Some(Arc::clone(&throttle)),
-                },
-            )
-            .await;
-            let health = services.health();
-            let observe = services.observe();
-            let app = services
-                .into_routes()
-                .into_axum_router()
-                .layer(hexkv_telemetry::ObserveLayer::new(observe));
-            #[cfg(feature = "tls")]
-            let transport = tls::transport(tls.as_ref(), &[b"h2"])?;
-            #[cfg(not(feature = "tls"))]
-            let transport = serve::Transport::Plain;
-            servers.spawn("grpc", self.grpc.0, app, transport, serve::Protocols::Http2);
-            health
-        };
-        for (front_end, addr) in &addresses {
-            tracing::info!(front_end, %addr, "listening");
+        {
+            app = app.grpc_on(
+                "grpc",
+                grpc,
+                hexkv_grpc::services(Arc::clone(&api), config.limits.max_value_bytes),
+            )?;
         }
-        // Reloads start once the servers listen; the triggers stop with this scope.
-        let _reload_triggers = match reload {
-            None => None,
-            Some(overrides) => {
-                let live = reload::Live {
-                    telemetry: telemetry.clone(),
-                    throttle: Arc::clone(&throttle),
-                    in_flight: vec![http_in_flight, grpc_in_flight],
-                    breaker: breaker.clone(),
-                    flags: Arc::clone(&flags),
-                    authenticator: auth.as_ref().map(|a| Arc::clone(&a.authenticator)),
-                };
-                let reloader = Arc::new(reload::Reloader::new(overrides, config.clone(), live));
-                Some(reload::spawn_triggers(reloader)?)
-            }
-        };
-
-        // Readiness fails first (REST `/readyz`, gRPC health), then the listeners drain.
-        let draining = async {
-            service.begin_draining();
-            #[cfg(feature = "grpc")]
-            grpc_health.set_serving(false).await;
-        };
-        let served = servers
-            .run(shutdown, draining, &config.shutdown, hurried)
-            .await;
+        let served = app.run_until(shutdown).await;
 
         let closed = store.close().await;
         match &closed {

@@ -303,20 +303,15 @@ fn serve(config: Config, overrides: Overrides, ready_file: Option<&Path>) -> Exi
     };
     let flush = std::sync::Arc::clone(&telemetry);
     let result = runtime.block_on(async {
-        let app = Application::build(config)
+        let app = Application::build(config, telemetry)
             .await?
-            .with_telemetry(telemetry)
             .with_reload(overrides);
         if let Some(path) = ready_file {
             write_ready_file(path, &app)?;
         }
         // The first signal starts the graceful shutdown; a second one hurries it.
         let shutdown = hexkv_platform::shutdown::Shutdown::on_signals()?;
-        app.run_with(
-            shutdown.requested.cancelled_owned(),
-            shutdown.hurried.cancelled_owned(),
-        )
-        .await
+        app.run(shutdown).await
     });
     // The last spans (the shutdown's own) are exported before the process ends.
     runtime.block_on(async move {

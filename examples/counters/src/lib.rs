@@ -36,5 +36,9 @@ pub mod settings;
 pub mod store;
 
 pub use domain::{CounterError, CounterName};
+
+/// The service's name: its binary's answers say it (problem types `urn:NAME:problem:…`, the
+/// `WWW-Authenticate` realm, the spans' `service.name`).
+pub const NAME: &str = "counters";
 pub use ports::{CounterStore, StoreError};
 pub use service::CounterService;

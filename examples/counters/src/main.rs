@@ -5,12 +5,12 @@
 //! TLS, API keys, limits, health and drain.
 
 use hexkv_example_counters::settings::Settings;
-use hexkv_example_counters::{CounterService, grpc, http, store};
+use hexkv_example_counters::{CounterService, NAME, grpc, http, store};
 use hexkv_platform::app::Application;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let app = Application::<Settings>::from_args("counters", env!("CARGO_PKG_VERSION"))?;
+    let app = Application::<Settings>::from_args(NAME, env!("CARGO_PKG_VERSION"))?;
     let settings = app.settings().clone();
     let service = CounterService::new(store::open(&settings.store).await?);
     // Ready while a read of the store answers (and until the drain begins).

@@ -101,7 +101,10 @@ async fn serves_over_tls_from_its_configuration_reloads_and_exits_cleanly_on_sig
         "{response}"
     );
     assert!(
-        response.contains(r#"www-authenticate: Bearer realm="counters""#),
+        response.contains(&format!(
+            r#"www-authenticate: Bearer realm="{}""#,
+            hexkv_example_counters::NAME
+        )),
         "{response}"
     );
     let response = add("orders", Some("first-key")).await;

@@ -45,7 +45,7 @@ async fn counters_over_grpc_with_keys_health_and_drain() {
     )
     .unwrap();
     let service = CounterService::new(Arc::new(MemoryCounters::default()));
-    let app = Application::<Settings>::new("counters", "test", Some(file))
+    let app = Application::<Settings>::new(hexkv_example_counters::NAME, "test", Some(file))
         .unwrap()
         .grpc(
             "grpc",

@@ -24,7 +24,7 @@ async fn counters_over_http() {
     )
     .unwrap();
     let service = CounterService::new(Arc::new(MemoryCounters::default()));
-    let app = Application::<Settings>::new("counters", "test", Some(file))
+    let app = Application::<Settings>::new(hexkv_example_counters::NAME, "test", Some(file))
         .unwrap()
         .http(
             "http",
@@ -102,7 +102,13 @@ async fn counters_over_http() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let body: Json = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
     assert_eq!(body["code"], "route_not_found");
-    assert_eq!(body["type"], "urn:counters:problem:route-not-found");
+    assert_eq!(
+        body["type"],
+        format!(
+            "urn:{}:problem:route-not-found",
+            hexkv_example_counters::NAME
+        )
+    );
 
     // Past its burst the client is throttled on the service's routes, with Retry-After...
     let mut response = http

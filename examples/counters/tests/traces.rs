@@ -70,7 +70,7 @@ async fn a_request_s_span_joins_the_caller_s_trace() {
         .find(|(_, span)| span.name == "POST /v1/counters/{name}")
         .unwrap_or_else(|| panic!("the request's span, among {spans:#?}"));
     let (service, span) = request;
-    assert_eq!(service, "counters");
+    assert_eq!(service, hexkv_example_counters::NAME);
     assert_eq!(span.parent_span_id, parent);
     assert_eq!(span.kind(), SpanKind::Server);
     assert_eq!(

@@ -7,3 +7,4 @@ pub mod access;
 pub mod observe;
 pub mod problem;
 pub mod request_id;
+pub mod stack;

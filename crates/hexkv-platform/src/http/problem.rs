@@ -129,21 +129,35 @@ impl Problem {
         )
     }
 
-    /// 503 `overloaded`: shed (too many requests in flight).
+    /// 503 `overloaded` with `Retry-After: 1`: shed (too many requests in flight); nothing was
+    /// done.
     pub fn overloaded() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
-            "too many requests in flight; retry later",
+            "the service is handling as many requests as it may; retry shortly",
         )
+        .retry_after(Duration::from_secs(1))
     }
 
-    /// 504 `deadline_exceeded`: the request ran out of time and was cancelled.
+    /// 504 `deadline_exceeded`: a read (`GET`, `HEAD`, `OPTIONS`) ran out of time and was
+    /// cancelled.
     pub fn deadline_exceeded() -> Self {
         Self::new(
             StatusCode::GATEWAY_TIMEOUT,
             "deadline_exceeded",
-            "the request did not finish in time",
+            "the request took longer than the service allows and was cancelled",
+        )
+    }
+
+    /// 504 `outcome_unknown`: a write ran out of time and was cancelled, and may or may not
+    /// have been applied (a retry is safe only if the write is idempotent).
+    pub fn outcome_unknown() -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "outcome_unknown",
+            "the request took longer than the service allows and was cancelled; it may or may \
+             not have been applied",
         )
     }
 
