@@ -141,6 +141,6 @@ pub trait KeyValueApi: Send + Sync + 'static {
     /// by client: off for this one, [`KvError::FeatureDisabled`]).
     async fn list(&self, query: &ListQuery, client: &Identity) -> Result<Page, KvError>;
 
-    /// Readiness: the store answers and the service is not draining.
+    /// Readiness: the store answers. (Draining is the platform's check, beside this one.)
     async fn readiness(&self) -> Readiness;
 }

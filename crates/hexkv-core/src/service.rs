@@ -5,7 +5,6 @@
 //! the composition root gave it. It knows no transport and no database.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 
@@ -44,7 +43,6 @@ impl Default for Limits {
 pub struct KeyValueService {
     store: Arc<dyn KvStore>,
     limits: Limits,
-    draining: AtomicBool,
     flags: Arc<FeatureFlags>,
 }
 
@@ -60,7 +58,6 @@ impl KeyValueService {
         Self {
             store,
             limits,
-            draining: AtomicBool::new(false),
             flags,
         }
     }
@@ -75,17 +72,6 @@ impl KeyValueService {
             return Err(KvError::ReadOnly);
         }
         Ok(())
-    }
-
-    /// Marks the service as shutting down: readiness fails from now on, so load balancers stop
-    /// sending traffic while in-flight requests finish. Requests are still served.
-    pub fn begin_draining(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether [`KeyValueService::begin_draining`] was called.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
     }
 }
 
@@ -130,21 +116,13 @@ impl KeyValueApi for KeyValueService {
     }
 
     async fn readiness(&self) -> Readiness {
-        let draining = self.is_draining();
         let store = self.store.check().await;
         Readiness {
-            checks: vec![
-                Check {
-                    name: "store",
-                    ok: store.is_ok(),
-                    detail: store.err().map(|e| e.to_string()),
-                },
-                Check {
-                    name: "draining",
-                    ok: !draining,
-                    detail: draining.then(|| "shutting down".to_owned()),
-                },
-            ],
+            checks: vec![Check {
+                name: "store",
+                ok: store.is_ok(),
+                detail: store.err().map(|e| e.to_string()),
+            }],
         }
     }
 }
@@ -340,11 +318,5 @@ mod tests {
             r.checks[0].detail.as_deref(),
             Some("store unavailable: log poisoned")
         );
-
-        svc.begin_draining();
-        let r = svc.readiness().await;
-        assert!(!r.is_ready());
-        assert!(r.checks[0].ok);
-        assert!(!r.checks[1].ok);
     }
 }
