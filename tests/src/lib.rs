@@ -121,6 +121,33 @@ impl Server {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Server, StartFailure> {
+        Self::try_start_on(data_dir, ("127.0.0.1:0", "127.0.0.1:0"), args, env)
+    }
+
+    /// As [`Server::start`], with the REST and gRPC listeners on `(http, grpc)`; panics if it
+    /// fails.
+    pub fn start_on(
+        data_dir: &Path,
+        listen: (&str, &str),
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        match Self::try_start_on(data_dir, listen, args, env) {
+            Ok(server) => server,
+            Err(failure) => panic!(
+                "hexkv did not start ({}):\nstderr:\n{}\nstdout:\n{}",
+                failure.status, failure.stderr, failure.stdout
+            ),
+        }
+    }
+
+    /// As [`Server::try_start`], with the REST and gRPC listeners on `(http, grpc)`.
+    pub fn try_start_on(
+        data_dir: &Path,
+        (http, grpc): (&str, &str),
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, StartFailure> {
         let run_dir = data_dir.with_extension("run");
         std::fs::create_dir_all(&run_dir).expect("run dir");
         let ready = run_dir.join("ready.json");
@@ -129,12 +156,7 @@ impl Server {
         let stderr = run_dir.join(format!("stderr-{}.log", unique()));
         let mut child = Command::new(hexkv_bin())
             .arg("serve")
-            .args([
-                "--http-listen",
-                "127.0.0.1:0",
-                "--grpc-listen",
-                "127.0.0.1:0",
-            ])
+            .args(["--http-listen", http, "--grpc-listen", grpc])
             .args(["--log-format", "json"])
             .arg("--data-dir")
             .arg(data_dir)

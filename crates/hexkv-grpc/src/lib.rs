@@ -148,6 +148,7 @@ impl GrpcServices {
                 .in_flight
                 .unwrap_or_else(|| hexkv_resilience::InFlightLimit::new(options.max_in_flight)),
             timeout: options.request_timeout,
+            grpc_web: false,
         };
         let built = services(api, options.max_value_bytes)
             .build(&stack)

@@ -160,6 +160,25 @@ enum Serving {
     Http(Routes),
     /// gRPC: the service's tonic services, over HTTP/2.
     Grpc(GrpcServices),
+    /// Both, told apart by content type (`application/grpc…` is gRPC, gRPC-Web included),
+    /// over HTTP/1.1 and HTTP/2.
+    Both(Routes, GrpcServices),
+}
+
+/// One listener for REST and gRPC: a request whose content type is `application/grpc…`
+/// (gRPC, gRPC-Web) goes to `grpc`, every other to `rest` — as etcd serves gRPC and its
+/// gateway on one port.
+fn by_content_type(rest: axum::Router, grpc: axum::Router) -> axum::Router {
+    use tower::ServiceExt as _;
+    let dispatch = tower::service_fn(move |request: axum::extract::Request| {
+        let is_grpc = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+        let target = if is_grpc { grpc.clone() } else { rest.clone() };
+        target.oneshot(request)
+    });
+    axum::Router::new().fallback_service(dispatch)
 }
 
 /// A service being put together; see the module docs.
@@ -387,9 +406,47 @@ impl<S: ServiceSettings> Application<S> {
         serving: Serving,
     ) -> anyhow::Result<()> {
         self.settings.auth().validate(&[(key, addr)])?;
+        // REST and gRPC given the same address (not port 0): one listener serves both.
+        if addr.port() != 0
+            && let Some(at) = self
+                .listeners
+                .iter()
+                .position(|l| l.listener.local_addr().ok() == Some(addr))
+        {
+            let shared = self.listeners.remove(at);
+            let both = match (shared.serving, serving) {
+                (Serving::Http(routes), Serving::Grpc(services))
+                | (Serving::Grpc(services), Serving::Http(routes)) => {
+                    Serving::Both(routes, services)
+                }
+                _ => anyhow::bail!("{key} = {addr}: the address is already served"),
+            };
+            self.listeners.insert(
+                at,
+                Listener {
+                    serving: both,
+                    ..shared
+                },
+            );
+            return Ok(());
+        }
         let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("{key}: cannot listen on {addr}"))?;
         self.adopt(name, listener, serving)
+    }
+
+    /// REST and gRPC on one listener the composition root has bound: requests are told apart
+    /// by content type (`application/grpc…` is gRPC, gRPC-Web included), as etcd serves gRPC
+    /// and its gateway on one port.
+    pub fn http_and_grpc_on(
+        mut self,
+        name: &'static str,
+        listener: std::net::TcpListener,
+        routes: Routes,
+        services: GrpcServices,
+    ) -> anyhow::Result<Self> {
+        self.adopt(name, listener, Serving::Both(routes, services))?;
+        Ok(self)
     }
 
     /// [`Application::http`] on a listener the composition root has bound (so that it knows
@@ -499,6 +556,13 @@ impl<S: ServiceSettings> Application<S> {
         let mut servers = Servers::new(limits.connection_limits(), limits.connections());
         let mut grpc_health = Vec::new();
         for listener in std::mem::take(&mut self.listeners) {
+            let grpc_stack = |grpc_web| GrpcStack {
+                auth: self.auth.clone(),
+                throttle: Arc::clone(&self.throttle),
+                in_flight: Arc::clone(&self.grpc_in_flight),
+                timeout: limits.request_timeout(),
+                grpc_web,
+            };
             let (app, alpn, protocols): (_, &[&[u8]], _) = match listener.serving {
                 Serving::Http(routes) => (
                     self.http_stack(&readiness).router(routes),
@@ -506,19 +570,27 @@ impl<S: ServiceSettings> Application<S> {
                     Protocols::Any,
                 ),
                 Serving::Grpc(services) => {
-                    let stack = GrpcStack {
-                        auth: self.auth.clone(),
-                        throttle: Arc::clone(&self.throttle),
-                        in_flight: Arc::clone(&self.grpc_in_flight),
-                        timeout: limits.request_timeout(),
-                    };
-                    let built = services.build(&stack).await?;
+                    let built = services.build(&grpc_stack(false)).await?;
                     grpc_health.push(built.health);
                     let app = built
                         .routes
                         .into_axum_router()
                         .layer(hexkv_telemetry::ObserveLayer::new(built.observe));
                     (app, &[b"h2"], Protocols::Http2)
+                }
+                Serving::Both(routes, services) => {
+                    let rest = self.http_stack(&readiness).router(routes);
+                    let built = services.build(&grpc_stack(true)).await?;
+                    grpc_health.push(built.health);
+                    let grpc = built
+                        .routes
+                        .into_axum_router()
+                        .layer(hexkv_telemetry::ObserveLayer::new(built.observe));
+                    (
+                        by_content_type(rest, grpc),
+                        &[b"h2", b"http/1.1"],
+                        Protocols::Any,
+                    )
                 }
             };
             #[cfg(feature = "tls")]

@@ -53,10 +53,16 @@ pub struct Application {
     flags: Arc<hexkv_core::FeatureFlags>,
     telemetry: Arc<hexkv_telemetry::Telemetry>,
     reload: Option<config::Overrides>,
-    #[cfg(feature = "http")]
-    http: std::net::TcpListener,
-    #[cfg(feature = "grpc")]
-    grpc: std::net::TcpListener,
+    /// The REST listener (feature `http`); it serves gRPC too when `grpc` is `None` in a build
+    /// with both front ends (`grpc.listen = http.listen`).
+    http: Option<std::net::TcpListener>,
+    /// The gRPC listener (feature `grpc`), unless gRPC shares the REST one.
+    grpc: Option<std::net::TcpListener>,
+}
+
+/// Whether REST and gRPC share one listener: the same address, not port 0.
+fn shares_listener(config: &Config) -> bool {
+    config.grpc.listen == config.http.listen && config.http.listen.port() != 0
 }
 
 fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<std::net::TcpListener> {
@@ -89,10 +95,12 @@ impl Application {
         // Certificates are read before anything listens, so a bad one stops the start.
         #[cfg(feature = "tls")]
         hexkv_platform::tls::TlsSetup::load(&config.tls)?;
-        #[cfg(feature = "http")]
-        let http = bind(config.http.listen, "http.listen")?;
-        #[cfg(feature = "grpc")]
-        let grpc = bind(config.grpc.listen, "grpc.listen")?;
+        let http = cfg!(feature = "http")
+            .then(|| bind(config.http.listen, "http.listen"))
+            .transpose()?;
+        let grpc = (cfg!(feature = "grpc") && !(http.is_some() && shares_listener(&config)))
+            .then(|| bind(config.grpc.listen, "grpc.listen"))
+            .transpose()?;
         Ok(Self {
             config,
             service,
@@ -101,9 +109,7 @@ impl Application {
             flags,
             telemetry,
             reload: None,
-            #[cfg(feature = "http")]
             http,
-            #[cfg(feature = "grpc")]
             grpc,
         })
     }
@@ -117,12 +123,17 @@ impl Application {
 
     /// The bound addresses by front end, e.g. `{"http": "127.0.0.1:8080"}`.
     pub fn addresses(&self) -> Vec<(&'static str, SocketAddr)> {
-        let mut addresses = Vec::new();
-        #[cfg(feature = "http")]
-        addresses.extend(self.http.local_addr().ok().map(|a| ("http", a)));
-        #[cfg(feature = "grpc")]
-        addresses.extend(self.grpc.local_addr().ok().map(|a| ("grpc", a)));
-        addresses
+        let http = self.http.as_ref().and_then(|l| l.local_addr().ok());
+        let grpc = match &self.grpc {
+            Some(listener) => listener.local_addr().ok(),
+            // Served on the REST listener.
+            None if cfg!(feature = "grpc") => http,
+            None => None,
+        };
+        [("http", http), ("grpc", grpc)]
+            .into_iter()
+            .filter_map(|(front_end, addr)| Some((front_end, addr?)))
+            .collect()
     }
 
     /// Serves until `shutdown` is requested, then shuts down gracefully (see the module docs),
@@ -136,9 +147,7 @@ impl Application {
             flags,
             telemetry,
             reload,
-            #[cfg(feature = "http")]
             http,
-            #[cfg(feature = "grpc")]
             grpc,
         } = self;
         // With traces on, the front ends call the service through a span per call (the
@@ -184,20 +193,31 @@ impl Application {
                 .on_reload(move |new: &Config| reload::apply(new, breaker.as_deref(), &flags));
         }
         #[cfg(feature = "http")]
-        {
-            app = app.openapi(hexkv_http::openapi::document()).http_on(
-                "http",
-                http,
-                hexkv_http::routes(Arc::clone(&api)),
-            )?;
-        }
+        let routes = {
+            app = app.openapi(hexkv_http::openapi::document());
+            Some(hexkv_http::routes(Arc::clone(&api)))
+        };
+        #[cfg(not(feature = "http"))]
+        let routes = None;
         #[cfg(feature = "grpc")]
-        {
-            app = app.grpc_on(
-                "grpc",
-                grpc,
-                hexkv_grpc::services(Arc::clone(&api), config.limits.max_value_bytes),
-            )?;
+        let mut services = Some(hexkv_grpc::services(
+            Arc::clone(&api),
+            config.limits.max_value_bytes,
+        ));
+        #[cfg(not(feature = "grpc"))]
+        let mut services = None;
+        if let (Some(listener), Some(routes)) = (http, routes) {
+            app = match (&grpc, services.take()) {
+                // `grpc.listen = http.listen`: one listener, by content type.
+                (None, Some(both)) => app.http_and_grpc_on("http", listener, routes, both)?,
+                (_, kept) => {
+                    services = kept;
+                    app.http_on("http", listener, routes)?
+                }
+            };
+        }
+        if let (Some(listener), Some(services)) = (grpc, services) {
+            app = app.grpc_on("grpc", listener, services)?;
         }
         let served = app.run_until(shutdown).await;
 

@@ -9,10 +9,9 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hexkv_platform::http::access::{Access, PathTail, Routes};
-use hexkv_platform::http::problem::Problem as PlatformProblem;
+use hexkv_platform::http::problem::Problem;
 use serde::{Deserialize, Serialize};
 
 use crate::{CounterError, CounterName, CounterService};
@@ -63,7 +62,8 @@ async fn add(
     body: Result<Json<Add>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Counter>, Problem> {
     let name = CounterName::new(name)?;
-    let Json(Add { delta }) = body.map_err(|e| Problem::InvalidBody(e.body_text()))?;
+    let Json(Add { delta }) =
+        body.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
     let value = service.add(&name, delta).await?;
     Ok(Json(Counter {
         name: name.to_string(),
@@ -71,38 +71,17 @@ async fn add(
     }))
 }
 
-/// An error response.
-#[derive(Debug)]
-pub enum Problem {
-    /// A domain error.
-    Counter(CounterError),
-    /// The body is not `{"delta": <integer>}`.
-    InvalidBody(String),
-}
-
+/// The one place where the domain's errors become HTTP answers: the platform's problem+json,
+/// with the domain's codes.
 impl From<CounterError> for Problem {
     fn from(e: CounterError) -> Self {
-        Problem::Counter(e)
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let (status, code, detail) = match self {
-            Problem::InvalidBody(detail) => (StatusCode::BAD_REQUEST, "invalid_body", detail),
-            Problem::Counter(e) => {
-                let (status, code) = match &e {
-                    CounterError::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
-                    CounterError::InvalidDelta => (StatusCode::BAD_REQUEST, "invalid_delta"),
-                    CounterError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-                    CounterError::Overflow => (StatusCode::CONFLICT, "overflow"),
-                    CounterError::Unavailable(_) => {
-                        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
-                    }
-                };
-                (status, code, e.to_string())
-            }
+        let (status, code) = match &e {
+            CounterError::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+            CounterError::InvalidDelta => (StatusCode::BAD_REQUEST, "invalid_delta"),
+            CounterError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            CounterError::Overflow => (StatusCode::CONFLICT, "overflow"),
+            CounterError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
-        PlatformProblem::new(status, code, detail).into_response()
+        Problem::new(status, code, e.to_string())
     }
 }

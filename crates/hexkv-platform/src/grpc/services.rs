@@ -45,6 +45,9 @@ pub struct GrpcStack {
     pub in_flight: Arc<InFlightLimit>,
     /// The request timeout; `None`: only the client's own deadline.
     pub timeout: Option<Duration>,
+    /// Translate gRPC-Web (browsers, over HTTP/1.1 too) for each service: on a listener that
+    /// serves REST and gRPC together.
+    pub grpc_web: bool,
 }
 
 type AddService =
@@ -101,7 +104,7 @@ impl GrpcServices {
         self.known
             .extend(methods.iter().map(|(method, _)| (S::NAME, *method)));
         self.adds.push(Box::new(move |stack, routes| {
-            let layered = tower::ServiceBuilder::new()
+            let layers = tower::ServiceBuilder::new()
                 .layer(AdmissionLayer::new(
                     Declared::Methods(methods),
                     stack.auth.clone(),
@@ -116,10 +119,16 @@ impl GrpcServices {
                 .layer(hexkv_resilience::LoadShedLayer::with_limit(
                     Arc::clone(&stack.in_flight),
                     || status::overloaded().into_http(),
-                ))
-                .into_inner()
-                .named_layer(service);
-            routes.add_service(layered)
+                ));
+            if stack.grpc_web {
+                // Outermost: a gRPC-Web call is a gRPC call from here in.
+                let layers = tower::ServiceBuilder::new()
+                    .layer(tonic_web::GrpcWebLayer::new())
+                    .layer(layers);
+                routes.add_service(layers.into_inner().named_layer(service))
+            } else {
+                routes.add_service(layers.into_inner().named_layer(service))
+            }
         }));
         self
     }
