@@ -1,5 +1,5 @@
 //! Who a request is and what it may do: authentication by API key, authorization by role and
-//! scope. Nothing here knows a transport or a domain: the platform's admission
+//! scope, and feature flags rolled out by the caller's identity ([`flags`]). Nothing here knows a transport or a domain: the platform's admission
 //! (`hexkv_platform::http::access`, `hexkv_platform::grpc::access`) reads the credentials and
 //! asks what a request touches, and a domain may name the caller's [`Identity`] (hexkv rolls
 //! feature flags out by it) without depending on a runtime.
@@ -24,6 +24,8 @@
 //! guess of a random 256-bit key is hopeless either way — while a slow hash would cost every
 //! request milliseconds. The presented key's hash is compared with every configured hash in
 //! constant time, so timing tells nothing about how much of a hash matched.
+
+pub mod flags;
 
 use std::fmt;
 use std::net::IpAddr;

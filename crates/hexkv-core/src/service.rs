@@ -49,7 +49,7 @@ pub struct KeyValueService {
 impl KeyValueService {
     /// A service over `store`, enforcing `limits`.
     pub fn new(store: Arc<dyn KvStore>, limits: Limits) -> Self {
-        Self::with_flags(store, limits, Arc::new(FeatureFlags::defaults()))
+        Self::with_flags(store, limits, Arc::new(crate::flags::defaults()))
     }
 
     /// A service that consults `flags` on every request ([`crate::flags::READ_ONLY`] for writes,
@@ -263,7 +263,7 @@ mod tests {
             next_cursor: None,
         };
         store.expect_list().returning(move |_| Ok(empty()));
-        let flags = Arc::new(FeatureFlags::defaults());
+        let flags = Arc::new(crate::flags::defaults());
         flags.replace([(LIST_KEYS.to_owned(), crate::Rollout::Percent(50))]);
         let svc = KeyValueService::with_flags(
             Arc::new(store),

@@ -43,10 +43,11 @@ use hexkv_resilience::{InFlightLimit, Throttle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::auth::flags::{FeatureFlags, Rollout};
 use crate::auth::{ApiKeys, AuthConfig, AuthPolicy, Identity};
 use crate::config::{
-    ConfigError, Layers, LimitsConfig, LogConfig, LogFormat, MetricsConfig, ShutdownConfig,
-    TelemetryConfig, TlsConfig, TraceExport, layered,
+    ConfigError, FlagsConfig, Layers, LimitsConfig, LogConfig, LogFormat, MetricsConfig,
+    ShutdownConfig, TelemetryConfig, TlsConfig, TraceExport, layered,
 };
 use crate::grpc::services::{GrpcServices, GrpcStack};
 use crate::health::{Readiness, ReadinessCheck};
@@ -58,6 +59,9 @@ use crate::shutdown::Shutdown;
 
 /// The platform's sections, which the environment may set beside the service's own.
 pub const PLATFORM_SECTIONS: &[&str] = &[
+    "http",
+    "grpc",
+    "flags",
     "log",
     "telemetry",
     "metrics",
@@ -70,6 +74,7 @@ pub const PLATFORM_SECTIONS: &[&str] = &[
 /// The platform's settings that a reload puts in force while serving (exact keys, or prefixes
 /// ending in `.` or `_`); `auth.keys` only when keys were configured at start.
 pub const LIVE: &[&str] = &[
+    "flags.",
     "log.level",
     "log.sampling.",
     "limits.max_in_flight",
@@ -101,6 +106,14 @@ pub trait ServiceSettings:
     fn shutdown(&self) -> &ShutdownConfig;
     /// `[tls]`
     fn tls(&self) -> &TlsConfig;
+
+    /// The service's feature flags and their defaults (`[flags]` refuses other names).
+    const KNOWN_FLAGS: &'static [(&'static str, Rollout)] = &[];
+
+    /// `[flags]`, when the service has feature flags.
+    fn flags(&self) -> Option<&FlagsConfig> {
+        None
+    }
 
     /// Checks the service's own values that types cannot; the error names the key.
     fn validate(&self) -> Result<(), ConfigError> {
@@ -141,6 +154,9 @@ pub trait ServiceSettings:
         self.limits().validate()?;
         self.auth().validate(&[])?;
         self.tls().validate()?;
+        if let Some(flags) = self.flags() {
+            crate::config::check_flags(flags, Self::KNOWN_FLAGS)?;
+        }
         self.validate()
     }
 }
@@ -202,6 +218,8 @@ pub struct Application<S: ServiceSettings> {
     grpc_in_flight: Arc<InFlightLimit>,
     throttle: Arc<Throttle<Identity>>,
     auth: Option<AuthPolicy>,
+    /// `[flags]` in force, changed by reloads.
+    flags: Arc<FeatureFlags>,
 }
 
 impl<S: ServiceSettings> Application<S> {
@@ -304,6 +322,10 @@ impl<S: ServiceSettings> Application<S> {
             limits.throttle_max_clients,
         ));
         let auth = settings.auth().policy()?;
+        let flags = Arc::new(crate::config::feature_flags(
+            settings.flags().unwrap_or(&FlagsConfig::new()),
+            S::KNOWN_FLAGS,
+        ));
         Ok(Self {
             file: None,
             loader: None,
@@ -319,7 +341,21 @@ impl<S: ServiceSettings> Application<S> {
             grpc_in_flight,
             throttle,
             auth,
+            flags,
         })
+    }
+
+    /// The feature flags of `[flags]`, which reloads change: hand them to the service, which
+    /// asks `is_on(name, identity)` per request.
+    pub fn feature_flags(&self) -> Arc<FeatureFlags> {
+        Arc::clone(&self.flags)
+    }
+
+    /// Uses `flags` (made by the composition root before the application, from the same
+    /// settings) as the flags reloads change.
+    pub fn with_feature_flags(mut self, flags: Arc<FeatureFlags>) -> Self {
+        self.flags = flags;
+        self
     }
 
     /// The settings read at start.
@@ -621,6 +657,7 @@ impl<S: ServiceSettings> Application<S> {
                     grpc_in_flight,
                     throttle,
                     auth,
+                    flags,
                     ..
                 } = self;
                 let apply = move |new: &S| {
@@ -637,6 +674,13 @@ impl<S: ServiceSettings> Application<S> {
                         limits.throttle_max_clients,
                     );
                     rotate_keys(auth.as_ref(), new.auth());
+                    if let Some(new_flags) = new.flags() {
+                        flags.replace(
+                            new_flags
+                                .iter()
+                                .map(|(name, setting)| (name.clone(), setting.rollout())),
+                        );
+                    }
                     for apply in &reloads {
                         apply(new);
                     }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
 
+pub use hexkv_auth::flags;
 pub use hexkv_auth::{
     Action, ApiKeyConfig, ApiKeys, AuthError, Authenticator, Caller, Credentials, Identity,
     KeyConfigError, Principal, Role, bearer, hash_key,

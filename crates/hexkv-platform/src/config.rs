@@ -3,11 +3,14 @@
 //! `[telemetry]`, `[metrics]`, `[limits]`, `[shutdown]`, `[tls]` (and `[auth]`, in
 //! [`crate::auth`]); and [`Secret`], a setting that never prints.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml, Yaml};
+use hexkv_auth::flags::{FeatureFlags, Rollout};
 use serde::{Deserialize, Serialize};
 
 /// Why a configuration cannot be used; both kinds name the key.
@@ -141,6 +144,110 @@ impl Serialize for Secret {
             Self::REDACTED
         })
     }
+}
+
+/// `[http]`: the REST listener (a service's own section, declared here once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the REST API listens on; port 0 picks a free port.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// `[grpc]`: the gRPC listener; the same address as `[http]`'s serves both on one listener
+/// ([`Application::grpc`](crate::app::Application::grpc)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Address the gRPC API listens on; port 0 picks a free port.
+    pub listen: SocketAddr,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+        }
+    }
+}
+
+/// A feature flag's setting in `[flags]`: on, off, or on for a percentage of clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FlagSetting {
+    /// On or off for everyone.
+    Switch(bool),
+    /// On for this percentage of clients (0–100), chosen by a stable hash of their identity.
+    Percent(u8),
+}
+
+impl FlagSetting {
+    /// As the core evaluates it.
+    pub fn rollout(self) -> Rollout {
+        match self {
+            FlagSetting::Switch(true) | FlagSetting::Percent(100..) => Rollout::On,
+            FlagSetting::Switch(false) | FlagSetting::Percent(0) => Rollout::Off,
+            FlagSetting::Percent(p) => Rollout::Percent(p),
+        }
+    }
+}
+
+/// `[flags]`: feature flags by name.
+pub type FlagsConfig = BTreeMap<String, FlagSetting>;
+
+/// `[flags]` with the defaults of a service's `known` flags.
+pub fn default_flags(known: &[(&str, Rollout)]) -> FlagsConfig {
+    known
+        .iter()
+        .map(|(name, rollout)| {
+            let setting = match rollout {
+                Rollout::On => FlagSetting::Switch(true),
+                Rollout::Off => FlagSetting::Switch(false),
+                Rollout::Percent(p) => FlagSetting::Percent(*p),
+            };
+            ((*name).to_owned(), setting)
+        })
+        .collect()
+}
+
+/// Checks `[flags]` against a service's `known` flags: an unknown name (a typo that would do
+/// nothing) or a percentage over 100 is refused, naming the key.
+pub fn check_flags(flags: &FlagsConfig, known: &[(&str, Rollout)]) -> Result<(), ConfigError> {
+    for (name, setting) in flags {
+        if !known.iter().any(|(k, _)| k == name) {
+            let names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
+            return Err(ConfigError::invalid(
+                &format!("flags.{name}"),
+                format!("no such feature flag; the flags are {}", names.join(", ")),
+            ));
+        }
+        if let FlagSetting::Percent(p @ 101..) = setting {
+            return Err(ConfigError::invalid(
+                &format!("flags.{name}"),
+                format!("a percentage is 0 to 100, got {p}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The flags in force for `config` over a service's `known` defaults.
+pub fn feature_flags(config: &FlagsConfig, known: &[(&str, Rollout)]) -> FeatureFlags {
+    let flags = FeatureFlags::with_defaults(known);
+    flags.replace(
+        config
+            .iter()
+            .map(|(name, setting)| (name.clone(), setting.rollout())),
+    );
+    flags
 }
 
 /// How long file changes are debounced before a reload (the configuration file, the TLS

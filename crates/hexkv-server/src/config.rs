@@ -14,7 +14,6 @@
 //! section, like the `HEXKV_PORT` that Kubernetes injects for a Service called `hexkv`, are ignored.
 //! Every error names the key and the reason. `docs/configuration.md` lists every setting.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -24,8 +23,9 @@ use serde::{Deserialize, Serialize};
 
 pub use hexkv_platform::auth::AuthConfig;
 pub use hexkv_platform::config::{
-    ConfigError, LimitsConfig, LogConfig, LogFormat, LogSamplingConfig, MetricsConfig, Secret,
-    ShutdownConfig, TelemetryConfig, TlsConfig, TraceExport,
+    ConfigError, FlagSetting, FlagsConfig, GrpcConfig, HttpConfig, LimitsConfig, LogConfig,
+    LogFormat, LogSamplingConfig, MetricsConfig, Secret, ShutdownConfig, TelemetryConfig,
+    TlsConfig, TraceExport,
 };
 
 #[cfg(feature = "memory")]
@@ -52,7 +52,7 @@ pub struct Config {
     /// Traces.
     pub telemetry: TelemetryConfig,
     /// Feature flags, by name: `true`, `false`, or a percentage of clients (0–100).
-    pub flags: BTreeMap<String, FlagSetting>,
+    pub flags: FlagsConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// Stability patterns.
@@ -76,7 +76,7 @@ impl Default for Config {
                 service_name: "hexkv".to_owned(),
                 ..TelemetryConfig::default()
             },
-            flags: default_flags(),
+            flags: hexkv_platform::config::default_flags(hexkv_core::flags::KNOWN),
             shutdown: ShutdownConfig::default(),
             resilience: ResilienceConfig::default(),
             auth: AuthConfig::default(),
@@ -86,9 +86,9 @@ impl Default for Config {
 }
 
 /// The top-level sections, for the environment filter.
-/// hexkv's own top-level sections, beside the platform's
+/// hexkv's own top-level sections, beside the ones the platform declares
 /// ([`hexkv_platform::app::PLATFORM_SECTIONS`]).
-const SECTIONS: &[&str] = &["http", "grpc", "store", "flags", "resilience"];
+const SECTIONS: &[&str] = &["store", "resilience"];
 
 impl hexkv_platform::app::ServiceSettings for Config {
     const ENV_PREFIX: &'static str = "HEXKV_";
@@ -114,6 +114,10 @@ impl hexkv_platform::app::ServiceSettings for Config {
     }
     fn tls(&self) -> &TlsConfig {
         &self.tls
+    }
+    const KNOWN_FLAGS: &'static [(&'static str, hexkv_core::Rollout)] = hexkv_core::flags::KNOWN;
+    fn flags(&self) -> Option<&FlagsConfig> {
+        Some(&self.flags)
     }
 
     /// hexkv's own checks (the platform's sections are checked before them).
@@ -222,38 +226,6 @@ impl ApplyResilience {
             Self::Remote => backend == Backend::Postgres,
             Self::Always => true,
             Self::Never => false,
-        }
-    }
-}
-
-/// `[http]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Address the REST API listens on; port 0 picks a free port.
-    pub listen: SocketAddr,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-        }
-    }
-}
-
-/// `[grpc]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GrpcConfig {
-    /// Address the gRPC API listens on; port 0 picks a free port.
-    pub listen: SocketAddr,
-}
-
-impl Default for GrpcConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
         }
     }
 }
@@ -419,42 +391,6 @@ impl MemoryConfig {
             compaction: self.compaction,
         }
     }
-}
-
-/// A feature flag's setting in `[flags]`: on, off, or on for a percentage of clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum FlagSetting {
-    /// On or off for everyone.
-    Switch(bool),
-    /// On for this percentage of clients (0–100), chosen by a stable hash of their identity.
-    Percent(u8),
-}
-
-impl FlagSetting {
-    /// As the core evaluates it.
-    pub fn rollout(self) -> hexkv_core::Rollout {
-        match self {
-            FlagSetting::Switch(true) | FlagSetting::Percent(100..) => hexkv_core::Rollout::On,
-            FlagSetting::Switch(false) | FlagSetting::Percent(0) => hexkv_core::Rollout::Off,
-            FlagSetting::Percent(p) => hexkv_core::Rollout::Percent(p),
-        }
-    }
-}
-
-/// The defaults of the flags the service knows ([`hexkv_core::flags::KNOWN`]).
-fn default_flags() -> BTreeMap<String, FlagSetting> {
-    hexkv_core::flags::KNOWN
-        .iter()
-        .map(|(name, rollout)| {
-            let setting = match rollout {
-                hexkv_core::Rollout::On => FlagSetting::Switch(true),
-                hexkv_core::Rollout::Off => FlagSetting::Switch(false),
-                hexkv_core::Rollout::Percent(p) => FlagSetting::Percent(*p),
-            };
-            ((*name).to_owned(), setting)
-        })
-        .collect()
 }
 
 /// `--fsync`: the names of [`FsyncPolicy`], listed in `--help`.
@@ -698,24 +634,6 @@ impl Config {
         }
         if r.breaker_probes == 0 {
             return invalid("resilience.store.breaker_probes", "must be at least 1");
-        }
-        for (name, setting) in &self.flags {
-            if !hexkv_core::flags::KNOWN
-                .iter()
-                .any(|(known, _)| known == name)
-            {
-                let names: Vec<&str> = hexkv_core::flags::KNOWN.iter().map(|(n, _)| *n).collect();
-                return invalid(
-                    &format!("flags.{name}"),
-                    &format!("no such feature flag; the flags are {}", names.join(", ")),
-                );
-            }
-            if let FlagSetting::Percent(p @ 101..) = setting {
-                return invalid(
-                    &format!("flags.{name}"),
-                    &format!("a percentage is 0 to 100, got {p}"),
-                );
-            }
         }
         Ok(())
     }

@@ -80,13 +80,11 @@ impl Application {
         let limits = Limits {
             max_value_bytes: config.limits.max_value_bytes,
         };
-        let flags = Arc::new(hexkv_core::FeatureFlags::default());
-        flags.replace(
-            config
-                .flags
-                .iter()
-                .map(|(name, setting)| (name.clone(), setting.rollout())),
-        );
+        // `[flags]` over hexkv's defaults; the platform changes them on reload.
+        let flags = Arc::new(hexkv_platform::config::feature_flags(
+            &config.flags,
+            hexkv_core::flags::KNOWN,
+        ));
         let service = Arc::new(KeyValueService::with_flags(
             Arc::clone(&store),
             limits,
@@ -170,6 +168,7 @@ impl Application {
         };
         let mut app =
             hexkv_platform::app::Application::with_telemetry("hexkv", config.clone(), telemetry)?
+                .with_feature_flags(flags)
                 // Ready while the store answers its check (through its guards, cached).
                 .readiness_check("store", {
                     let store = Arc::clone(&store);
@@ -179,18 +178,14 @@ impl Application {
                     }
                 });
         if let Some(overrides) = reload {
-            // The store breaker's thresholds and the feature flags change live too (the
-            // breaker's only when it exists: configured off at start, it needs a restart).
-            let live: Vec<&'static str> = reload::LIVE
-                .iter()
-                .copied()
-                .filter(|key| breaker.is_some() || !key.starts_with("resilience."))
-                .collect();
+            // The store breaker's thresholds change live too, when the breaker exists
+            // (configured off at start, it needs a restart); the flags are the platform's.
+            let live: &[&str] = if breaker.is_some() { reload::LIVE } else { &[] };
             let file = overrides.config.clone();
             app = app
                 .reload_from(file, move || Config::load(&overrides))
-                .live(&live)
-                .on_reload(move |new: &Config| reload::apply(new, breaker.as_deref(), &flags));
+                .live(live)
+                .on_reload(move |new: &Config| reload::apply(new, breaker.as_deref()));
         }
         #[cfg(feature = "http")]
         let routes = {

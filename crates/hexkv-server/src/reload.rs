@@ -6,14 +6,13 @@
 //! refused and the running one kept; the settings that can change live take effect at once,
 //! without a restart or a dropped request — the platform's (the log level and sampling, load
 //! shedding's bound, the throttle's rate, the API keys when keys were configured at start) and
-//! hexkv's ([`LIVE`]: the store breaker's thresholds, when the breaker is on, and the feature
-//! flags, applied by [`apply`]); any other changed setting (listen addresses, the store…) is
+//! hexkv's ([`LIVE`]: the store breaker's thresholds, when the breaker is on, applied by
+//! [`apply`]; the feature flags of `[flags]` are the platform's to reload); any other changed setting (listen addresses, the store…) is
 //! named in a WARN line and keeps its running value until a restart. Each reload logs which
 //! keys changed.
 
 use std::time::Duration;
 
-use hexkv_core::FeatureFlags;
 use hexkv_resilience::CircuitBreaker;
 
 use crate::config::{Config, StoreResilienceConfig};
@@ -21,18 +20,13 @@ use crate::config::{Config, StoreResilienceConfig};
 /// hexkv's settings that change while running, beside the platform's
 /// ([`hexkv_platform::app::LIVE`]): exact keys, or prefixes ending in `.` or `_`. The breaker's
 /// only when the breaker is on.
-pub const LIVE: &[&str] = &["flags.", "resilience.store.breaker_"];
+pub const LIVE: &[&str] = &["resilience.store.breaker_"];
 
-/// Puts hexkv's live settings of `new` (already validated) in force.
-pub fn apply(new: &Config, breaker: Option<&CircuitBreaker>, flags: &FeatureFlags) {
+/// Puts hexkv's live settings of `new` (already validated) in force: the breaker's.
+pub fn apply(new: &Config, breaker: Option<&CircuitBreaker>) {
     if let Some(breaker) = breaker {
         breaker.set_config(breaker_config(&new.resilience.store));
     }
-    flags.replace(
-        new.flags
-            .iter()
-            .map(|(name, setting)| (name.clone(), setting.rollout())),
-    );
 }
 
 /// The breaker settings of `[resilience.store]`.
@@ -54,21 +48,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn apply_changes_the_breaker_and_the_flags() {
+    fn apply_changes_the_breaker() {
         let breaker = CircuitBreaker::new(breaker_config(&StoreResilienceConfig::default()));
-        let flags = FeatureFlags::defaults();
         let mut config = Config::default();
         config.resilience.store.breaker_consecutive_failures = 9;
-        config
-            .flags
-            .insert("read_only".into(), crate::config::FlagSetting::Switch(true));
-        config
-            .flags
-            .insert("list_keys".into(), crate::config::FlagSetting::Percent(0));
-        apply(&config, Some(&breaker), &flags);
+        apply(&config, Some(&breaker));
         assert_eq!(breaker.config().consecutive_failures, 9);
-        assert!(flags.is_on("read_only", ""));
-        assert!(!flags.is_on("list_keys", "key:anyone"));
     }
 
     #[test]

@@ -3,13 +3,11 @@
 //! ([`ServiceSettings::load`]): defaults → the `--config` file (TOML, or YAML) → `RUST_LOG` →
 //! `COUNTERS_SECTION__KEY`.
 
-use std::net::SocketAddr;
-
 use hexkv_platform::app::ServiceSettings;
 use hexkv_platform::auth::AuthConfig;
 use hexkv_platform::config::{
-    ConfigError, LimitsConfig, LogConfig, MetricsConfig, Secret, ShutdownConfig, TelemetryConfig,
-    TlsConfig,
+    ConfigError, GrpcConfig, HttpConfig, LimitsConfig, LogConfig, MetricsConfig, Secret,
+    ShutdownConfig, TelemetryConfig, TlsConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -17,10 +15,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// `[http]`
-    pub http: HttpSettings,
-    /// `[grpc]`
-    pub grpc: GrpcSettings,
+    /// `[http]` (declared by the platform): the REST listener.
+    pub http: HttpConfig,
+    /// `[grpc]` (declared by the platform): the gRPC listener.
+    pub grpc: GrpcConfig,
     /// `[store]`
     pub store: StoreSettings,
     /// `[log]` (the platform's)
@@ -38,38 +36,6 @@ pub struct Settings {
     pub shutdown: ShutdownConfig,
     /// `[tls]` (the platform's)
     pub tls: TlsConfig,
-}
-
-/// `[http]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HttpSettings {
-    /// The REST API's address; port 0 picks a free one.
-    pub listen: SocketAddr,
-}
-
-impl Default for HttpSettings {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
-        }
-    }
-}
-
-/// `[grpc]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GrpcSettings {
-    /// The gRPC API's address; port 0 picks a free one.
-    pub listen: SocketAddr,
-}
-
-impl Default for GrpcSettings {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 50061)),
-        }
-    }
 }
 
 /// `[store]`
@@ -95,7 +61,7 @@ pub enum Backend {
 
 impl ServiceSettings for Settings {
     const ENV_PREFIX: &'static str = "COUNTERS_";
-    const SECTIONS: &'static [&'static str] = &["http", "grpc", "store"];
+    const SECTIONS: &'static [&'static str] = &["store"];
 
     fn log(&self) -> &LogConfig {
         &self.log
