@@ -14,6 +14,8 @@
 //!   and `/readyz` routes over it.
 //! - [`reload`]: a service's reload called on SIGHUP and when its configuration file changes
 //!   (debounced).
+//! - [`resilience`]: the breaker's state changes in the log and the metrics, for any port
+//!   guarded with `hexkv-resilience`'s `Guards`.
 //! - [`shutdown`]: SIGTERM/SIGINT as two cancellation tokens (a graceful, then a hurried stop).
 //! - [`servers`]: a process's listeners served together, then drained in order at shutdown
 //!   (readiness fails, `shutdown.readiness_delay_ms`, the listeners close, in-flight requests
@@ -40,6 +42,7 @@ pub mod grpc;
 pub mod health;
 pub mod http;
 pub mod reload;
+pub mod resilience;
 pub mod serve;
 pub mod servers;
 pub mod shutdown;

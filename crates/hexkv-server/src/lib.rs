@@ -246,39 +246,6 @@ async fn open_store(config: &Config) -> anyhow::Result<Protected> {
     Ok(protect(store, resilience))
 }
 
-/// Follows the store breaker's state changes in the log and in the metrics
-/// `hexkv_store_breaker_state` and `hexkv_store_breaker_transitions_total`.
-fn observe_breaker((from, to): hexkv_resilience::breaker::Transition) {
-    use hexkv_resilience::breaker::BreakerState;
-    use hexkv_telemetry::metrics::{BREAKER_STATE, BREAKER_TRANSITIONS};
-
-    let name = |state: BreakerState| match state {
-        BreakerState::Closed => "closed",
-        BreakerState::HalfOpen => "half_open",
-        BreakerState::Open => "open",
-    };
-    let level = match to {
-        BreakerState::Closed => 0.0,
-        BreakerState::HalfOpen => 1.0,
-        BreakerState::Open => 2.0,
-    };
-    metrics::gauge!(BREAKER_STATE).set(level);
-    metrics::counter!(BREAKER_TRANSITIONS, "from" => name(from), "to" => name(to)).increment(1);
-    if to == BreakerState::Open {
-        tracing::warn!(
-            from = name(from),
-            to = name(to),
-            "store circuit breaker opened"
-        );
-    } else {
-        tracing::info!(
-            from = name(from),
-            to = name(to),
-            "store circuit breaker changed state"
-        );
-    }
-}
-
 /// Puts the store behind its guards: check cache → retry → circuit breaker → timeout → bulkhead
 /// → store, each as configured ([`guarded`]).
 ///
@@ -303,8 +270,10 @@ fn protect(store: Arc<dyn KvStore>, r: &crate::config::StoreResilienceConfig) ->
     let mut breaker = None;
     if r.breaker_consecutive_failures > 0 || r.breaker_window > 0 {
         metrics::gauge!(hexkv_telemetry::metrics::BREAKER_STATE).set(0.0);
-        let shared =
-            Arc::new(CircuitBreaker::new(reload::breaker_config(r)).on_transition(observe_breaker));
+        let shared = Arc::new(
+            CircuitBreaker::new(reload::breaker_config(r))
+                .on_transition(hexkv_platform::resilience::observe_breaker),
+        );
         guards = guards.with_breaker(Arc::clone(&shared));
         breaker = Some(shared);
     }

@@ -67,7 +67,10 @@ impl ResilientCounters {
     ) -> Self {
         let guards = Guards::new()
             .with_retry(retry)
-            .with_breaker(Arc::new(CircuitBreaker::new(breaker)))
+            .with_breaker(Arc::new(
+                CircuitBreaker::new(breaker)
+                    .on_transition(hexkv_platform::resilience::observe_breaker),
+            ))
             .with_timeout(timeout);
         Self { inner, guards }
     }
