@@ -1,6 +1,6 @@
 //! The one place where the key-value API's errors become HTTP responses: RFC 9457
 //! `application/problem+json`, rendered by the platform's
-//! [`Problem`](hexkv_platform::http::problem::Problem).
+//! [`Problem`].
 //!
 //! Every error a handler or an extractor of the key-value routes can produce is an
 //! [`ApiError`]; its `IntoResponse` picks the status, the stable machine-readable `code`, and the

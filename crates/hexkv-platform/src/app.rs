@@ -1,38 +1,50 @@
-//! [`Application`]: a service's composition root hands it its settings, its readiness checks
-//! and its routers; the platform does the rest.
+//! [`Application`]: a service's composition root hands it its settings, its readiness checks,
+//! its REST route table and its gRPC services; the platform does the rest.
 //!
 //! ```mermaid
 //! flowchart LR
-//!   S[the service's route table] --> L[service routes only:<br/>timeout → shedding]
-//!   P[platform routes:<br/>/healthz /readyz /metrics] --> A
-//!   L --> A[every route: admission by its declared access<br/>identity → throttle → key's role and prefix]
-//!   A --> O[every request:<br/>request id → span, log line, metrics by route]
-//!   O --> C[serve: connection caps, TLS, timeouts] --> D[drain: readiness fails → delay → close → deadline]
+//!   M[main: Application::from_args] --> SET[settings: defaults → file → env → flags]
+//!   SET --> T[telemetry: logs, metrics, traces]
+//!   M --> R[REST route table<br/>each route's declared access]
+//!   M --> G[gRPC services<br/>each RPC's declared access]
+//!   R --> HS[HttpStack: admission → timeout → shedding → body limit;<br/>/healthz /readyz /metrics /openapi.json beside]
+//!   G --> GS[GrpcServices: admission → deadline → shedding;<br/>health and reflection beside]
+//!   HS & GS --> L[listeners: connection caps, TLS, timeouts;<br/>one listener for both when given one address]
+//!   L --> D[drain: readiness fails → delay → close → deadline]
 //! ```
 //!
-//! - **Settings**: the service's type implements [`ServiceSettings`] (its own sections beside
-//!   the platform's `[log]`, `[limits]`, `[auth]`, `[shutdown]`, `[tls]`), read through the layers of
+//! - **Settings**: the service's type implements [`ServiceSettings`]: its own sections beside
+//!   the ones the platform declares (`[http]`, `[grpc]`, `[flags]`, `[log]`, `[telemetry]`,
+//!   `[metrics]`, `[limits]`, `[auth]`, `[shutdown]`, `[tls]`), read through the layers of
 //!   [`config::layered`](crate::config::layered): defaults → `--config FILE` → `RUST_LOG` →
-//!   `PREFIX_SECTION__KEY`. A value that cannot be used is refused at start naming its key.
+//!   `PREFIX_SECTION__KEY`. A value that cannot be used is refused at start naming its key;
+//!   `NAME config show` and `NAME config check FILE` come with [`Application::from_args`].
 //! - **Telemetry**: JSON logs (pretty on a terminal) with sampling, the Prometheus recorder,
-//!   request ids and a span, log line and latency histogram per request by matched route.
-//! - **Reload** on SIGHUP or a change of the file: the settings are read again; the platform
-//!   applies the log level and sampling, the in-flight limit, the throttle and the API keys
-//!   live, then hands
-//!   the new settings to the service's [`Application::on_reload`] hooks. Settings that fail
-//!   to load are refused and the running ones stay.
+//!   traces over OTLP (feature `otlp`), request ids and a span, log line and latency histogram
+//!   per request by matched route or RPC.
+//! - **Reload** on SIGHUP or a change of the file ([`crate::reload::Reloader`]): the settings
+//!   are read again; the platform applies its live ones ([`LIVE`]: the log level and sampling,
+//!   the in-flight limit, the throttle, the API keys, the feature flags), then hands the new
+//!   settings to the service's [`Application::on_reload`] hooks for its own
+//!   ([`Application::live`]); other changed keys are named as needing a restart. Settings that
+//!   fail to load are refused and the running ones stay.
 //! - **Access**: each route of an [`Application::http`] table declares what it needs
-//!   ([`Access`](crate::http::access::Access): the resource it touches, a listing, a probe…);
-//!   admission identifies the caller (its API key's name, else its address), throttles the
-//!   service's routes per caller (`429 throttled` with `Retry-After`) and checks the key's role
-//!   and prefix (`401 unauthenticated`, `403 permission_denied`). With no key in `[auth]`,
-//!   every request is let in — on loopback addresses only, unless
+//!   ([`Access`](crate::http::access::Access): the resource it touches, a listing, a probe…),
+//!   and each RPC of an [`Application::grpc`] service its
+//!   [`Access`](crate::grpc::access::Access); admission identifies the caller (its API key's
+//!   name, else its address), throttles the service's routes per caller (`429 throttled` /
+//!   RESOURCE_EXHAUSTED) and checks the key's role and prefix (401 / 403). With no key in
+//!   `[auth]`, every request is let in — on loopback addresses only, unless
 //!   `auth.allow_unauthenticated`.
-//! - **Serving**: the service's routes get the request timeout (`504 deadline_exceeded`) and
-//!   load shedding (`503 overloaded`); beside them `/healthz`, `/readyz` (the registry of
-//!   [`Application::readiness_check`]) and `/metrics`, which are never throttled or shed. Connections have the `[limits]` caps and timeouts, TLS when `[tls]`
-//!   names a certificate (feature `tls`, reloaded when its files change).
-//! - **Drain** on SIGTERM/SIGINT, as [`Servers::run`](crate::servers::Servers::run) does it.
+//! - **Serving**: the service's routes and RPCs get the request timeout (a read past it is
+//!   `504 deadline_exceeded`, a write `504 outcome_unknown`; DEADLINE_EXCEEDED) and load
+//!   shedding (`503 overloaded`; UNAVAILABLE); beside them `/healthz`, `/readyz` (the registry
+//!   of [`Application::readiness_check`]), `/metrics`, `/openapi.json`
+//!   ([`Application::openapi`]), gRPC health and reflection, which are never throttled or
+//!   shed. Connections have the `[limits]` caps and timeouts, TLS when `[tls]` names a
+//!   certificate (feature `tls`, reloaded when its files change).
+//! - **Drain** on SIGTERM/SIGINT, as [`Servers::run`](crate::servers::Servers::run) does it:
+//!   readiness fails first (`/readyz` 503, gRPC health NOT_SERVING).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@
 //!   [`Servers::run`](crate::servers::Servers::run)'s `draining` step calls), so the load
 //!   balancer takes the replica out before its listeners close.
 //!
-//! - `GET /metrics` ([`metrics`]) is the Prometheus exposition of the process's recorder.
+//! - `GET /metrics` ([`fn@metrics`]) is the Prometheus exposition of the process's recorder.
 //!
 //! The health routes answer `{"status": …, "checks": [{"name", "ok", "detail"?}]}` with `Cache-Control:
 //! no-store`.

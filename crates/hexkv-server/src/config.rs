@@ -404,7 +404,7 @@ fn fsync_policy() -> impl clap::builder::TypedValueParser<Value = FsyncPolicy> {
 /// Settings given as command-line flags; `None` (or `false`) leaves the lower layers' value.
 ///
 /// Each flag names the setting it sets once, as its serde name (`http.listen`): the flags that
-/// were given serialize to those keys, and become one figment layer ([`Overrides::layer`]).
+/// were given serialize to those keys, and become one figment layer (`Overrides::layer`).
 #[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Overrides {

@@ -226,7 +226,7 @@ where
         self.declared.keys().copied()
     }
 
-    /// The router, with every route behind the admission middleware ([`AdmitLayer`]).
+    /// The router, with every route behind the admission middleware (see the module docs).
     /// `not_found` answers paths no route serves and `method_not_allowed` the methods a route
     /// lacks, behind admission too: to a caller without a valid key they are 401 like any
     /// protected route, so a stranger learns nothing of what exists. A route that reaches the

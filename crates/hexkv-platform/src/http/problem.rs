@@ -8,7 +8,7 @@
 //! A service maps its domain errors onto [`Problem`]s in its adapter (with extension members of
 //! its own: [`Problem::member`]); the platform answers its own refusals (unauthenticated,
 //! forbidden, shed, throttled, timed out, unknown route) the same way. The `type` URN is
-//! named after the service ([`set_service_name`](crate::set_service_name), which the
+//! named after the service ([`set_service_name`], which the
 //! [`Application`](crate::app::Application) calls).
 
 use std::time::Duration;
