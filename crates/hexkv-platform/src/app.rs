@@ -173,6 +173,54 @@ pub trait ServiceSettings:
     }
 }
 
+/// The settings of a service with no sections of its own (a probe, a proxy, a test): the
+/// platform's sections only, from `SERVICE_*` variables.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlatformOnly {
+    /// `[log]`
+    pub log: LogConfig,
+    /// `[telemetry]`
+    pub telemetry: TelemetryConfig,
+    /// `[metrics]`
+    pub metrics: MetricsConfig,
+    /// `[limits]`
+    pub limits: LimitsConfig,
+    /// `[auth]`
+    pub auth: AuthConfig,
+    /// `[shutdown]`
+    pub shutdown: ShutdownConfig,
+    /// `[tls]`
+    pub tls: TlsConfig,
+}
+
+impl ServiceSettings for PlatformOnly {
+    const ENV_PREFIX: &'static str = "SERVICE_";
+    const SECTIONS: &'static [&'static str] = &[];
+
+    fn log(&self) -> &LogConfig {
+        &self.log
+    }
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+    fn metrics(&self) -> &MetricsConfig {
+        &self.metrics
+    }
+    fn limits(&self) -> &LimitsConfig {
+        &self.limits
+    }
+    fn auth(&self) -> &AuthConfig {
+        &self.auth
+    }
+    fn shutdown(&self) -> &ShutdownConfig {
+        &self.shutdown
+    }
+    fn tls(&self) -> &TlsConfig {
+        &self.tls
+    }
+}
+
 type ReloadHook<S> = Box<dyn Fn(&S) + Send + Sync>;
 type Loader<S> = Arc<dyn Fn() -> Result<S, ConfigError> + Send + Sync>;
 

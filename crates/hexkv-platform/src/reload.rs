@@ -321,54 +321,9 @@ mod tests {
     mod reloader {
         use std::sync::atomic::{AtomicUsize, Ordering};
 
-        use serde::{Deserialize, Serialize};
-
         use super::super::*;
-        use crate::app::ServiceSettings;
-        use crate::auth::AuthConfig;
-        use crate::config::{
-            ConfigError, LimitsConfig, LogConfig, MetricsConfig, ShutdownConfig, TelemetryConfig,
-            TlsConfig,
-        };
-
-        #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-        #[serde(default)]
-        struct Settings {
-            log: LogConfig,
-            telemetry: TelemetryConfig,
-            metrics: MetricsConfig,
-            limits: LimitsConfig,
-            auth: AuthConfig,
-            shutdown: ShutdownConfig,
-            tls: TlsConfig,
-            listen: String,
-        }
-
-        impl ServiceSettings for Settings {
-            const ENV_PREFIX: &'static str = "RELOADER_TEST_";
-            const SECTIONS: &'static [&'static str] = &[];
-            fn log(&self) -> &LogConfig {
-                &self.log
-            }
-            fn telemetry(&self) -> &TelemetryConfig {
-                &self.telemetry
-            }
-            fn metrics(&self) -> &MetricsConfig {
-                &self.metrics
-            }
-            fn limits(&self) -> &LimitsConfig {
-                &self.limits
-            }
-            fn auth(&self) -> &AuthConfig {
-                &self.auth
-            }
-            fn shutdown(&self) -> &ShutdownConfig {
-                &self.shutdown
-            }
-            fn tls(&self) -> &TlsConfig {
-                &self.tls
-            }
-        }
+        use crate::app::PlatformOnly as Settings;
+        use crate::config::ConfigError;
 
         #[test]
         fn live_keys_apply_others_wait_for_a_restart_and_bad_settings_are_refused() {
@@ -400,13 +355,13 @@ mod tests {
 
             let mut new = Settings::default();
             new.limits.max_in_flight = 6;
-            new.listen = "127.0.0.1:9".into();
+            new.shutdown.drain_timeout_ms = 9;
             *next.lock().unwrap() = Ok(new);
             assert_eq!(
                 reloader.reload(),
                 Reloaded::Done {
                     applied: vec!["limits.max_in_flight".into()],
-                    restart: vec!["listen".into()],
+                    restart: vec!["shutdown.drain_timeout_ms".into()],
                 }
             );
             assert_eq!(applied.load(Ordering::SeqCst), 6);
@@ -416,7 +371,7 @@ mod tests {
                 reloader.reload(),
                 Reloaded::Done {
                     applied: vec![],
-                    restart: vec!["listen".into()],
+                    restart: vec!["shutdown.drain_timeout_ms".into()],
                 }
             );
         }

@@ -2,52 +2,8 @@
 //! that panics answers 500 problem+json and the service keeps serving; the platform's routes
 //! answer beside the service's (one test: the process's telemetry starts once).
 
-use hexkv_platform::app::{Application, ServiceSettings};
-use hexkv_platform::auth::AuthConfig;
-use hexkv_platform::config::{
-    LimitsConfig, LogConfig, MetricsConfig, ShutdownConfig, TelemetryConfig, TlsConfig,
-};
+use hexkv_platform::app::{Application, PlatformOnly};
 use hexkv_platform::http::access::{Access, Routes};
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct Settings {
-    log: LogConfig,
-    telemetry: TelemetryConfig,
-    metrics: MetricsConfig,
-    limits: LimitsConfig,
-    auth: AuthConfig,
-    shutdown: ShutdownConfig,
-    tls: TlsConfig,
-}
-
-impl ServiceSettings for Settings {
-    const ENV_PREFIX: &'static str = "PLATFORM_TEST_";
-    const SECTIONS: &'static [&'static str] = &[];
-
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
-    fn metrics(&self) -> &MetricsConfig {
-        &self.metrics
-    }
-    fn limits(&self) -> &LimitsConfig {
-        &self.limits
-    }
-    fn auth(&self) -> &AuthConfig {
-        &self.auth
-    }
-    fn shutdown(&self) -> &ShutdownConfig {
-        &self.shutdown
-    }
-    fn tls(&self) -> &TlsConfig {
-        &self.tls
-    }
-}
 
 #[tokio::test]
 async fn a_panicking_handler_is_a_500_problem_and_the_service_goes_on() {
@@ -67,7 +23,7 @@ async fn a_panicking_handler_is_a_500_problem_and_the_service_goes_on() {
             Access::Public,
             axum::routing::get(|| async { "fine" }),
         );
-    let app = Application::<Settings>::new("platformtest", "test", None)
+    let app = Application::<PlatformOnly>::new("platformtest", "test", None)
         .unwrap()
         .http(
             "http",
