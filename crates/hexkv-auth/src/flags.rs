@@ -4,8 +4,9 @@
 //! in one of 100 buckets by a stable hash (FNV-1a) of the flag's name and the client's
 //! [`Identity`](crate::Identity) (its API key's name, else its address), so a client sees the
 //! same answer on every request and from every replica, and raising the percentage only adds
-//! clients. A service names its flags and their defaults (hexkv's: `hexkv_core::flags::KNOWN`);
-//! the platform reads them from `[flags]` and changes them on reload.
+//! clients. A service names its flags and their defaults (on the platform,
+//! `ServiceSettings::KNOWN_FLAGS`); the platform reads them from `[flags]` and changes them on
+//! reload.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

@@ -1,5 +1,5 @@
-//! The shell every service made from hexkv keeps, with no domain code: it depends on no
-//! `hexkv-core` and no store (CI checks it with `cargo tree`).
+//! The shell every service made from hexkv keeps, with no domain code: it depends on no domain
+//! crate and no store (CI checks it with `cargo tree`).
 //!
 //! - [`serve`]: the accept loop over hyper, for REST and gRPC alike: connection caps (in total
 //!   and per client address), the handshake, header-read and idle timeouts, graceful drain on a

@@ -14,7 +14,7 @@
 //!   ([`PortErrors`]). A port's decorator is plain code next to the port's composition that
 //!   calls through [`Guards`]; neither the core nor the adapter knows.
 //!
-//! Nothing here knows the key-value domain: every pattern is generic over the request, the key
+//! Nothing here knows a service's domain: every pattern is generic over the request, the key
 //! or the error it guards.
 
 pub mod breaker;

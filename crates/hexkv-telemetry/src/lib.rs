@@ -11,10 +11,9 @@
 //! - **Authentication refusals**: [`auth_refused`], one metric and one log line, shared by both
 //!   front ends.
 //!
-//! Nothing here knows the key-value domain: the spans and the histogram around the service and
-//! the store ports are `hexkv-server`'s (`instrumented`), with the metric names listed in
-//! [`metrics`]. Values are never logged: spans and events carry keys' lengths at most, never
-//! values.
+//! Nothing here knows a service's domain: the spans and histograms around a service's ports
+//! are its composition root's (hexkv's: `hexkv-server`'s `instrumented`), with the metric names
+//! listed in [`metrics`]. What requests carry is never logged.
 
 mod auth;
 #[cfg(feature = "collector")]
