@@ -352,7 +352,7 @@ impl<S: ServiceSettings> Application<S> {
         settings: S,
         file: Option<PathBuf>,
     ) -> anyhow::Result<Self> {
-        let telemetry = Arc::new(init_telemetry(&settings, name, version)?);
+        let telemetry = Arc::new(init_telemetry(&settings, name, version, "")?);
         let load = {
             let file = file.clone();
             move || S::load(file.as_deref())
@@ -773,11 +773,21 @@ impl<S: ServiceSettings> Application<S> {
     }
 }
 
-/// The process's telemetry from the settings: see [`Application::new`].
-fn init_telemetry<S: ServiceSettings>(
+/// The process's telemetry from `settings`: logs (`[log]`), the metrics recorder when
+/// `metrics.enabled` (`hexkv_build_info{version, features}`), and trace export over OTLP when
+/// `[telemetry]` and the `OTEL_*` variables say so (the `otlp` cargo feature), its decision
+/// logged. `name` is the spans' `service.name` unless `telemetry.service_name` says otherwise.
+/// [`Application::new`] calls it; a composition root that starts the telemetry itself (to run
+/// a subcommand first, say) calls it and hands the result to [`Application::with_telemetry`].
+/// Call it on a Tokio runtime, once per process.
+///
+/// # Errors
+/// When a subscriber or recorder is already installed, or the settings are unusable.
+pub fn init_telemetry<S: ServiceSettings>(
     settings: &S,
     name: &str,
     version: &str,
+    features: &str,
 ) -> anyhow::Result<hexkv_telemetry::Telemetry> {
     let log = settings.log();
     let log = hexkv_telemetry::LogSettings {
@@ -791,7 +801,7 @@ fn init_telemetry<S: ServiceSettings>(
     };
     let build = hexkv_telemetry::BuildInfo {
         version: version.into(),
-        features: String::new(),
+        features: features.to_owned(),
     };
     let build = settings.metrics().enabled.then_some(&build);
     let export = settings.telemetry().exports_from_env();

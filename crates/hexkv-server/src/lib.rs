@@ -150,15 +150,8 @@ impl Application {
         } = self;
         // With traces on, the front ends call the service through a span per call (the
         // "service" step of a trace); without, they call it directly.
+        // (Whether traces are exported was logged when the telemetry started.)
         let traces = config.telemetry.exports_from_env();
-        match &traces {
-            config::TraceExport::On(why) => tracing::info!(reason = why, "exporting traces"),
-            config::TraceExport::Off(why) => tracing::debug!(reason = why, "not exporting traces"),
-            config::TraceExport::Unsupported(names) => tracing::warn!(
-                OTEL_TRACES_EXPORTER = %names,
-                "OTEL_TRACES_EXPORTER names no exporter this binary has (only otlp); not exporting traces"
-            ),
-        }
         let api: Arc<dyn hexkv_core::KeyValueApi> = if traces.is_on() && cfg!(feature = "otlp") {
             Arc::new(instrumented::InstrumentedApi::new(
                 Arc::clone(&service) as Arc<dyn hexkv_core::KeyValueApi>
