@@ -74,8 +74,9 @@ impl KeyValueGrpc {
     }
 }
 
-/// The gRPC services hexkv serves, each behind its own stack (see the crate docs): serve them
-/// with [`GrpcServices::into_routes`], or [`GrpcServices::serve`] with tonic's server.
+/// hexkv's gRPC services built standalone, each behind the platform's stack (see the crate
+/// docs), for tests and for serving with tonic's own server ([`GrpcServices::serve`]); the
+/// binary hands [`services`] to the platform's `Application` instead.
 pub struct GrpcServices {
     /// `hexkv.v1.KeyValue`, `grpc.health.v1.Health` and server reflection.
     routes: tonic::service::Routes,
@@ -84,9 +85,6 @@ pub struct GrpcServices {
     /// The calls' observation, labelling hexkv's RPCs.
     observe: hexkv_platform::grpc::observe::GrpcObserve,
 }
-
-/// The name health checks use for the key-value service.
-pub const SERVICE_NAME: &str = "hexkv.v1.KeyValue";
 
 /// The connections accepted on `listener`, with Nagle's algorithm off (`TCP_NODELAY`).
 ///
@@ -161,14 +159,8 @@ impl GrpcServices {
         }
     }
 
-    /// The services as tonic's routes, each behind its stack, for a server to serve.
-    pub fn into_routes(self) -> tonic::service::Routes {
-        self.routes
-    }
-
     /// Serves the services with tonic's server on `listener` until `shutdown` resolves, then lets
-    /// in-flight calls finish (tests, and applications without hexkv's serving).
-    ///
+    /// in-flight calls finish (tests, and applications without the platform's serving).
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
@@ -185,11 +177,6 @@ impl GrpcServices {
     /// `hexkv.v1.KeyValue`.
     pub fn health(&self) -> GrpcHealth {
         self.health.clone()
-    }
-
-    /// The calls' observation, labelling hexkv's RPCs, for the server's layer.
-    pub fn observe(&self) -> hexkv_platform::grpc::observe::GrpcObserve {
-        self.observe.clone()
     }
 }
 
