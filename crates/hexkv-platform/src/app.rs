@@ -44,7 +44,11 @@
 //!   shed. Connections have the `[limits]` caps and timeouts, TLS when `[tls]` names a
 //!   certificate (feature `tls`, reloaded when its files change).
 //! - **Drain** on SIGTERM/SIGINT, as [`Servers::run`](crate::servers::Servers::run) does it:
-//!   readiness fails first (`/readyz` 503, gRPC health NOT_SERVING).
+//!   readiness fails first (`/readyz` 503, gRPC health NOT_SERVING), the listeners close after
+//!   `shutdown.readiness_delay_ms`, and in-flight requests get `shutdown.drain_timeout_ms`. A
+//!   long-lived response (server-sent events, a server-streaming RPC) ends when the listeners
+//!   close if its handler wraps its stream with the request's [`Drain`]
+//!   ([`Drain::end`], [`Drain::end_with`]); otherwise the deadline cuts it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -67,7 +71,7 @@ use crate::http::access::{Admission, Routes};
 use crate::http::stack::HttpStack;
 use crate::serve::Protocols;
 use crate::servers::Servers;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Drain, Shutdown};
 
 /// The platform's sections, which the environment may set beside the service's own.
 pub const PLATFORM_SECTIONS: &[&str] = &[
@@ -280,6 +284,8 @@ pub struct Application<S: ServiceSettings> {
     auth: Option<AuthPolicy>,
     /// `[flags]` in force, changed by reloads.
     flags: Arc<FeatureFlags>,
+    /// Begins when the listeners close; in every request's extensions.
+    drain: Drain,
 }
 
 impl<S: ServiceSettings> Application<S> {
@@ -402,7 +408,15 @@ impl<S: ServiceSettings> Application<S> {
             throttle,
             auth,
             flags,
+            drain: Drain::new(),
         })
+    }
+
+    /// The drain of this application's listeners, for a long-lived response that a handler does
+    /// not reach through its request (a handler takes it as an extractor, or with
+    /// [`Drain::of`]): see [`Drain`].
+    pub fn drain(&self) -> Drain {
+        self.drain.clone()
     }
 
     /// The feature flags of `[flags]`, which reloads change: hand them to the service, which
@@ -649,7 +663,11 @@ impl<S: ServiceSettings> Application<S> {
                  connections past it will fail; lower the cap or raise the limit"
             );
         }
-        let mut servers = Servers::new(limits.connection_limits(), limits.connections());
+        let mut servers = Servers::new(
+            limits.connection_limits(),
+            limits.connections(),
+            &self.drain,
+        );
         let mut grpc_health = Vec::new();
         for listener in std::mem::take(&mut self.listeners) {
             let grpc_stack = |grpc_web| GrpcStack {
@@ -689,6 +707,8 @@ impl<S: ServiceSettings> Application<S> {
                     )
                 }
             };
+            // Every request can see the drain: long-lived responses end when it begins.
+            let app = app.layer(axum::Extension(self.drain.clone()));
             #[cfg(feature = "tls")]
             let transport = crate::tls::transport(tls.as_ref(), alpn)?;
             #[cfg(not(feature = "tls"))]

@@ -16,7 +16,8 @@
 //!   (debounced).
 //! - [`resilience`]: the breaker's state changes in the log and the metrics, for any port
 //!   guarded with `hexkv-resilience`'s `Guards`.
-//! - [`shutdown`]: SIGTERM/SIGINT as two cancellation tokens (a graceful, then a hurried stop).
+//! - [`shutdown`]: SIGTERM/SIGINT as two cancellation tokens (a graceful, then a hurried stop),
+//!   and the [`Drain`](shutdown::Drain) a long-lived response ends on when the listeners close.
 //! - [`servers`]: a process's listeners served together, then drained in order at shutdown
 //!   (readiness fails, `shutdown.readiness_delay_ms`, the listeners close, in-flight requests
 //!   get `shutdown.drain_timeout_ms`; a second signal cuts both).

@@ -5,15 +5,16 @@
 //!   S[shutdown requested] --> R["draining: the service's readiness fails<br/>(/readyz 503, gRPC health NOT_SERVING)"]
 //!   R --> D{"shutdown.readiness_delay_ms passed?<br/>(asked again: at once)"}
 //!   D --> C[the listeners close; new connections are refused]
-//!   C --> F{"in-flight requests done<br/>within shutdown.drain_timeout_ms?<br/>(asked again: cut)"}
+//!   C --> L["the drain begins: long-lived responses end<br/>(Drain::end: SSE body ends, gRPC stream UNAVAILABLE)"]
+//!   L --> F{"in-flight requests done<br/>within shutdown.drain_timeout_ms?<br/>(asked again: cut)"}
 //!   F -- yes --> E[run returns; the service closes its ports]
 //!   F -- no --> A[the rest are cut] --> E
 //! ```
 //!
-//! Every listener is served by [`serve`] with one
-//! [`CancellationToken`]'s child: cancelling it closes every listener and drains every
-//! connection gracefully (HTTP/2 `GOAWAY`, HTTP/1.1 `Connection: close`), long-lived responses
-//! included, which end when the drain deadline cuts them.
+//! Every listener is served by [`serve`] with a child of the [`Drain`]'s token: beginning the
+//! drain closes every listener and drains every connection gracefully (HTTP/2 `GOAWAY`,
+//! HTTP/1.1 `Connection: close`). A long-lived response that ends on the drain
+//! ([`Drain::end`]) ends then; one that does not is cut with the rest at the deadline.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ShutdownConfig;
 use crate::serve::{ConnectionLimits, Connections, Protocols, Serve, Transport, serve};
+use crate::shutdown::Drain;
 
 /// A process's listeners; see the module docs.
 pub struct Servers {
@@ -36,12 +38,13 @@ pub struct Servers {
 }
 
 impl Servers {
-    /// Listeners whose connections have `limits` each and share the caps of `connections`.
-    pub fn new(limits: ConnectionLimits, connections: Arc<Connections>) -> Self {
+    /// Listeners whose connections have `limits` each and share the caps of `connections`;
+    /// `drain` begins when they close.
+    pub fn new(limits: ConnectionLimits, connections: Arc<Connections>, drain: &Drain) -> Self {
         Self {
             limits,
             connections,
-            stop: CancellationToken::new(),
+            stop: drain.token(),
             tasks: JoinSet::new(),
             names: Vec::new(),
         }
@@ -178,7 +181,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (entered, mut inside) = mpsc::channel(1);
-        let mut servers = Servers::new(limits(), Connections::new(16, 16));
+        let mut servers = Servers::new(limits(), Connections::new(16, 16), &Drain::new());
         servers.spawn(
             "http",
             listener,

@@ -1,12 +1,33 @@
 //! The `Application` over a real socket, as a service's composition root uses it: a handler
 //! that panics answers 500 problem+json and the service keeps serving; the platform's routes
-//! answer beside the service's (one test: the process's telemetry starts once).
+//! answer beside the service's; at shutdown, long-lived responses (server-sent events, a gRPC
+//! health `Watch`) end when the listeners close, long before the drain's deadline. One test,
+//! for the process's telemetry starts once.
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::response::sse::{Event, Sse};
 use hexkv_platform::app::{Application, PlatformOnly};
+use hexkv_platform::grpc::services::GrpcServices;
 use hexkv_platform::http::access::{Access, Routes};
+use hexkv_platform::shutdown::{Drain, Shutdown};
+use tokio_stream::StreamExt as _;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 #[tokio::test]
-async fn a_panicking_handler_is_a_500_problem_and_the_service_goes_on() {
+async fn the_application_serves_then_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("platformtest.toml");
+    // A drain that waited for the streams would take ten minutes.
+    std::fs::write(
+        &file,
+        "[shutdown]\nreadiness_delay_ms = 0\ndrain_timeout_ms = 600000\n",
+    )
+    .unwrap();
     let routes = Routes::new()
         .route(
             "/v1/boom",
@@ -22,8 +43,17 @@ async fn a_panicking_handler_is_a_500_problem_and_the_service_goes_on() {
             "/v1/fine",
             Access::Public,
             axum::routing::get(|| async { "fine" }),
+        )
+        .route(
+            "/v1/events",
+            Access::Public,
+            axum::routing::get(|drain: Drain| async move {
+                let first =
+                    tokio_stream::iter([Ok::<_, Infallible>(Event::default().data("first"))]);
+                Sse::new(drain.end(first.chain(tokio_stream::pending())))
+            }),
         );
-    let app = Application::<PlatformOnly>::new("platformtest", "test", None)
+    let app = Application::<PlatformOnly>::new("platformtest", "test", Some(file))
         .unwrap()
         .http(
             "http",
@@ -31,12 +61,25 @@ async fn a_panicking_handler_is_a_500_problem_and_the_service_goes_on() {
             "127.0.0.1:0".parse().unwrap(),
             routes,
         )
+        .unwrap()
+        .grpc(
+            "grpc",
+            "grpc.listen",
+            "127.0.0.1:0".parse().unwrap(),
+            GrpcServices::new(),
+        )
         .unwrap();
     let addr = app.local_addr("http").unwrap();
-    let shutdown = hexkv_platform::shutdown::Shutdown::default();
+    let grpc = app.local_addr("grpc").unwrap();
+    let shutdown = Shutdown::default();
     let served = tokio::spawn(app.run_until(shutdown.clone()));
-    let http = reqwest::Client::new();
 
+    a_panicking_handler_is_a_500_problem_and_the_service_goes_on(addr).await;
+    long_lived_responses_end_when_the_listeners_close(addr, grpc, shutdown, served).await;
+}
+
+async fn a_panicking_handler_is_a_500_problem_and_the_service_goes_on(addr: SocketAddr) {
+    let http = reqwest::Client::new();
     let response = http
         .get(format!("http://{addr}/v1/boom"))
         .send()
@@ -74,7 +117,56 @@ async fn a_panicking_handler_is_a_500_problem_and_the_service_goes_on() {
         .await
         .unwrap();
     assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
+}
+
+async fn long_lived_responses_end_when_the_listeners_close(
+    addr: SocketAddr,
+    grpc: SocketAddr,
+    shutdown: Shutdown,
+    served: tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let mut events = reqwest::Client::new()
+        .get(format!("http://{addr}/v1/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), reqwest::StatusCode::OK);
+    let first = events.chunk().await.unwrap().expect("the first event");
+    assert_eq!(std::str::from_utf8(&first).unwrap(), "data: first\n\n");
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let serving = watch.next().await.unwrap().unwrap();
+    assert_eq!(serving.status, ServingStatus::Serving as i32);
 
     shutdown.requested.cancel();
-    served.await.unwrap().unwrap();
+    let ended = async {
+        // The body ends cleanly: no error, no more bytes.
+        assert_eq!(events.chunk().await.unwrap(), None);
+        // NOT_SERVING when readiness fails (unless the close came first), then the stream's end.
+        let mut last = watch.next().await.expect("the watch's end");
+        if let Ok(status) = &last {
+            assert_eq!(status.status, ServingStatus::NotServing as i32);
+            last = watch.next().await.expect("the watch's end");
+        }
+        let status = last.expect_err("ended by the drain");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        let details = tonic_types::StatusExt::get_error_details(&status);
+        assert_eq!(details.error_info().unwrap().reason, "DRAINING");
+        assert!(watch.next().await.is_none());
+        served.await.unwrap().unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(120), ended)
+        .await
+        .expect("the streams ended when the listeners closed, not at the drain's deadline");
 }

@@ -6,9 +6,10 @@
 //! declaration, the caller's identity, the per-caller throttle, the credentials), the request
 //! timeout (the shorter of `limits.request_timeout_ms` and the client's `grpc-timeout`) and load
 //! shedding. Beside them the platform serves `grpc.health.v1.Health` (SERVING for `""` and for
-//! each service until the drain begins) and server reflection (v1, from the services'
-//! descriptor sets), behind admission only: open, or for admin keys (`auth.open_health`), never
-//! throttled or shed.
+//! each service until the drain begins; a `Watch` stream reports NOT_SERVING when readiness
+//! fails and ends with UNAVAILABLE, reason `DRAINING`, when the listeners close) and server
+//! reflection (v1, from the services' descriptor sets), behind admission only: open, or for
+//! admin keys (`auth.open_health`), never throttled or shed.
 //!
 //! ```mermaid
 //! flowchart LR
@@ -28,11 +29,14 @@ use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::server::NamedService;
 use tonic::service::LayerExt as _;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use crate::auth::{AuthPolicy, Identity};
 use crate::grpc::access::{Access, AdmissionLayer, Declared};
 use crate::grpc::observe::{GrpcObserve, STANDARD_RPCS};
 use crate::grpc::status;
+use crate::shutdown::{Drain, UntilDrained};
 
 /// What the platform puts in front of each service: see the module docs.
 #[derive(Clone)]
@@ -150,7 +154,10 @@ impl GrpcServices {
     /// # Errors
     /// When a descriptor set does not decode.
     pub async fn build(self, stack: &GrpcStack) -> anyhow::Result<BuiltServices> {
-        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let reporter = tonic_health::server::HealthReporter::new();
+        let health_service = HealthServer::new(DrainingHealth(
+            tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
+        ));
         let mut reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET);
@@ -179,6 +186,33 @@ impl GrpcServices {
             observe: GrpcObserve::new(known),
             health,
         })
+    }
+}
+
+/// The standard health service, whose `Watch` streams end when the drain begins rather than
+/// hold it until its deadline.
+struct DrainingHealth(tonic_health::server::HealthService);
+
+#[tonic::async_trait]
+impl Health for DrainingHealth {
+    async fn check(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<HealthCheckResponse>, tonic::Status> {
+        self.0.check(request).await
+    }
+
+    type WatchStream = UntilDrained<tonic_health::server::WatchStream>;
+
+    async fn watch(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        let drain = Drain::of(request.extensions());
+        let statuses = self.0.watch(request).await?.into_inner();
+        Ok(tonic::Response::new(
+            drain.end_with(statuses, Err(status::draining())),
+        ))
     }
 }
 

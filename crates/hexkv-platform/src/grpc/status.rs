@@ -6,6 +6,7 @@
 //! the service's name, [`service_name`](crate::service_name)) with the reason `THROTTLED` or
 //! `OVERLOADED`, and a `RetryInfo` with the wait, so that a client knows a retry is safe and
 //! when. DEADLINE_EXCEEDED on a write means its outcome is unknown, as gRPC defines that code.
+//! A server stream that the drain ended says so with the reason `DRAINING`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,6 +22,8 @@ pub mod reason {
     pub const OVERLOADED: &str = "OVERLOADED";
     /// The client is over its rate.
     pub const THROTTLED: &str = "THROTTLED";
+    /// The server is shutting down: a stream it ended, to be resumed on another replica.
+    pub const DRAINING: &str = "DRAINING";
 }
 
 /// A status with an `ErrorInfo` of `reason` (domain: the service's name) and, when given, a
@@ -77,6 +80,18 @@ pub fn overloaded() -> Status {
         "the service is handling as many calls as it may; retry shortly",
         reason::OVERLOADED,
         Some(Duration::from_secs(1)),
+    )
+}
+
+/// The end of a server stream when the drain begins ([`Drain::end_with`](crate::shutdown::Drain::end_with)):
+/// UNAVAILABLE, reason `DRAINING`, retry at once (a new connection reaches a replica that is still
+/// ready).
+pub fn draining() -> Status {
+    explained(
+        Code::Unavailable,
+        "the server is shutting down; resume the call",
+        reason::DRAINING,
+        Some(Duration::ZERO),
     )
 }
 
