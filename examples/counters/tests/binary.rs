@@ -3,7 +3,8 @@
 //! prefix of counter names, readiness, a metrics scrape, a reload on SIGHUP that rotates the
 //! key, and a graceful exit on SIGTERM.
 
-use std::io::{BufRead as _, BufReader};
+mod common;
+
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -64,17 +65,7 @@ async fn serves_over_tls_from_its_configuration_reloads_and_exits_cleanly_on_sig
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr: SocketAddr = loop {
-        let line = lines
-            .next()
-            .expect("the service logs until it listens")
-            .unwrap();
-        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
-        if event["message"] == "listening" && event["listener"] == "http" {
-            break event["addr"].as_str().unwrap().parse().unwrap();
-        }
-    };
+    let (addr, mut lines) = common::listening(&mut child);
     assert_ne!(addr, taken.local_addr().unwrap());
 
     let add = |name: &str, api_key: Option<&str>| {

@@ -3,8 +3,8 @@
 //! route, under the service's name, and arrives by the time the process has exited (the
 //! platform flushes the exporter at shutdown).
 
-use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
+mod common;
+
 use std::process::{Command, Stdio};
 
 use hexkv_telemetry::collector::{Collector, SpanKind, attribute, hex};
@@ -26,17 +26,7 @@ async fn a_request_s_span_joins_the_caller_s_trace() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr: SocketAddr = loop {
-        let line = lines
-            .next()
-            .expect("the service logs until it listens")
-            .unwrap();
-        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
-        if event["message"] == "listening" && event["listener"] == "http" {
-            break event["addr"].as_str().unwrap().parse().unwrap();
-        }
-    };
+    let (addr, _) = common::listening(&mut child);
 
     let trace_id = [0x4b_u8; 16];
     let parent = [0x42_u8; 8];
