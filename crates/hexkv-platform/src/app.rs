@@ -15,7 +15,7 @@
 //!
 //! - **Settings**: the service's type implements [`ServiceSettings`]: its own sections beside
 //!   the ones the platform declares (`[http]`, `[grpc]`, `[flags]`, `[log]`, `[telemetry]`,
-//!   `[metrics]`, `[limits]`, `[auth]`, `[shutdown]`, `[tls]`), read through the layers of
+//!   `[metrics]`, `[limits]`, `[auth]`, `[shutdown]`, `[tls]`, `[cors]`), read through the layers of
 //!   [`config::layered`](crate::config::layered): defaults → `--config FILE` → `RUST_LOG` →
 //!   `PREFIX_SECTION__KEY`. A value that cannot be used is refused at start naming its key;
 //!   `NAME config show` and `NAME config check FILE` come with [`Application::from_args`].
@@ -42,7 +42,8 @@
 //!   of [`Application::readiness_check`]), `/metrics`, `/openapi.json`
 //!   ([`Application::openapi`]), gRPC health and reflection, which are never throttled or
 //!   shed. Connections have the `[limits]` caps and timeouts, TLS when `[tls]` names a
-//!   certificate (feature `tls`, reloaded when its files change).
+//!   certificate (feature `tls`, reloaded when its files change); a listener that serves REST
+//!   answers browsers of the origins `[cors]` allows (preflights before admission).
 //! - **Drain** on SIGTERM/SIGINT, as [`Servers::run`](crate::servers::Servers::run) does it:
 //!   readiness fails first (`/readyz` 503, gRPC health NOT_SERVING), the listeners close after
 //!   `shutdown.readiness_delay_ms`, and in-flight requests get `shutdown.drain_timeout_ms`. A
@@ -62,8 +63,8 @@ use serde::de::DeserializeOwned;
 use crate::auth::flags::{FeatureFlags, Rollout};
 use crate::auth::{ApiKeys, AuthConfig, AuthPolicy, Identity};
 use crate::config::{
-    ConfigError, FlagsConfig, Layers, LimitsConfig, LogConfig, LogFormat, MetricsConfig,
-    ShutdownConfig, TelemetryConfig, TlsConfig, TraceExport, layered,
+    ConfigError, CorsConfig, FlagsConfig, Layers, LimitsConfig, LogConfig, LogFormat,
+    MetricsConfig, ShutdownConfig, TelemetryConfig, TlsConfig, TraceExport, layered,
 };
 use crate::grpc::services::{GrpcServices, GrpcStack};
 use crate::health::{Readiness, ReadinessCheck};
@@ -85,6 +86,7 @@ pub const PLATFORM_SECTIONS: &[&str] = &[
     "auth",
     "shutdown",
     "tls",
+    "cors",
 ];
 
 /// The platform's settings that a reload puts in force while serving (exact keys, or prefixes
@@ -122,6 +124,8 @@ pub trait ServiceSettings:
     fn shutdown(&self) -> &ShutdownConfig;
     /// `[tls]`
     fn tls(&self) -> &TlsConfig;
+    /// `[cors]`: the web origins allowed to call the REST listeners from a browser.
+    fn cors(&self) -> &CorsConfig;
 
     /// The service's feature flags and their defaults (`[flags]` refuses other names).
     const KNOWN_FLAGS: &'static [(&'static str, Rollout)] = &[];
@@ -170,6 +174,7 @@ pub trait ServiceSettings:
         self.limits().validate()?;
         self.auth().validate(&[])?;
         self.tls().validate()?;
+        self.cors().validate()?;
         if let Some(flags) = self.flags() {
             crate::config::check_flags(flags, Self::KNOWN_FLAGS)?;
         }
@@ -196,6 +201,8 @@ pub struct PlatformOnly {
     pub shutdown: ShutdownConfig,
     /// `[tls]`
     pub tls: TlsConfig,
+    /// `[cors]`
+    pub cors: CorsConfig,
 }
 
 impl ServiceSettings for PlatformOnly {
@@ -222,6 +229,9 @@ impl ServiceSettings for PlatformOnly {
     }
     fn tls(&self) -> &TlsConfig {
         &self.tls
+    }
+    fn cors(&self) -> &CorsConfig {
+        &self.cors
     }
 }
 
@@ -708,7 +718,14 @@ impl<S: ServiceSettings> Application<S> {
                 }
             };
             // Every request can see the drain: long-lived responses end when it begins.
-            let app = app.layer(axum::Extension(self.drain.clone()));
+            let mut app = app.layer(axum::Extension(self.drain.clone()));
+            // Browsers' cross-origin calls (REST, gRPC-Web), preflights answered before
+            // admission; native gRPC has no browsers to answer.
+            if protocols == Protocols::Any
+                && let Some(cors) = cors_layer(settings.cors())
+            {
+                app = app.layer(cors);
+            }
             #[cfg(feature = "tls")]
             let transport = crate::tls::transport(tls.as_ref(), alpn)?;
             #[cfg(not(feature = "tls"))]
@@ -791,6 +808,53 @@ impl<S: ServiceSettings> Application<S> {
         }
         served
     }
+}
+
+/// The CORS answers of `[cors]`, `None` when no origin is allowed: the listed origins (or any),
+/// any method a route may serve, the headers a request asks to send (the origin is what is
+/// checked: an API key still has to be valid), and the headers a browser's script may read of
+/// the answer (the version, the request id, the wait, the gRPC status).
+fn cors_layer(cors: &CorsConfig) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+
+    if cors.allowed_origins.is_empty() {
+        return None;
+    }
+    let origins = if cors.any_origin() {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            cors.allowed_origins
+                .iter()
+                // Validated: an origin is printable ASCII.
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::PUT,
+                Method::POST,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers([
+                header::ETAG,
+                header::LOCATION,
+                header::RETRY_AFTER,
+                header::WWW_AUTHENTICATE,
+                HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("grpc-status"),
+                HeaderName::from_static("grpc-message"),
+                HeaderName::from_static("grpc-status-details-bin"),
+            ])
+            .max_age(std::time::Duration::from_secs(cors.max_age_s)),
+    )
 }
 
 /// The process's telemetry from `settings`: logs (`[log]`), the metrics recorder when

@@ -254,6 +254,66 @@ pub fn feature_flags(config: &FlagsConfig, known: &[(&str, Rollout)]) -> Feature
 /// certificate): an editor's or a Kubernetes Secret's burst of events reloads once.
 pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(250);
 
+/// `[cors]`: which web origins other than the service's own may call its REST routes (and
+/// gRPC-Web, on a listener that serves both) from a browser, as etcd's `--cors` does. Empty
+/// (the default): no CORS headers, so browsers allow same-origin calls only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins (`https://console.example.com`, `http://localhost:3000`), or `["*"]` for any.
+    pub allowed_origins: Vec<String>,
+    /// How long a browser may cache a preflight's answer.
+    pub max_age_s: u64,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            max_age_s: 600,
+        }
+    }
+}
+
+impl CorsConfig {
+    /// Whether cross-origin calls are allowed from anywhere.
+    pub fn any_origin(&self) -> bool {
+        self.allowed_origins.iter().any(|o| o == "*")
+    }
+
+    /// Checks that each origin is `*` alone or `scheme://host[:port]` (http or https, no path,
+    /// no trailing slash: a browser's `Origin` header matches byte for byte).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let key = "cors.allowed_origins";
+        if self.any_origin() && self.allowed_origins.len() > 1 {
+            return Err(ConfigError::invalid(
+                key,
+                "\"*\" allows any origin: list it alone",
+            ));
+        }
+        for origin in self.allowed_origins.iter().filter(|o| *o != "*") {
+            let host = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            let well_formed = host.is_some_and(|host| {
+                !host.is_empty()
+                    && !host.contains(['/', '?', '#', '@', ' '])
+                    && host == host.to_ascii_lowercase()
+            });
+            if !well_formed {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "{origin:?} is not an origin: scheme://host[:port] in lower case, http or \
+                         https, without a path or a trailing slash"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `[tls]`: TLS on the listeners (the `tls` cargo feature).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -696,6 +756,41 @@ mod tests {
             assert_eq!(settings.log.level, "debug", "RUST_LOG is log.level");
             Ok(())
         });
+    }
+
+    #[test]
+    fn cors_origins_are_origins_or_any_alone() {
+        let cors = |origins: &[&str]| CorsConfig {
+            allowed_origins: origins.iter().map(|o| (*o).to_owned()).collect(),
+            ..CorsConfig::default()
+        };
+        for good in [
+            &[][..],
+            &["*"],
+            &["https://console.example.com", "http://localhost:3000"],
+            &["http://[::1]:8080"],
+        ] {
+            if let Err(e) = cors(good).validate() {
+                panic!("{good:?}: {e}");
+            }
+        }
+        assert!(cors(&["*"]).any_origin());
+        for bad in [
+            &["*", "https://a.example"][..],
+            &["https://a.example/"],
+            &["https://a.example/path"],
+            &["a.example"],
+            &["ftp://a.example"],
+            &["https://"],
+            &["https://A.example"],
+            &["https://user@a.example"],
+        ] {
+            let err = cors(bad).validate().expect_err("refused");
+            assert!(
+                err.to_string().starts_with("cors.allowed_origins: "),
+                "{bad:?}: {err}"
+            );
+        }
     }
 
     #[test]

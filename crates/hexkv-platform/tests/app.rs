@@ -1,6 +1,7 @@
 //! The `Application` over a real socket, as a service's composition root uses it: a handler
 //! that panics answers 500 problem+json and the service keeps serving; the platform's routes
-//! answer beside the service's; at shutdown, long-lived responses (server-sent events, a gRPC
+//! answer beside the service's; browsers of the origins `[cors]` allows may call across origins,
+//! others may not; at shutdown, long-lived responses (server-sent events, a gRPC
 //! health `Watch`) end when the listeners close, long before the drain's deadline. One test,
 //! for the process's telemetry starts once.
 
@@ -25,7 +26,8 @@ async fn the_application_serves_then_drains() {
     // A drain that waited for the streams would take ten minutes.
     std::fs::write(
         &file,
-        "[shutdown]\nreadiness_delay_ms = 0\ndrain_timeout_ms = 600000\n",
+        "[shutdown]\nreadiness_delay_ms = 0\ndrain_timeout_ms = 600000\n\
+         [cors]\nallowed_origins = [\"https://console.example\"]\n",
     )
     .unwrap();
     let routes = Routes::new()
@@ -75,6 +77,7 @@ async fn the_application_serves_then_drains() {
     let served = tokio::spawn(app.run_until(shutdown.clone()));
 
     a_panicking_handler_is_a_500_problem_and_the_service_goes_on(addr).await;
+    only_the_allowed_origins_may_call_from_a_browser(addr).await;
     long_lived_responses_end_when_the_listeners_close(addr, grpc, shutdown, served).await;
 }
 
@@ -117,6 +120,70 @@ async fn a_panicking_handler_is_a_500_problem_and_the_service_goes_on(addr: Sock
         .await
         .unwrap();
     assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
+}
+
+async fn only_the_allowed_origins_may_call_from_a_browser(addr: SocketAddr) {
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, format!("http://{addr}/v1/fine"))
+            .header("origin", origin)
+            .header("access-control-request-method", "PUT")
+            .header(
+                "access-control-request-headers",
+                "authorization, idempotency-key",
+            )
+            .send()
+    };
+    let allowed = preflight("https://console.example").await.unwrap();
+    assert_eq!(allowed.status(), reqwest::StatusCode::OK);
+    let header = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        header(&allowed, "access-control-allow-origin").as_deref(),
+        Some("https://console.example")
+    );
+    assert!(
+        header(&allowed, "access-control-allow-methods")
+            .unwrap()
+            .contains("PUT")
+    );
+    let headers = header(&allowed, "access-control-allow-headers").unwrap();
+    assert!(
+        headers.contains("authorization") && headers.contains("idempotency-key"),
+        "{headers}"
+    );
+    assert_eq!(
+        header(&allowed, "access-control-max-age").as_deref(),
+        Some("600")
+    );
+
+    let refused = preflight("https://elsewhere.example").await.unwrap();
+    assert_eq!(header(&refused, "access-control-allow-origin"), None);
+
+    let call = |origin: &'static str| {
+        http.get(format!("http://{addr}/v1/fine"))
+            .header("origin", origin)
+            .send()
+    };
+    let allowed = call("https://console.example").await.unwrap();
+    assert_eq!(
+        header(&allowed, "access-control-allow-origin").as_deref(),
+        Some("https://console.example")
+    );
+    let exposed = header(&allowed, "access-control-expose-headers").unwrap();
+    assert!(
+        exposed.contains("x-request-id") && exposed.contains("etag"),
+        "{exposed}"
+    );
+    assert_eq!(allowed.text().await.unwrap(), "fine");
+    // The call is served (CORS is the browser's to enforce), without the header that would let
+    // another origin's script read it.
+    let other = call("https://elsewhere.example").await.unwrap();
+    assert_eq!(header(&other, "access-control-allow-origin"), None);
 }
 
 async fn long_lived_responses_end_when_the_listeners_close(

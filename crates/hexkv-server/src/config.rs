@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 
 pub use hexkv_platform::auth::AuthConfig;
 pub use hexkv_platform::config::{
-    ConfigError, FlagSetting, FlagsConfig, GrpcConfig, HttpConfig, LimitsConfig, LogConfig,
-    LogFormat, LogSamplingConfig, MetricsConfig, Secret, ShutdownConfig, TelemetryConfig,
-    TlsConfig, TraceExport,
+    ConfigError, CorsConfig, FlagSetting, FlagsConfig, GrpcConfig, HttpConfig, LimitsConfig,
+    LogConfig, LogFormat, LogSamplingConfig, MetricsConfig, Secret, ShutdownConfig,
+    TelemetryConfig, TlsConfig, TraceExport,
 };
 
 #[cfg(feature = "memory")]
@@ -61,6 +61,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// TLS on both front ends.
     pub tls: TlsConfig,
+    /// Browsers' cross-origin calls to the REST front end.
+    pub cors: CorsConfig,
 }
 
 impl Default for Config {
@@ -81,11 +83,11 @@ impl Default for Config {
             resilience: ResilienceConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
+            cors: CorsConfig::default(),
         }
     }
 }
 
-/// The top-level sections, for the environment filter.
 /// hexkv's own top-level sections, beside the ones the platform declares
 /// ([`hexkv_platform::app::PLATFORM_SECTIONS`]).
 const SECTIONS: &[&str] = &["store", "resilience"];
@@ -114,6 +116,9 @@ impl hexkv_platform::app::ServiceSettings for Config {
     }
     fn tls(&self) -> &TlsConfig {
         &self.tls
+    }
+    fn cors(&self) -> &CorsConfig {
+        &self.cors
     }
     const KNOWN_FLAGS: &'static [(&'static str, hexkv_core::Rollout)] = hexkv_core::flags::KNOWN;
     fn flags(&self) -> Option<&FlagsConfig> {

@@ -1,13 +1,13 @@
 //! The service's configuration: its own sections (`[http]`, `[grpc]`, `[store]`) and the platform's
-//! (`[log]`, `[telemetry]`, `[metrics]`, `[limits]`, `[auth]`, `[shutdown]`, `[tls]`), read through the platform's layers
+//! (`[log]`, `[telemetry]`, `[metrics]`, `[limits]`, `[auth]`, `[shutdown]`, `[tls]`, `[cors]`), read through the platform's layers
 //! ([`ServiceSettings::load`]): defaults → the `--config` file (TOML, or YAML) → `RUST_LOG` →
 //! `COUNTERS_SECTION__KEY`.
 
 use hexkv_platform::app::ServiceSettings;
 use hexkv_platform::auth::AuthConfig;
 use hexkv_platform::config::{
-    ConfigError, GrpcConfig, HttpConfig, LimitsConfig, LogConfig, MetricsConfig, Secret,
-    ShutdownConfig, TelemetryConfig, TlsConfig,
+    ConfigError, CorsConfig, GrpcConfig, HttpConfig, LimitsConfig, LogConfig, MetricsConfig,
+    Secret, ShutdownConfig, TelemetryConfig, TlsConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +36,8 @@ pub struct Settings {
     pub shutdown: ShutdownConfig,
     /// `[tls]` (the platform's)
     pub tls: TlsConfig,
+    /// `[cors]` (the platform's): origins allowed to call from a browser.
+    pub cors: CorsConfig,
 }
 
 /// `[store]`
@@ -83,6 +85,9 @@ impl ServiceSettings for Settings {
     }
     fn tls(&self) -> &TlsConfig {
         &self.tls
+    }
+    fn cors(&self) -> &CorsConfig {
+        &self.cors
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
