@@ -58,7 +58,9 @@ async fn both_front_ends_serve_one_store() {
 }
 
 /// `grpc.listen = http.listen`: one listener serves REST, gRPC (HTTP/2) and gRPC-Web (here over
-/// HTTP/1.1, as a browser may), told apart by content type.
+/// HTTP/1.1, as a browser may), told apart by content type; a page of an origin that
+/// `cors.allowed_origins` lists (from the environment) gets its preflight and the answer's
+/// gRPC status.
 #[tokio::test]
 async fn one_listener_serves_rest_grpc_and_grpc_web() {
     use prost::Message as _;
@@ -67,7 +69,16 @@ async fn one_listener_serves_rest_grpc_and_grpc_web() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = free.local_addr().unwrap().to_string();
     drop(free);
-    let server = Server::start_on(&data, (&addr, &addr), &[], &[]);
+    let page = "https://console.example";
+    let server = Server::start_on(
+        &data,
+        (&addr, &addr),
+        &[],
+        &[(
+            "HEXKV_CORS__ALLOWED_ORIGINS",
+            r#"["https://console.example"]"#,
+        )],
+    );
     assert_eq!(server.url(""), format!("http://{addr}"));
     assert_eq!(server.grpc_endpoint(), format!("http://{addr}"));
 
@@ -96,11 +107,26 @@ async fn one_listener_serves_rest_grpc_and_grpc_web() {
     let mut body = vec![0];
     body.extend_from_slice(&(message.len() as u32).to_be_bytes());
     body.extend_from_slice(&message);
-    let web = Client::builder()
-        .http1_only()
-        .build()
-        .unwrap()
+    let browser = Client::builder().http1_only().build().unwrap();
+    let preflight = browser
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("http://{addr}/hexkv.v1.KeyValue/Get"),
+        )
+        .header("origin", page)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type,x-grpc-web,x-user-agent",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::OK);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], page);
+    let web = browser
         .post(format!("http://{addr}/hexkv.v1.KeyValue/Get"))
+        .header("origin", page)
         .header("content-type", "application/grpc-web+proto")
         .header("x-grpc-web", "1")
         .body(body)
@@ -108,6 +134,11 @@ async fn one_listener_serves_rest_grpc_and_grpc_web() {
         .await
         .unwrap();
     assert_eq!(web.status(), StatusCode::OK);
+    assert_eq!(web.headers()["access-control-allow-origin"], page);
+    let exposed = web.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap();
+    assert!(exposed.contains("grpc-status"), "{exposed}");
     assert_eq!(web.headers()["content-type"], "application/grpc-web+proto");
     let answer = web.bytes().await.unwrap();
     assert_eq!(answer[0], 0, "a message frame first");
