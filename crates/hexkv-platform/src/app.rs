@@ -15,10 +15,11 @@
 //!
 //! - **Settings**: the service's type implements [`ServiceSettings`]: its own sections beside
 //!   the ones the platform declares (`[http]`, `[grpc]`, `[flags]`, `[log]`, `[telemetry]`,
-//!   `[metrics]`, `[limits]`, `[auth]`, `[shutdown]`, `[tls]`, `[cors]`), read through the layers of
-//!   [`config::layered`](crate::config::layered): defaults → `--config FILE` → `RUST_LOG` →
-//!   `PREFIX_SECTION__KEY`. A value that cannot be used is refused at start naming its key;
-//!   `NAME config show` and `NAME config check FILE` come with [`Application::from_args`].
+//!   `[metrics]`, `[limits]`, `[auth]`, `[shutdown]`, `[tls]`, `[cors]`), read through the
+//!   layers of [`config::layered`](crate::config::layered): defaults → `--config FILE` →
+//!   `RUST_LOG` → `PREFIX_SECTION__KEY`. A value that cannot be used is refused at start naming
+//!   its key; `NAME config show` and `NAME config check FILE` come with
+//!   [`Application::from_args`].
 //! - **Telemetry**: JSON logs (pretty on a terminal) with sampling, the Prometheus recorder,
 //!   traces over OTLP (feature `otlp`), request ids and a span, log line and latency histogram
 //!   per request by matched route or RPC.
