@@ -26,7 +26,8 @@ async fn the_application_serves_then_drains() {
     // A drain that waited for the streams would take ten minutes.
     std::fs::write(
         &file,
-        "[shutdown]\nreadiness_delay_ms = 0\ndrain_timeout_ms = 600000\n\
+        "[log]\nlevel = \"warn\"\n\
+         [shutdown]\nreadiness_delay_ms = 0\ndrain_timeout_ms = 600000\n\
          [cors]\nallowed_origins = [\"https://console.example\"]\n",
     )
     .unwrap();
