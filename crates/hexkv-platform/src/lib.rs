@@ -35,6 +35,7 @@
 //! A service hands the platform its axum `Router` (tonic services become one with
 //! `tonic::service::Routes::into_axum_router`) and a listener; the platform serves it.
 
+mod admitted;
 pub mod app;
 pub mod auth;
 mod cli;

@@ -16,9 +16,7 @@
 //! (`hexkv_telemetry::auth_refused`).
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -28,6 +26,7 @@ use tonic::body::Body;
 use tonic::codegen::http;
 use tower::{Layer, Service};
 
+pub use crate::admitted::AdmissionFuture;
 use crate::auth::{Action, AuthError, AuthPolicy, Caller, Identity};
 use crate::grpc::status;
 
@@ -132,7 +131,7 @@ where
 {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = AdmissionFuture<S::Future>;
+    type Future = AdmissionFuture<S::Future, http::Response<Body>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -143,35 +142,7 @@ where
             Ok(()) => AdmissionFuture::Admitted {
                 inner: self.inner.call(request),
             },
-            Err(status) => AdmissionFuture::Refused {
-                response: Some(status.into_http()),
-            },
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response of [`Admission`].
-    #[project = AdmissionProj]
-    #[allow(missing_docs)]
-    pub enum AdmissionFuture<F> {
-        Admitted { #[pin] inner: F },
-        Refused { response: Option<http::Response<Body>> },
-    }
-}
-
-impl<F> Future for AdmissionFuture<F>
-where
-    F: Future<Output = Result<http::Response<Body>, Infallible>>,
-{
-    type Output = Result<http::Response<Body>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            AdmissionProj::Admitted { inner } => inner.poll(cx),
-            AdmissionProj::Refused { response } => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
-            }
+            Err(status) => AdmissionFuture::refused(status.into_http()),
         }
     }
 }

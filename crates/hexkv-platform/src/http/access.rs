@@ -33,9 +33,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -46,6 +44,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use hexkv_resilience::Throttle;
 
+use crate::admitted::AdmissionFuture;
 use crate::auth::{Action, AuthError, AuthPolicy, Caller, Identity};
 use crate::http::problem::Problem;
 
@@ -298,7 +297,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = AdmitFuture<S::Future>;
+    type Future = AdmissionFuture<S::Future, Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -306,34 +305,10 @@ where
 
     fn call(&mut self, mut request: Request) -> Self::Future {
         match self.admitter.admit(&mut request) {
-            Ok(()) => AdmitFuture::Admitted {
+            Ok(()) => AdmissionFuture::Admitted {
                 inner: self.inner.call(request),
             },
-            Err(refusal) => AdmitFuture::Refused {
-                response: Some(refusal.into_response()),
-            },
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response of [`Admit`]: the route's, or a refusal.
-    #[project = AdmitProj]
-    enum AdmitFuture<F> {
-        Admitted { #[pin] inner: F },
-        Refused { response: Option<Response> },
-    }
-}
-
-impl<F: Future<Output = Result<Response, Infallible>>> Future for AdmitFuture<F> {
-    type Output = Result<Response, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            AdmitProj::Admitted { inner } => inner.poll(cx),
-            AdmitProj::Refused { response } => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
-            }
+            Err(refusal) => AdmissionFuture::refused(refusal.into_response()),
         }
     }
 }
