@@ -102,7 +102,9 @@ pub const LIVE: &[&str] = &[
 ];
 
 /// A service's settings: its own sections and the platform's, in one serde type with
-/// `#[serde(default, deny_unknown_fields)]` (so a misspelt key is refused).
+/// `#[serde(default, deny_unknown_fields)]` (so a misspelt key is refused). The platform's
+/// getters come from [`platform_sections!`](crate::platform_sections) when the fields carry the
+/// sections' names.
 pub trait ServiceSettings:
     Serialize + DeserializeOwned + Default + Clone + Send + Sync + 'static
 {
@@ -183,6 +185,64 @@ pub trait ServiceSettings:
     }
 }
 
+/// The getters of [`ServiceSettings`] for the platform's sections, for a settings type whose
+/// fields carry the sections' names (`log`, `telemetry`, `metrics`, `limits`, `auth`,
+/// `shutdown`, `tls`, `cors`): written inside `impl ServiceSettings for Settings { … }`.
+///
+/// ```
+/// use hexkv_platform::app::ServiceSettings;
+/// use hexkv_platform::auth::AuthConfig;
+/// use hexkv_platform::config::*;
+///
+/// #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+/// #[serde(default, deny_unknown_fields)]
+/// struct Settings {
+///     log: LogConfig,
+///     telemetry: TelemetryConfig,
+///     metrics: MetricsConfig,
+///     limits: LimitsConfig,
+///     auth: AuthConfig,
+///     shutdown: ShutdownConfig,
+///     tls: TlsConfig,
+///     cors: CorsConfig,
+/// }
+///
+/// impl ServiceSettings for Settings {
+///     const ENV_PREFIX: &'static str = "ORDERS_";
+///     const SECTIONS: &'static [&'static str] = &[];
+///     hexkv_platform::platform_sections!();
+/// }
+/// ```
+#[macro_export]
+macro_rules! platform_sections {
+    () => {
+        fn log(&self) -> &$crate::config::LogConfig {
+            &self.log
+        }
+        fn telemetry(&self) -> &$crate::config::TelemetryConfig {
+            &self.telemetry
+        }
+        fn metrics(&self) -> &$crate::config::MetricsConfig {
+            &self.metrics
+        }
+        fn limits(&self) -> &$crate::config::LimitsConfig {
+            &self.limits
+        }
+        fn auth(&self) -> &$crate::auth::AuthConfig {
+            &self.auth
+        }
+        fn shutdown(&self) -> &$crate::config::ShutdownConfig {
+            &self.shutdown
+        }
+        fn tls(&self) -> &$crate::config::TlsConfig {
+            &self.tls
+        }
+        fn cors(&self) -> &$crate::config::CorsConfig {
+            &self.cors
+        }
+    };
+}
+
 /// The settings of a service with no sections of its own (a probe, a proxy, a test): the
 /// platform's sections only, from `SERVICE_*` variables.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
@@ -209,31 +269,7 @@ pub struct PlatformOnly {
 impl ServiceSettings for PlatformOnly {
     const ENV_PREFIX: &'static str = "SERVICE_";
     const SECTIONS: &'static [&'static str] = &[];
-
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
-    fn metrics(&self) -> &MetricsConfig {
-        &self.metrics
-    }
-    fn limits(&self) -> &LimitsConfig {
-        &self.limits
-    }
-    fn auth(&self) -> &AuthConfig {
-        &self.auth
-    }
-    fn shutdown(&self) -> &ShutdownConfig {
-        &self.shutdown
-    }
-    fn tls(&self) -> &TlsConfig {
-        &self.tls
-    }
-    fn cors(&self) -> &CorsConfig {
-        &self.cors
-    }
+    crate::platform_sections!();
 }
 
 type ReloadHook<S> = Box<dyn Fn(&S) + Send + Sync>;

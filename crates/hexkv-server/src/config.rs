@@ -96,30 +96,8 @@ impl hexkv_platform::app::ServiceSettings for Config {
     const ENV_PREFIX: &'static str = "HEXKV_";
     const SECTIONS: &'static [&'static str] = SECTIONS;
 
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
-    fn metrics(&self) -> &MetricsConfig {
-        &self.metrics
-    }
-    fn limits(&self) -> &LimitsConfig {
-        &self.limits
-    }
-    fn auth(&self) -> &AuthConfig {
-        &self.auth
-    }
-    fn shutdown(&self) -> &ShutdownConfig {
-        &self.shutdown
-    }
-    fn tls(&self) -> &TlsConfig {
-        &self.tls
-    }
-    fn cors(&self) -> &CorsConfig {
-        &self.cors
-    }
+    hexkv_platform::platform_sections!();
+
     const KNOWN_FLAGS: &'static [(&'static str, hexkv_core::Rollout)] = hexkv_core::flags::KNOWN;
     fn flags(&self) -> Option<&FlagsConfig> {
         Some(&self.flags)

@@ -65,30 +65,7 @@ impl ServiceSettings for Settings {
     const ENV_PREFIX: &'static str = "COUNTERS_";
     const SECTIONS: &'static [&'static str] = &["store"];
 
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
-    fn metrics(&self) -> &MetricsConfig {
-        &self.metrics
-    }
-    fn limits(&self) -> &LimitsConfig {
-        &self.limits
-    }
-    fn auth(&self) -> &AuthConfig {
-        &self.auth
-    }
-    fn shutdown(&self) -> &ShutdownConfig {
-        &self.shutdown
-    }
-    fn tls(&self) -> &TlsConfig {
-        &self.tls
-    }
-    fn cors(&self) -> &CorsConfig {
-        &self.cors
-    }
+    hexkv_platform::platform_sections!();
 
     fn validate(&self) -> Result<(), ConfigError> {
         let built = match self.store.backend {
